@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Runs a real, local Kubernetes control plane: etcd, kube-apiserver and
+# kube-controller-manager, built by build.sh from upstream modules.
+#
+#   cluster.sh up DIR [--owner-pid PID] [--crds PATH]
+#       Starts the control plane with its state in DIR and prints the
+#       kubeconfig path. Does nothing but print it when DIR's control plane is
+#       running already. With --owner-pid, a detached watchdog stops the
+#       control plane and removes DIR as soon as PID exits, however it exits.
+#       With --crds, the CRDs are installed before the controller-manager
+#       starts, so its garbage collector watches them from its first sync.
+#   cluster.sh down DIR    Stops exactly the processes `up DIR` started.
+#   cluster.sh env DIR     Prints shell exports for KUBECONFIG and PATH.
+#   cluster.sh leftovers   Waits up to 15s for every test control plane
+#                          (under $TMPDIR/catalio-cp.*) to exit; fails and
+#                          lists the survivors otherwise.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+tmp_root=${TMPDIR:-/tmp}
+
+log() { printf 'cluster: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+free_port() {
+  local port
+  for _ in $(seq 1 200); do
+    port=$(( 20000 + RANDOM % 40000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+  die "no free port found"
+}
+
+# Waits until a URL answers 200, or the process behind PIDFILE dies.
+wait_ok() {
+  local url=$1 pidfile=$2 what=$3 logfile=$4 i
+  shift 4
+  for i in $(seq 1 600); do
+    if curl -fsS -o /dev/null --max-time 2 "$@" "$url" 2>/dev/null; then
+      return 0
+    fi
+    alive "$pidfile" || { tail -n 30 "$logfile" >&2; die "$what exited during start"; }
+    sleep 0.1
+  done
+  tail -n 30 "$logfile" >&2
+  die "$what not ready after 60s"
+}
+
+gen_certs() {
+  local pki=$1
+  mkdir -p "$pki"
+  (
+    cd "$pki"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout ca.key -out ca.crt -days 3650 -subj "/CN=catalio-test-ca" 2>/dev/null
+    issue() { # name subject extensions
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
+      printf '%s\n' "$3" > "$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+        -days 3650 -out "$1.crt" -extfile "$1.ext" 2>/dev/null
+      rm -f "$1.csr" "$1.ext"
+    }
+    issue apiserver "/CN=kube-apiserver" \
+      "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc
+extendedKeyUsage=serverAuth"
+    issue admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+}
+
+write_kubeconfig() {
+  local dir=$1 port=$2
+  cat > "$dir/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: catalio-local
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority: $dir/pki/ca.crt
+users:
+- name: admin
+  user:
+    client-certificate: $dir/pki/admin.crt
+    client-key: $dir/pki/admin.key
+contexts:
+- name: catalio-local
+  context: {cluster: catalio-local, user: admin, namespace: default}
+current-context: catalio-local
+EOF
+}
+
+cmd_up() {
+  local dir=$1 owner="" crds=""
+  shift
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --owner-pid) owner=$2; shift 2 ;;
+      --crds) crds=$2; shift 2 ;;
+      *) die "unknown option $1" ;;
+    esac
+  done
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+
+  if alive "$dir/apiserver.pid"; then
+    log "control plane in $dir is running already"
+    echo "$dir/kubeconfig"
+    return
+  fi
+  cmd_down "$dir" 2>/dev/null || true
+
+  local bin started etcd_port peer_port api_port
+  bin=$("$here/build.sh")
+  started=$(date +%s.%N)
+  echo "$bin" > "$dir/bin"
+  rm -rf "$dir/pki" "$dir/etcd-data"
+  gen_certs "$dir/pki"
+  etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+
+  # Each process gets its own session (setsid) so that a Ctrl-C in the shell
+  # that ran `make cluster-up` does not reach it; `down` stops it by pid.
+  setsid "$bin/etcd" --data-dir "$dir/etcd-data" \
+    --listen-client-url "http://127.0.0.1:$etcd_port" \
+    --listen-peer-url "http://127.0.0.1:$peer_port" \
+    > "$dir/etcd.log" 2>&1 < /dev/null &
+  echo $! > "$dir/etcd.pid"
+
+  setsid "$bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
+    --client-ca-file "$dir/pki/ca.crt" \
+    --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$dir/pki/sa.pub" \
+    --service-account-signing-key-file "$dir/pki/sa.key" \
+    --api-audiences https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --endpoint-reconciler-type none \
+    --profiling=false \
+    > "$dir/apiserver.log" 2>&1 < /dev/null &
+  echo $! > "$dir/apiserver.pid"
+
+  write_kubeconfig "$dir" "$api_port"
+  local tls=(--cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key")
+  wait_ok "https://127.0.0.1:$api_port/readyz" "$dir/apiserver.pid" kube-apiserver \
+    "$dir/apiserver.log" "${tls[@]}"
+
+  if [ -n "$crds" ]; then
+    "$bin/kubectl" --kubeconfig "$dir/kubeconfig" apply --server-side -f "$crds" >&2
+    "$bin/kubectl" --kubeconfig "$dir/kubeconfig" wait --for condition=Established \
+      --timeout 60s crd --all >&2
+  fi
+
+  local kcm_port
+  kcm_port=$(free_port)
+  setsid "$bin/kube-controller-manager" \
+    --kubeconfig "$dir/kubeconfig" \
+    --authentication-kubeconfig "$dir/kubeconfig" \
+    --authorization-kubeconfig "$dir/kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$kcm_port" \
+    --cert-dir "$dir/kcm-certs" \
+    --controllers garbagecollector,namespace,serviceaccount \
+    --leader-elect=false \
+    --profiling=false \
+    > "$dir/controller-manager.log" 2>&1 < /dev/null &
+  echo $! > "$dir/controller-manager.pid"
+  wait_ok "https://127.0.0.1:$kcm_port/healthz" "$dir/controller-manager.pid" \
+    kube-controller-manager "$dir/controller-manager.log" -k
+
+  if [ -n "$owner" ]; then
+    # Detached from this script and from the owner, so it outlives both.
+    setsid bash -c '
+      while kill -0 "$1" 2>/dev/null; do sleep 0.2; done
+      "$2" down "$3" && rm -rf "$3"
+    ' watchdog "$owner" "$here/cluster.sh" "$dir" > /dev/null 2>&1 < /dev/null &
+    echo $! > "$dir/watchdog.pid"
+  fi
+
+  log "ready in $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s: https://127.0.0.1:$api_port"
+  echo "$dir/kubeconfig"
+}
+
+cmd_down() {
+  local dir=$1 name pidfile pids=()
+  # Reverse start order: the controller-manager and the API server go before
+  # their storage.
+  for name in controller-manager apiserver etcd; do
+    pidfile="$dir/$name.pid"
+    if alive "$pidfile"; then
+      kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+      pids+=("$(cat "$pidfile")")
+    fi
+  done
+  local i
+  for i in $(seq 1 100); do
+    local left=()
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && left+=("$p"); done
+    [ ${#left[@]} -eq 0 ] && break
+    [ "$i" -eq 100 ] && kill -KILL "${left[@]}" 2>/dev/null
+    sleep 0.1
+  done
+  rm -f "$dir"/{controller-manager,apiserver,etcd}.pid
+}
+
+cmd_env() {
+  local dir
+  dir=$(cd "$1" && pwd)
+  [ -f "$dir/bin" ] || die "no control plane in $dir; run 'make cluster-up' first"
+  printf 'export KUBECONFIG=%q\n' "$dir/kubeconfig"
+  printf 'export PATH=%q:"$PATH"\n' "$(cat "$dir/bin")"
+}
+
+cmd_leftovers() {
+  local i
+  for i in $(seq 1 75); do
+    pgrep -f "$tmp_root/catalio-cp\." > /dev/null || return 0
+    sleep 0.2
+  done
+  log "control-plane processes outlived their tests:"
+  pgrep -af "$tmp_root/catalio-cp\." >&2
+  return 1
+}
+
+case ${1:-} in
+  up) shift; [ $# -ge 1 ] || die "usage: cluster.sh up DIR [--owner-pid PID] [--crds PATH]"; cmd_up "$@" ;;
+  down) [ $# -eq 2 ] || die "usage: cluster.sh down DIR"; cmd_down "$2" ;;
+  env) [ $# -eq 2 ] || die "usage: cluster.sh env DIR"; cmd_env "$2" ;;
+  leftovers) cmd_leftovers ;;
+  *) die "usage: cluster.sh up|down|env|leftovers ..." ;;
+esac

@@ -1,0 +1,3 @@
+// Package controlplane builds a real Kubernetes control plane for the
+// project's tests and for `make dev`. See build.sh.
+package controlplane
