@@ -1,0 +1,313 @@
+//! Reconciles `ApiCredential` objects into Secrets. [`plan`] decides; this
+//! module reads the Secret, applies the plan with server-side apply under one
+//! field manager and publishes the plan's events.
+
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, future};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::core::PartialObjectMeta;
+use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::crd::{ApiCredential, ApiCredentialStatus, Phase};
+use crate::secret::ClientSecret;
+use plan::{MANAGER, Plan, Reason, SecretAction, Settings};
+
+/// How often a credential is looked at even when nothing announced a change.
+const RESYNC: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading Secret failed: {0}")]
+    ReadSecret(#[source] kube::Error),
+    #[error("writing Secret failed: {}", api_reason(.0))]
+    WriteSecret(#[source] kube::Error),
+    #[error("deleting Secret failed: {0}")]
+    DeleteSecret(#[source] kube::Error),
+    #[error("writing status failed: {0}")]
+    WriteStatus(#[source] kube::Error),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+}
+
+impl Error {
+    /// A fixed label per variant, for metrics and event reasons.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::ReadSecret(_) => "read_secret",
+            Error::WriteSecret(_) => "write_secret",
+            Error::DeleteSecret(_) => "delete_secret",
+            Error::WriteStatus(_) => "write_status",
+            Error::Plan(e) => e.metric_label(),
+        }
+    }
+}
+
+/// A failed Secret write is described by the API server's reason and code
+/// only: a validation message could echo the data that was sent.
+fn api_reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!("{} ({})", status.reason, status.code),
+        _ => "request failed".to_owned(),
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub settings: Settings,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+        }
+    }
+
+    async fn publish(&self, cred: &ApiCredential, reason: &str, warning: bool, note: String) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &cred.object_ref(&())).await {
+            warn!(error = %e, credential = %cred.name_any(), "publishing event failed");
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves. `namespace` limits the
+/// watch to one namespace.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (credentials, secrets) = match namespace {
+        Some(ns) => (
+            Api::<DeserializeGuard<ApiCredential>>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    // Only the metadata of Secrets we manage: payloads stay out of memory.
+    let owned = watcher(
+        secrets,
+        watcher::Config::default().labels(&plan::managed_secret_selector()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let config = kube::runtime::controller::Config::default().concurrency(32);
+    Controller::new(credentials, watcher::Config::default())
+        .with_config(config)
+        .owns_stream(owned)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                debug!(error = %e, "reconcile did not complete");
+            }
+            future::ready(())
+        })
+        .await;
+}
+
+async fn reconcile(
+    guarded: Arc<DeserializeGuard<ApiCredential>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let cred = match &guarded.0 {
+        Ok(cred) => cred,
+        Err(invalid) => return report_invalid(invalid, &ctx).await,
+    };
+    let namespace = cred.namespace().unwrap_or_default();
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let result = apply(cred, &secrets, &ctx).await;
+    if let Err(e) = &result {
+        ctx.publish(cred, "ReconcileFailed", true, e.to_string())
+            .await;
+    }
+    result
+}
+
+async fn apply(
+    cred: &ApiCredential,
+    secrets: &Api<Secret>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let name = cred.secret_name();
+    let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
+    let Plan {
+        secret: action,
+        status,
+        notes,
+        requeue_after,
+    } = plan::plan(
+        cred,
+        secret.as_ref(),
+        &ctx.settings,
+        Timestamp::now(),
+        &mut ClientSecret::generate,
+    )?;
+
+    match action {
+        SecretAction::Keep => {}
+        SecretAction::Apply(desired) => {
+            secrets
+                .patch(
+                    name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&*desired),
+                )
+                .await
+                .map_err(Error::WriteSecret)?;
+        }
+        SecretAction::Delete => {
+            let uid = secret.as_ref().and_then(|s| s.metadata.uid.clone());
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid,
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match secrets.delete(name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::DeleteSecret(e)),
+            }
+        }
+    }
+
+    if plan::status_changed(cred.status.as_ref(), &status) {
+        write_status(cred, &status, ctx).await?;
+    }
+    for note in notes {
+        info!(
+            credential = %cred.name_any(),
+            namespace = %cred.namespace().unwrap_or_default(),
+            reason = note.reason.as_str(),
+            "{}", note.message
+        );
+        ctx.publish(
+            cred,
+            note.reason.as_str(),
+            note.reason.is_warning(),
+            note.message,
+        )
+        .await;
+    }
+    Ok(Action::requeue(requeue_after.map_or(RESYNC, |d| {
+        // A moment past the deadline, so the next plan sees it passed.
+        d.min(RESYNC) + Duration::from_millis(500)
+    })))
+}
+
+async fn write_status(
+    cred: &ApiCredential,
+    status: &ApiCredentialStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let api =
+        Api::<ApiCredential>::namespaced(ctx.client.clone(), &cred.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": ApiCredential::api_version(&()),
+        "kind": ApiCredential::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &cred.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(Error::WriteStatus)?;
+    Ok(())
+}
+
+/// An object the controller cannot parse gets a Failed status and a Warning,
+/// and the controller carries on with the others.
+async fn report_invalid(invalid: &InvalidObject, ctx: &Context) -> Result<Action, Error> {
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
+    warn!(credential = %name, %namespace, error = %invalid.error, "cannot parse ApiCredential");
+    let api = Api::<DeserializeGuard<ApiCredential>>::namespaced(ctx.client.clone(), &namespace);
+    let message = format!("The object cannot be read: {}", invalid.error);
+    let patch = json!({
+        "apiVersion": ApiCredential::api_version(&()),
+        "kind": ApiCredential::kind(&()),
+        "status": {
+            "phase": Phase::Failed,
+            "observedGeneration": invalid.metadata.generation,
+            "conditions": [{
+                "type": "Ready",
+                "status": "False",
+                "reason": Reason::InvalidSpec.as_str(),
+                "message": message,
+                "observedGeneration": invalid.metadata.generation,
+                "lastTransitionTime": Timestamp::now().to_string(),
+            }],
+        },
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(Error::WriteStatus)?;
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(ApiCredential::api_version(&()).into_owned()),
+        kind: Some(ApiCredential::kind(&()).into_owned()),
+        name: Some(name),
+        namespace: Some(namespace),
+        uid: invalid.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: Reason::InvalidSpec.as_str().to_owned(),
+        note: Some(message),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        warn!(error = %e, "publishing event failed");
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(
+    guarded: Arc<DeserializeGuard<ApiCredential>>,
+    error: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    let name = guarded.0.as_ref().map(|c| c.name_any()).unwrap_or_default();
+    warn!(credential = %name, reason = error.metric_label(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}

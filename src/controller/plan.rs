@@ -1,0 +1,602 @@
+//! Decides, without any I/O, what one reconcile of an `ApiCredential` does:
+//! the Secret to write (or keep, or delete), the status to report, the events
+//! to publish and when to look again.
+//!
+//! The Secret is the source of truth. Its annotations carry everything status
+//! is rebuilt from: the secret's hash, the rotation counter it was generated
+//! under, when it was generated and the previous hash while a grace period
+//! runs. So a restart, a re-apply or a wiped status never changes a valid
+//! secret.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use crate::crd::{ApiCredential, ApiCredentialStatus, Phase};
+use crate::duration;
+use crate::secret::{ClientSecret, SecretHash, client_id_for_uid};
+
+/// Field manager for every write the controller makes.
+pub const MANAGER: &str = "catalio-operator";
+
+pub mod keys {
+    pub const CLIENT_ID: &str = "client_id";
+    pub const CLIENT_SECRET: &str = "client_secret";
+    pub const TOKEN_URL: &str = "token_url";
+    pub const AUDIENCE: &str = "audience";
+
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const CREDENTIAL: &str = "catalio.ai/credential";
+
+    pub const SECRET_SHA256: &str = "catalio.ai/secret-sha256";
+    pub const ROTATION_COUNTER: &str = "catalio.ai/rotation-counter";
+    pub const ROTATED_AT: &str = "catalio.ai/rotated-at";
+    pub const PREVIOUS_SHA256: &str = "catalio.ai/previous-secret-sha256";
+    pub const PREVIOUS_EXPIRES_AT: &str = "catalio.ai/previous-secret-expires-at";
+    pub const TEMPLATE_SHA256: &str = "catalio.ai/template-sha256";
+}
+
+/// Label selector matching every Secret the operator manages.
+pub fn managed_secret_selector() -> String {
+    format!("{}={MANAGER}", keys::MANAGED_BY)
+}
+
+/// What the operator writes into every Secret besides the credential itself.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub token_url: String,
+    pub audience: String,
+}
+
+/// The credential material held by a valid Secret.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Material {
+    pub secret: ClientSecret,
+    pub hash: SecretHash,
+    pub counter: i64,
+    pub rotated_at: Timestamp,
+    pub previous: Option<Previous>,
+}
+
+/// The previous secret's hash while its grace period lasts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Previous {
+    pub hash: SecretHash,
+    pub expires_at: Timestamp,
+}
+
+/// What the Secret looked like.
+#[derive(Debug, PartialEq)]
+pub enum Observed {
+    Missing,
+    /// A Secret of that name exists but this credential does not control it.
+    Foreign,
+    /// The Secret's data no longer matches its hash annotation or client id.
+    Tampered,
+    Valid(Material),
+}
+
+/// Low-cardinality reasons, used for events, conditions and metrics alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Created,
+    Rotated,
+    GraceExpired,
+    Revoked,
+    SecretReplaced,
+    SecretConflict,
+    InvalidSpec,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Created => "Created",
+            Reason::Rotated => "Rotated",
+            Reason::GraceExpired => "GraceExpired",
+            Reason::Revoked => "Revoked",
+            Reason::SecretReplaced => "SecretReplaced",
+            Reason::SecretConflict => "SecretConflict",
+            Reason::InvalidSpec => "InvalidSpec",
+        }
+    }
+
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            Reason::SecretReplaced | Reason::SecretConflict | Reason::InvalidSpec
+        )
+    }
+}
+
+/// An event to publish. Messages name Secrets and hashes, never secrets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    pub reason: Reason,
+    pub message: String,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum SecretAction {
+    Keep,
+    Apply(Box<Secret>),
+    Delete,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Plan {
+    pub secret: SecretAction,
+    pub status: ApiCredentialStatus,
+    pub notes: Vec<Note>,
+    /// When the plan changes by itself (grace expiry, scheduled rotation).
+    pub requeue_after: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("object has no uid")]
+    MissingUid,
+    #[error("operating system randomness unavailable: {0}")]
+    Random(#[from] getrandom::Error),
+}
+
+impl PlanError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            PlanError::MissingUid => "missing_uid",
+            PlanError::Random(_) => "random",
+        }
+    }
+}
+
+const READY: &str = "Ready";
+
+/// Reads the material out of an existing Secret.
+pub fn observe(cred: &ApiCredential, secret: Option<&Secret>, client_id: &str) -> Observed {
+    let Some(secret) = secret else {
+        return Observed::Missing;
+    };
+    let controlled = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == cred.metadata.uid.as_ref());
+    if !controlled {
+        return Observed::Foreign;
+    }
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |key: &str| data.get(key).and_then(|b| std::str::from_utf8(&b.0).ok());
+    let (Some(plaintext), Some(stored_id), Some(recorded)) = (
+        text(keys::CLIENT_SECRET),
+        text(keys::CLIENT_ID),
+        annotations
+            .get(keys::SECRET_SHA256)
+            .and_then(|h| SecretHash::parse(h)),
+    ) else {
+        return Observed::Tampered;
+    };
+    let secret_value = ClientSecret::from_plaintext(plaintext.to_owned());
+    let hash = secret_value.hash();
+    if !hash.ct_eq(&recorded) || stored_id != client_id {
+        return Observed::Tampered;
+    }
+    let timestamp = |key: &str| {
+        annotations
+            .get(key)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+    };
+    let rotated_at = timestamp(keys::ROTATED_AT)
+        .or_else(|| secret.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let counter = annotations
+        .get(keys::ROTATION_COUNTER)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(cred.spec.rotation.counter);
+    let previous = annotations
+        .get(keys::PREVIOUS_SHA256)
+        .and_then(|h| SecretHash::parse(h))
+        .zip(timestamp(keys::PREVIOUS_EXPIRES_AT))
+        .map(|(hash, expires_at)| Previous { hash, expires_at });
+    Observed::Valid(Material {
+        secret: secret_value,
+        hash,
+        counter,
+        rotated_at,
+        previous,
+    })
+}
+
+/// Spec values the API server's schema normally rejects; checked again here
+/// because objects may predate the CRD's rules.
+struct Schedule {
+    every: Option<Duration>,
+    grace: Duration,
+}
+
+fn schedule(cred: &ApiCredential) -> Result<Schedule, String> {
+    let rotation = &cred.spec.rotation;
+    let every = rotation
+        .every
+        .as_deref()
+        .map(duration::parse)
+        .transpose()
+        .map_err(|e| format!("rotation.every: {e}"))?;
+    if every.is_some_and(|e| e < Duration::from_secs(3600)) {
+        return Err("rotation.every must be at least 1h".to_owned());
+    }
+    let grace = duration::parse(&rotation.grace_period)
+        .map_err(|e| format!("rotation.gracePeriod: {e}"))?;
+    if grace > Duration::from_secs(168 * 3600) {
+        return Err("rotation.gracePeriod must be at most 168h".to_owned());
+    }
+    Ok(Schedule { every, grace })
+}
+
+fn add(at: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| at.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// Decides one reconcile. `generate` is called only when a new secret is
+/// needed.
+pub fn plan(
+    cred: &ApiCredential,
+    secret: Option<&Secret>,
+    settings: &Settings,
+    now: Timestamp,
+    generate: &mut dyn FnMut() -> Result<ClientSecret, getrandom::Error>,
+) -> Result<Plan, PlanError> {
+    // Kubernetes stores times to the second; planning at that precision keeps
+    // the status we compute equal to the status we read back.
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let uid = cred.metadata.uid.as_deref().ok_or(PlanError::MissingUid)?;
+    let client_id = client_id_for_uid(uid);
+    let old = cred.status.clone().unwrap_or_default();
+    let secret_name = cred.secret_name().to_owned();
+    let mut status = ApiCredentialStatus {
+        client_id: Some(client_id.clone()),
+        secret_name: Some(secret_name.clone()),
+        observed_generation: cred.metadata.generation,
+        ..Default::default()
+    };
+    let observed = observe(cred, secret, &client_id);
+
+    if cred.spec.revoked {
+        let mut notes = Vec::new();
+        if old.phase != Some(Phase::Revoked) {
+            notes.push(Note {
+                reason: Reason::Revoked,
+                message: format!(
+                    "Revoked client {client_id}; deleted Secret {secret_name} and stopped its tokens"
+                ),
+            });
+        }
+        status.phase = Some(Phase::Revoked);
+        status.rotation_counter = old.rotation_counter;
+        status.revoked_at = old.revoked_at.clone().or(Some(Time(now)));
+        status.conditions = vec![condition(
+            &old,
+            now,
+            cred,
+            false,
+            "Revoked",
+            "The credential is revoked and cannot be restored",
+        )];
+        let secret = match observed {
+            // A Secret we do not control is not ours to delete.
+            Observed::Missing | Observed::Foreign => SecretAction::Keep,
+            Observed::Tampered | Observed::Valid(_) => SecretAction::Delete,
+        };
+        return Ok(Plan {
+            secret,
+            status,
+            notes,
+            requeue_after: None,
+        });
+    }
+
+    let failed = |status: ApiCredentialStatus, reason: Reason, message: String| {
+        let mut status = status;
+        status.phase = Some(Phase::Failed);
+        status.conditions = vec![condition(&old, now, cred, false, reason.as_str(), &message)];
+        let was_same = old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.reason == reason.as_str());
+        Plan {
+            secret: SecretAction::Keep,
+            status,
+            notes: if was_same {
+                vec![]
+            } else {
+                vec![Note { reason, message }]
+            },
+            // Nothing we watch announces that a foreign Secret went away.
+            requeue_after: Some(Duration::from_secs(60)),
+        }
+    };
+
+    if observed == Observed::Foreign {
+        return Ok(failed(
+            status,
+            Reason::SecretConflict,
+            format!("Secret {secret_name} exists and is not controlled by this credential"),
+        ));
+    }
+    let schedule = match schedule(cred) {
+        Ok(s) => s,
+        Err(message) => {
+            // Keep a valid secret working while the spec is being fixed.
+            if let Observed::Valid(m) = &observed {
+                fill_material(&mut status, m, None);
+            }
+            return Ok(failed(status, Reason::InvalidSpec, message));
+        }
+    };
+
+    let mut notes = Vec::new();
+    let fresh = |generate: &mut dyn FnMut() -> Result<ClientSecret, getrandom::Error>| {
+        generate().map(|secret| Material {
+            hash: secret.hash(),
+            secret,
+            counter: cred.spec.rotation.counter,
+            rotated_at: now,
+            previous: None,
+        })
+    };
+    let (material, changed) = match observed {
+        Observed::Missing => {
+            let (reason, message) = if old.secret_hash.is_none() && old.phase != Some(Phase::Active)
+            {
+                (
+                    Reason::Created,
+                    format!("Created Secret {secret_name} for client {client_id}"),
+                )
+            } else {
+                (
+                    Reason::SecretReplaced,
+                    format!("Secret {secret_name} was deleted; generated a new client secret"),
+                )
+            };
+            notes.push(Note { reason, message });
+            (fresh(generate)?, true)
+        }
+        Observed::Tampered => {
+            notes.push(Note {
+                reason: Reason::SecretReplaced,
+                message: format!(
+                    "Secret {secret_name} did not match its recorded hash; generated a new client secret"
+                ),
+            });
+            (fresh(generate)?, true)
+        }
+        Observed::Foreign => unreachable!("handled above"),
+        Observed::Valid(mut m) => {
+            let mut changed = false;
+            if m.previous.is_some_and(|p| p.expires_at <= now) {
+                let p = m.previous.take().map(|p| p.hash.to_string());
+                notes.push(Note {
+                    reason: Reason::GraceExpired,
+                    message: format!(
+                        "Grace period ended; previous secret {} no longer works",
+                        p.unwrap_or_default()
+                    ),
+                });
+                changed = true;
+            }
+            let manual = cred.spec.rotation.counter > m.counter;
+            let scheduled = schedule.every.is_some_and(|e| add(m.rotated_at, e) <= now);
+            if manual || scheduled {
+                let previous = (!schedule.grace.is_zero()).then(|| Previous {
+                    hash: m.hash,
+                    expires_at: add(now, schedule.grace),
+                });
+                let mut next = fresh(generate)?;
+                next.previous = previous;
+                let why = if manual {
+                    format!("rotation.counter {}", cred.spec.rotation.counter)
+                } else {
+                    "schedule".to_owned()
+                };
+                let old_secret = match previous {
+                    Some(p) => format!("works until {}", p.expires_at),
+                    None => "stopped working".to_owned(),
+                };
+                notes.push(Note {
+                    reason: Reason::Rotated,
+                    message: format!(
+                        "Rotated client secret ({why}); new {}, previous {} {old_secret}",
+                        next.hash, m.hash
+                    ),
+                });
+                m = next;
+                changed = true;
+            }
+            (m, changed)
+        }
+    };
+
+    let desired = desired_secret(cred, &client_id, &material, settings);
+    let action = match secret {
+        Some(existing) if !changed && covers(existing, &desired) => SecretAction::Keep,
+        _ => SecretAction::Apply(Box::new(desired)),
+    };
+
+    let next_rotation = schedule.every.map(|e| add(material.rotated_at, e));
+    fill_material(&mut status, &material, next_rotation);
+    status.phase = Some(Phase::Active);
+    status.conditions = vec![condition(
+        &old,
+        now,
+        cred,
+        true,
+        "SecretReady",
+        &format!("Secret {secret_name} holds the current client secret"),
+    )];
+    let requeue_after = [material.previous.map(|p| p.expires_at), next_rotation]
+        .into_iter()
+        .flatten()
+        .map(|at| until(now, at))
+        .min();
+
+    Ok(Plan {
+        secret: action,
+        status,
+        notes,
+        requeue_after,
+    })
+}
+
+fn fill_material(status: &mut ApiCredentialStatus, m: &Material, next: Option<Timestamp>) {
+    status.secret_hash = Some(m.hash.to_string());
+    status.previous_secret_hash = m.previous.map(|p| p.hash.to_string());
+    status.previous_secret_expires_at = m.previous.map(|p| Time(p.expires_at));
+    status.rotation_counter = Some(m.counter);
+    status.last_rotated_at = Some(Time(m.rotated_at));
+    status.next_rotation_at = next.map(Time);
+}
+
+/// The Ready condition, keeping its transition time while it stays the same.
+fn condition(
+    old: &ApiCredentialStatus,
+    now: Timestamp,
+    cred: &ApiCredential,
+    ready: bool,
+    reason: &str,
+    message: &str,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let since = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY && c.status == status && c.reason == reason)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: READY.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: cred.metadata.generation,
+        last_transition_time: since,
+    }
+}
+
+/// The Secret as the controller wants it.
+pub fn desired_secret(
+    cred: &ApiCredential,
+    client_id: &str,
+    m: &Material,
+    settings: &Settings,
+) -> Secret {
+    let template = cred.spec.secret_template.clone().unwrap_or_default();
+    let mut labels = template.labels.clone();
+    labels.insert(keys::MANAGED_BY.to_owned(), MANAGER.to_owned());
+    labels.insert(
+        keys::CREDENTIAL.to_owned(),
+        cred.metadata.name.clone().unwrap_or_default(),
+    );
+    let mut annotations = template.annotations.clone();
+    annotations.insert(keys::SECRET_SHA256.to_owned(), m.hash.to_string());
+    annotations.insert(keys::ROTATION_COUNTER.to_owned(), m.counter.to_string());
+    annotations.insert(keys::ROTATED_AT.to_owned(), m.rotated_at.to_string());
+    if let Some(p) = m.previous {
+        annotations.insert(keys::PREVIOUS_SHA256.to_owned(), p.hash.to_string());
+        annotations.insert(
+            keys::PREVIOUS_EXPIRES_AT.to_owned(),
+            p.expires_at.to_string(),
+        );
+    }
+    annotations.insert(
+        keys::TEMPLATE_SHA256.to_owned(),
+        template_hash(&template.labels, &template.annotations),
+    );
+    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(cred.secret_name().to_owned()),
+            namespace: cred.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: cred.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([
+            (keys::CLIENT_ID.to_owned(), bytes(client_id)),
+            (keys::CLIENT_SECRET.to_owned(), bytes(m.secret.expose())),
+            (keys::TOKEN_URL.to_owned(), bytes(&settings.token_url)),
+            (keys::AUDIENCE.to_owned(), bytes(&settings.audience)),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// Records the template, so removing a label from it is noticed even though
+/// the Secret still carries it.
+fn template_hash(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> String {
+    let mut h = Sha256::new();
+    for (section, map) in [("labels", labels), ("annotations", annotations)] {
+        for (k, v) in map {
+            h.update(format!("{section}\0{k}\0{v}\0").as_bytes());
+        }
+    }
+    SecretHash::of(&h.finalize()).short_id()
+}
+
+/// Whether an existing Secret already has everything the desired one sets.
+/// Fields other managers added are left alone.
+fn covers(existing: &Secret, desired: &Secret) -> bool {
+    let subset = |want: &Option<BTreeMap<String, String>>,
+                  have: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    existing.type_ == desired.type_
+        && existing.data == desired.data
+        && subset(&desired.metadata.labels, &existing.metadata.labels)
+        && subset(
+            &desired.metadata.annotations,
+            &existing.metadata.annotations,
+        )
+        && desired.metadata.owner_references.iter().flatten().all(|o| {
+            existing
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|e| e == o)
+        })
+}
+
+/// Whether a status write would change anything the controller owns.
+/// `lastUsedAt` belongs to the token endpoint and is ignored.
+pub fn status_changed(
+    current: Option<&ApiCredentialStatus>,
+    desired: &ApiCredentialStatus,
+) -> bool {
+    let mut current = current.cloned().unwrap_or_default();
+    current.last_used_at = None;
+    current != *desired
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,352 @@
+use super::*;
+use crate::crd::{ApiCredentialSpec, credential::Rotation, credential::SecretTemplate};
+
+const UID: &str = "11111111-2222-3333-4444-555555555555";
+const CLIENT_ID: &str = "ci_11111111222233334444555555555555";
+
+fn settings() -> Settings {
+    Settings {
+        token_url: "http://catalio.test/oauth/token".into(),
+        audience: "https://catalio.ai/api/v1".into(),
+    }
+}
+
+fn at(second: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + second).unwrap()
+}
+
+fn cred() -> ApiCredential {
+    let mut c = ApiCredential::new(
+        "ci",
+        ApiCredentialSpec {
+            display_name: "CI/CD Pipeline".into(),
+            scopes: vec!["*:read".into()],
+            secret_name: None,
+            secret_template: None,
+            rotation: Rotation::default(),
+            token_lifetime: None,
+            revoked: false,
+        },
+    );
+    c.metadata.uid = Some(UID.into());
+    c.metadata.namespace = Some("org".into());
+    c.metadata.generation = Some(1);
+    c
+}
+
+/// Hands out "secret-1", "secret-2", ... and counts the calls.
+struct Generator(u32);
+
+impl Generator {
+    fn next(&mut self) -> Result<ClientSecret, getrandom::Error> {
+        self.0 += 1;
+        Ok(ClientSecret::from_plaintext(format!("secret-{}", self.0)))
+    }
+}
+
+fn run(cred: &ApiCredential, secret: Option<&Secret>, now: Timestamp, g: &mut Generator) -> Plan {
+    plan(cred, secret, &settings(), now, &mut || g.next()).unwrap()
+}
+
+fn applied(plan: &Plan) -> Secret {
+    match &plan.secret {
+        SecretAction::Apply(s) => (**s).clone(),
+        other => panic!("expected the Secret to be applied, got {other:?}"),
+    }
+}
+
+fn data(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+fn annotation(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()
+        .unwrap()
+        .get(key)
+        .cloned()
+}
+
+fn reasons(plan: &Plan) -> Vec<Reason> {
+    plan.notes.iter().map(|n| n.reason).collect()
+}
+
+/// The state after the first reconcile: the Secret as applied and the status
+/// as written.
+fn created(g: &mut Generator) -> (ApiCredential, Secret) {
+    let mut c = cred();
+    let p = run(&c, None, at(0), g);
+    let s = applied(&p);
+    c.status = Some(p.status);
+    (c, s)
+}
+
+#[test]
+fn first_reconcile_creates_the_secret_and_reports_active() {
+    let mut g = Generator(0);
+    let p = run(&cred(), None, at(0), &mut g);
+    let s = applied(&p);
+    assert_eq!(s.metadata.name.as_deref(), Some("ci"));
+    assert_eq!(s.type_.as_deref(), Some("Opaque"));
+    assert_eq!(data(&s, "client_id"), CLIENT_ID);
+    assert_eq!(data(&s, "client_secret"), "secret-1");
+    assert_eq!(data(&s, "token_url"), "http://catalio.test/oauth/token");
+    assert_eq!(data(&s, "audience"), "https://catalio.ai/api/v1");
+    let hash = SecretHash::of(b"secret-1").to_string();
+    assert_eq!(annotation(&s, keys::SECRET_SHA256), Some(hash.clone()));
+    assert_eq!(annotation(&s, keys::ROTATION_COUNTER).as_deref(), Some("0"));
+    let labels = s.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels[keys::MANAGED_BY], "catalio-operator");
+    assert_eq!(labels[keys::CREDENTIAL], "ci");
+    let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.uid.as_str(), owner.controller), (UID, Some(true)));
+
+    assert_eq!(p.status.phase, Some(Phase::Active));
+    assert_eq!(p.status.client_id.as_deref(), Some(CLIENT_ID));
+    assert_eq!(p.status.secret_hash, Some(hash));
+    assert_eq!(p.status.rotation_counter, Some(0));
+    assert_eq!(p.status.observed_generation, Some(1));
+    assert_eq!(p.status.last_rotated_at, Some(Time(at(0))));
+    let ready = &p.status.conditions[0];
+    assert_eq!(
+        (ready.type_.as_str(), ready.status.as_str()),
+        ("Ready", "True")
+    );
+    assert_eq!(reasons(&p), [Reason::Created]);
+    assert_eq!(p.requeue_after, None);
+}
+
+#[test]
+fn reconciling_again_changes_nothing() {
+    let mut g = Generator(0);
+    let (c, s) = created(&mut g);
+    let p = run(&c, Some(&s), at(3_600), &mut g);
+    assert_eq!(p.secret, SecretAction::Keep);
+    assert!(!status_changed(c.status.as_ref(), &p.status));
+    assert!(p.notes.is_empty());
+    assert_eq!(g.0, 1, "no new secret may be generated");
+}
+
+#[test]
+fn a_wiped_status_is_rebuilt_from_the_secret() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    let before = c.status.take().unwrap();
+    let p = run(&c, Some(&s), at(60), &mut g);
+    assert_eq!(p.secret, SecretAction::Keep);
+    assert_eq!(p.status.secret_hash, before.secret_hash);
+    assert_eq!(p.status.last_rotated_at, before.last_rotated_at);
+    assert_eq!(p.status.client_id, before.client_id);
+    assert_eq!(p.status.phase, Some(Phase::Active));
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+    assert_eq!(g.0, 1);
+}
+
+#[test]
+fn a_tampered_secret_is_replaced_with_a_warning() {
+    let mut g = Generator(0);
+    let (c, mut s) = created(&mut g);
+    s.data.as_mut().unwrap().insert(
+        keys::CLIENT_SECRET.into(),
+        ByteString(b"chosen-by-attacker".to_vec()),
+    );
+    let p = run(&c, Some(&s), at(10), &mut g);
+    assert_eq!(data(&applied(&p), "client_secret"), "secret-2");
+    assert_eq!(reasons(&p), [Reason::SecretReplaced]);
+    assert!(Reason::SecretReplaced.is_warning());
+    assert!(!p.notes[0].message.contains("chosen-by-attacker"));
+}
+
+#[test]
+fn a_changed_client_id_counts_as_tampering() {
+    let mut g = Generator(0);
+    let (c, mut s) = created(&mut g);
+    s.data
+        .as_mut()
+        .unwrap()
+        .insert(keys::CLIENT_ID.into(), ByteString(b"ci_other".to_vec()));
+    let p = run(&c, Some(&s), at(10), &mut g);
+    assert_eq!(data(&applied(&p), "client_id"), CLIENT_ID);
+    assert_eq!(reasons(&p), [Reason::SecretReplaced]);
+}
+
+#[test]
+fn a_deleted_secret_is_recreated_with_a_new_secret() {
+    let mut g = Generator(0);
+    let (c, _) = created(&mut g);
+    let p = run(&c, None, at(10), &mut g);
+    assert_eq!(data(&applied(&p), "client_secret"), "secret-2");
+    assert_eq!(reasons(&p), [Reason::SecretReplaced]);
+}
+
+#[test]
+fn a_foreign_secret_is_left_alone_and_reported() {
+    let mut g = Generator(0);
+    let (c, mut s) = created(&mut g);
+    s.metadata.owner_references = None;
+    let p = run(&c, Some(&s), at(10), &mut g);
+    assert_eq!(p.secret, SecretAction::Keep);
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    let ready = &p.status.conditions[0];
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "SecretConflict")
+    );
+    assert_eq!(reasons(&p), [Reason::SecretConflict]);
+    assert_eq!(
+        p.status.secret_hash, None,
+        "a Secret we do not control must not work"
+    );
+
+    // Reported once, not on every resync.
+    let mut again = c.clone();
+    again.status = Some(p.status);
+    assert!(run(&again, Some(&s), at(20), &mut g).notes.is_empty());
+}
+
+#[test]
+fn raising_the_counter_rotates_at_once_without_grace() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    c.spec.rotation.counter = 1;
+    let p = run(&c, Some(&s), at(100), &mut g);
+    let new = applied(&p);
+    assert_eq!(data(&new, "client_secret"), "secret-2");
+    assert_eq!(
+        annotation(&new, keys::ROTATION_COUNTER).as_deref(),
+        Some("1")
+    );
+    assert_eq!(annotation(&new, keys::PREVIOUS_SHA256), None);
+    assert_eq!(p.status.previous_secret_hash, None);
+    assert_eq!(p.status.rotation_counter, Some(1));
+    assert_eq!(p.status.last_rotated_at, Some(Time(at(100))));
+    assert_eq!(reasons(&p), [Reason::Rotated]);
+    assert!(p.notes[0].message.contains("stopped working"));
+}
+
+#[test]
+fn rotation_with_grace_keeps_the_previous_hash_until_it_expires() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    c.spec.rotation.counter = 1;
+    c.spec.rotation.grace_period = "1h".into();
+    let p = run(&c, Some(&s), at(100), &mut g);
+    let new = applied(&p);
+    let old_hash = SecretHash::of(b"secret-1").to_string();
+    assert_eq!(p.status.previous_secret_hash, Some(old_hash.clone()));
+    assert_eq!(p.status.previous_secret_expires_at, Some(Time(at(3_700))));
+    assert_eq!(annotation(&new, keys::PREVIOUS_SHA256), Some(old_hash));
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(3_600)));
+
+    // Still inside the grace period: nothing changes.
+    c.status = Some(p.status);
+    let during = run(&c, Some(&new), at(3_699), &mut g);
+    assert_eq!(during.secret, SecretAction::Keep);
+    assert_eq!(during.requeue_after, Some(Duration::from_secs(1)));
+
+    // After it: the previous hash is dropped, with an event.
+    let after = run(&c, Some(&new), at(3_700), &mut g);
+    let dropped = applied(&after);
+    assert_eq!(data(&dropped, "client_secret"), "secret-2");
+    assert_eq!(annotation(&dropped, keys::PREVIOUS_SHA256), None);
+    assert_eq!(after.status.previous_secret_hash, None);
+    assert_eq!(after.status.previous_secret_expires_at, None);
+    assert_eq!(reasons(&after), [Reason::GraceExpired]);
+}
+
+#[test]
+fn scheduled_rotation_fires_when_due() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    c.spec.rotation.every = Some("2h".into());
+    let early = run(&c, Some(&s), at(7_199), &mut g);
+    assert_eq!(early.secret, SecretAction::Keep);
+    assert_eq!(early.status.next_rotation_at, Some(Time(at(7_200))));
+    assert_eq!(early.requeue_after, Some(Duration::from_secs(1)));
+
+    let due = run(&c, Some(&s), at(7_200), &mut g);
+    assert_eq!(data(&applied(&due), "client_secret"), "secret-2");
+    assert_eq!(due.status.next_rotation_at, Some(Time(at(14_400))));
+    assert_eq!(
+        due.status.rotation_counter,
+        Some(0),
+        "the spec counter is unchanged"
+    );
+    assert_eq!(reasons(&due), [Reason::Rotated]);
+    assert!(due.notes[0].message.contains("schedule"));
+}
+
+#[test]
+fn revocation_deletes_the_secret_once_and_keeps_a_tombstone() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    c.spec.revoked = true;
+    let p = run(&c, Some(&s), at(50), &mut g);
+    assert_eq!(p.secret, SecretAction::Delete);
+    assert_eq!(p.status.phase, Some(Phase::Revoked));
+    assert_eq!(p.status.revoked_at, Some(Time(at(50))));
+    assert_eq!(p.status.client_id.as_deref(), Some(CLIENT_ID));
+    assert_eq!(p.status.secret_hash, None);
+    assert_eq!(reasons(&p), [Reason::Revoked]);
+
+    c.status = Some(p.status);
+    let later = run(&c, None, at(500), &mut g);
+    assert_eq!(later.secret, SecretAction::Keep);
+    assert_eq!(later.status.revoked_at, Some(Time(at(50))));
+    assert!(later.notes.is_empty());
+    assert!(!status_changed(c.status.as_ref(), &later.status));
+    assert_eq!(g.0, 1);
+}
+
+#[test]
+fn an_invalid_schedule_fails_but_keeps_a_valid_secret_working() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    c.spec.rotation.every = Some("30m".into());
+    let p = run(&c, Some(&s), at(10), &mut g);
+    assert_eq!(p.secret, SecretAction::Keep);
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.status.conditions[0].reason, "InvalidSpec");
+    assert_eq!(p.status.secret_hash, c.status.as_ref().unwrap().secret_hash);
+    assert_eq!(reasons(&p), [Reason::InvalidSpec]);
+    assert!(p.notes[0].message.contains("at least 1h"));
+}
+
+#[test]
+fn template_changes_reapply_the_same_secret() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    c.spec.secret_template = Some(SecretTemplate {
+        labels: [("team".to_owned(), "payments".to_owned())].into(),
+        annotations: [("note".to_owned(), "synced".to_owned())].into(),
+    });
+    let p = run(&c, Some(&s), at(10), &mut g);
+    let new = applied(&p);
+    assert_eq!(data(&new, "client_secret"), "secret-1");
+    assert_eq!(new.metadata.labels.as_ref().unwrap()["team"], "payments");
+    assert_eq!(annotation(&new, "note").as_deref(), Some("synced"));
+    assert!(p.notes.is_empty());
+
+    // Removing the label again is noticed through the template hash.
+    c.spec.secret_template = None;
+    assert!(matches!(
+        run(&c, Some(&new), at(20), &mut g).secret,
+        SecretAction::Apply(_)
+    ));
+}
+
+#[test]
+fn notes_and_status_never_contain_secret_values() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    c.spec.rotation.counter = 5;
+    c.spec.rotation.grace_period = "10m".into();
+    let p = run(&c, Some(&s), at(10), &mut g);
+    for note in &p.notes {
+        assert!(!note.message.contains("secret-1") && !note.message.contains("secret-2"));
+    }
+    let status = serde_json::to_string(&p.status).unwrap();
+    assert!(!status.contains("secret-1") && !status.contains("secret-2"));
+}

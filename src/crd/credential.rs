@@ -1,0 +1,228 @@
+//! The `ApiCredential` kind: what an organization administrator applies to get
+//! a `client_id`/`client_secret` pair, and the status the operator reports.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// CEL check for one scope, kept next to [`super::RESOURCE_TYPES`] by a test.
+pub(crate) const SCOPE_RULE: &str = "self.all(s, s.matches('^([*]|requirement|persona|use_case|test_case|test_result|component|process|policy|capability|team):(read|write)$'))";
+
+/// Go duration syntax, as CEL's `duration()` accepts it.
+const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+
+/// An OAuth 2.0 client credential for Catalio's API. The operator generates a
+/// client secret and writes `client_id`, `client_secret`, `token_url` and
+/// `audience` into a Secret that workloads mount.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "catalio.ai",
+    version = "v1",
+    kind = "ApiCredential",
+    namespaced,
+    status = "ApiCredentialStatus",
+    derive = "PartialEq",
+    shortname = "apicred",
+    category = "catalio",
+    doc = "An OAuth 2.0 client credential for Catalio's API. The operator writes the generated client_id and client_secret into a Secret; rotation and revocation are spec fields.",
+    printcolumn = r#"{"name":"Display Name","type":"string","jsonPath":".spec.displayName"}"#,
+    printcolumn = r#"{"name":"Client ID","type":"string","jsonPath":".status.clientId"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Last Used","type":"date","jsonPath":".status.lastUsedAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new(
+    "has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)"
+).message("secretName is immutable"))]
+#[serde(rename_all = "camelCase")]
+pub struct ApiCredentialSpec {
+    /// A name that tells administrators what the credential is for, such as
+    /// "CI/CD Pipeline" or "Data Sync".
+    #[schemars(length(min = 1, max = 128))]
+    pub display_name: String,
+
+    /// What tokens issued to this credential may do: `<type>:read` or
+    /// `<type>:write`, where type is a JSON:API type (`requirement`,
+    /// `persona`, ...) or `*` for all of them. Write implies read.
+    #[serde(default = "default_scopes")]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
+    #[x_kube(validation = Rule::new(SCOPE_RULE).message(
+        "each scope must be <type>:read or <type>:write, with type a JSON:API type or *"
+    ))]
+    pub scopes: Vec<String>,
+
+    /// Name of the Secret the operator writes, in the credential's namespace.
+    /// Defaults to the credential's own name. Cannot be changed later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: Option<String>,
+
+    /// Labels and annotations copied onto the Secret, for example to let a
+    /// tool that syncs Secrets pick it up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+
+    /// When the client secret is replaced.
+    #[serde(default)]
+    pub rotation: Rotation,
+
+    /// Lifetime of access tokens issued to this credential, between `1m` and
+    /// `24h`. Defaults to the server's token lifetime (24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m') && duration(self) <= duration('24h')")
+        .message("tokenLifetime must be between 1m and 24h"))]
+    pub token_lifetime: Option<String>,
+
+    /// Revokes the credential for good: the Secret is deleted, the token
+    /// endpoint refuses the client and tokens already issued stop working.
+    /// Once true it can never become false again.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self || !oldSelf").message("revoked credentials cannot be restored"))]
+    pub revoked: bool,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["*:read".to_owned()]
+}
+
+/// Metadata copied onto the generated Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SecretTemplate {
+    /// Labels added to the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Rotation settings. Raising `counter` rotates now; `every` rotates on a
+/// schedule; `gracePeriod` keeps the previous secret working for a while.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// Raise this number to rotate the client secret now. It may never
+    /// decrease.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("rotation.counter may never decrease"))]
+    pub counter: i64,
+
+    /// Rotates the client secret on a schedule, for example `2160h` (90
+    /// days). At least `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1h')").message("rotation.every must be at least 1h"))]
+    pub every: Option<String>,
+
+    /// How long the previous client secret keeps working after a rotation.
+    /// `0s` (the default) stops it at once; at most `168h`.
+    #[serde(default = "default_grace_period")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('168h')").message("rotation.gracePeriod must be at most 168h"))]
+    pub grace_period: String,
+}
+
+fn default_grace_period() -> String {
+    "0s".to_owned()
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Self {
+            counter: 0,
+            every: None,
+            grace_period: default_grace_period(),
+        }
+    }
+}
+
+/// Lifecycle phase of a credential.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// The operator has not yet written the Secret.
+    Pending,
+    /// The Secret holds a working client secret.
+    Active,
+    /// The credential was revoked; the object stays as a tombstone.
+    Revoked,
+    /// The operator cannot bring the credential to its desired state; see
+    /// the Ready condition.
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Active => "Active",
+            Phase::Revoked => "Revoked",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// What the operator observed and did. Hashes only: the status never holds
+/// secret material.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiCredentialStatus {
+    /// The OAuth client_id. Stable for the life of the object and never
+    /// reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The Secret holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Pending, Active, Revoked or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Standard conditions; `Ready` is True when the credential can be used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `sha256:<hex>` of the current client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
+    /// `sha256:<hex>` of the previous client secret, while its grace period
+    /// lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_hash: Option<String>,
+    /// When the previous client secret stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<Time>,
+    /// The `rotation.counter` last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_counter: Option<i64>,
+    /// When the current client secret was generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated_at: Option<Time>,
+    /// When the next scheduled rotation happens (with `rotation.every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<Time>,
+    /// When a token was last issued to this credential (to the minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Time>,
+    /// When the credential was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Time>,
+}
+
+impl ApiCredential {
+    /// The Secret's name: `spec.secretName`, defaulting to the object's name.
+    pub fn secret_name(&self) -> &str {
+        self.spec
+            .secret_name
+            .as_deref()
+            .or(self.metadata.name.as_deref())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,105 @@
+//! Custom resource types and the CRD documents generated from them.
+//! `catalio-operator crds` prints [`render_all`]; `crds/` holds its output.
+
+pub mod credential;
+
+pub use credential::{ApiCredential, ApiCredentialSpec, ApiCredentialStatus, Phase};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// API group of every kind this operator serves.
+pub const GROUP: &str = "catalio.ai";
+
+/// JSON:API resource types, as they appear in scopes (`requirement:read`).
+pub const RESOURCE_TYPES: &[&str] = &[
+    "requirement",
+    "persona",
+    "use_case",
+    "test_case",
+    "test_result",
+    "component",
+    "process",
+    "policy",
+    "capability",
+    "team",
+];
+
+/// Every CRD, in a stable order.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![ApiCredential::crd()]
+}
+
+/// File name under `crds/` for a CRD.
+pub fn file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+}
+
+/// One CRD as a YAML document.
+pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::ser::Error> {
+    serde_saphyr::to_string(crd)
+}
+
+/// All CRDs as one multi-document YAML stream.
+pub fn render_all() -> Result<String, serde_saphyr::ser::Error> {
+    let mut out = String::new();
+    for crd in all() {
+        out.push_str("---\n");
+        out.push_str(&render(&crd)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_rule_lists_every_resource_type() {
+        let listed = credential::SCOPE_RULE
+            .split_once("^([*]|")
+            .and_then(|(_, rest)| rest.split_once("):"))
+            .map(|(types, _)| types.split('|').collect::<Vec<_>>())
+            .expect("scope rule shape");
+        assert_eq!(listed, RESOURCE_TYPES);
+    }
+
+    #[test]
+    fn crds_directory_matches_the_types() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/catalio-crds.yaml");
+        let on_disk = std::fs::read_to_string(path).expect("crds/catalio-crds.yaml");
+        assert!(
+            on_disk == render_all().unwrap(),
+            "crds/ is out of date with the Rust types: run `make crds`"
+        );
+    }
+
+    #[test]
+    fn crd_names_and_rules() {
+        let crd = ApiCredential::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("apicredentials.catalio.ai")
+        );
+        assert_eq!(crd.spec.names.short_names, Some(vec!["apicred".to_owned()]));
+        assert_eq!(crd.spec.names.categories, Some(vec!["catalio".to_owned()]));
+        let json = serde_json::to_string(&crd).unwrap();
+        for message in [
+            "revoked credentials cannot be restored",
+            "rotation.counter may never decrease",
+            "secretName is immutable",
+        ] {
+            assert!(json.contains(message), "missing rule {message}");
+        }
+        let columns: Vec<_> = crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            ["Display Name", "Client ID", "Phase", "Last Used", "Age"]
+        );
+    }
+}

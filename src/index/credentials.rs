@@ -1,0 +1,246 @@
+//! The token endpoint's view of every credential, keyed by client id. Fed by
+//! a watch of `ApiCredential` objects; does no I/O itself, so a lookup on the
+//! token path costs one read lock and one hash-map probe.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::crd::ApiCredential;
+use crate::duration;
+use crate::secret::{SecretHash, client_id_for_uid};
+
+/// What the token endpoint and the token verifier need to know about one
+/// credential.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CredentialEntry {
+    pub client_id: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub scopes: Vec<String>,
+    /// Revoked in the spec: refused at once, before the controller acts.
+    pub revoked: bool,
+    pub current: Option<SecretHash>,
+    pub previous: Option<(SecretHash, Timestamp)>,
+    pub rotation_counter: i64,
+    pub token_lifetime: Option<Duration>,
+}
+
+impl CredentialEntry {
+    pub fn from_object(cred: &ApiCredential) -> Option<Self> {
+        let uid = cred.metadata.uid.clone()?;
+        let status = cred.status.clone().unwrap_or_default();
+        let parse = |h: Option<&String>| h.and_then(|h| SecretHash::parse(h));
+        Some(Self {
+            client_id: client_id_for_uid(&uid),
+            namespace: cred.metadata.namespace.clone().unwrap_or_default(),
+            name: cred.metadata.name.clone().unwrap_or_default(),
+            uid,
+            scopes: cred.spec.scopes.clone(),
+            revoked: cred.spec.revoked,
+            current: parse(status.secret_hash.as_ref()),
+            previous: parse(status.previous_secret_hash.as_ref())
+                .zip(status.previous_secret_expires_at.map(|t| t.0)),
+            rotation_counter: status.rotation_counter.unwrap_or(0),
+            token_lifetime: cred
+                .spec
+                .token_lifetime
+                .as_deref()
+                .and_then(|d| duration::parse(d).ok()),
+        })
+    }
+
+    /// Which of the credential's live secrets `hash` is, if any: `Current`
+    /// or `Previous` (inside its grace period). Both comparisons always run,
+    /// so the answer takes the same time whichever matched.
+    pub fn match_secret(&self, hash: &SecretHash, now: Timestamp) -> Option<SecretSlot> {
+        if self.revoked {
+            return None;
+        }
+        let current = self.current.is_some_and(|c| c.ct_eq(hash));
+        let previous = self
+            .previous
+            .is_some_and(|(p, expires)| p.ct_eq(hash) && now < expires);
+        match (current, previous) {
+            (true, _) => Some(SecretSlot::Current),
+            (false, true) => Some(SecretSlot::Previous),
+            _ => None,
+        }
+    }
+
+    /// Whether a secret with this short id still works.
+    pub fn secret_id_live(&self, short_id: &str, now: Timestamp) -> bool {
+        !self.revoked
+            && (self.current.is_some_and(|c| c.short_id() == short_id)
+                || self
+                    .previous
+                    .is_some_and(|(p, expires)| p.short_id() == short_id && now < expires))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretSlot {
+    Current,
+    Previous,
+}
+
+#[derive(Default)]
+struct State {
+    by_client_id: HashMap<String, Arc<CredentialEntry>>,
+    synced: bool,
+}
+
+/// Thread-safe map from client id to credential.
+#[derive(Default)]
+pub struct CredentialIndex {
+    state: RwLock<State>,
+}
+
+impl CredentialIndex {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    pub fn lookup(&self, client_id: &str) -> Option<Arc<CredentialEntry>> {
+        self.read().by_client_id.get(client_id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().by_client_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True once the first full list has been applied.
+    pub fn is_synced(&self) -> bool {
+        self.read().synced
+    }
+
+    pub fn upsert(&self, cred: &ApiCredential) {
+        if let Some(entry) = CredentialEntry::from_object(cred) {
+            self.write()
+                .by_client_id
+                .insert(entry.client_id.clone(), Arc::new(entry));
+        }
+    }
+
+    /// Forgets the credential with this object UID. Also used for objects
+    /// that can no longer be parsed: they fail closed.
+    pub fn remove_uid(&self, uid: &str) {
+        self.write().by_client_id.remove(&client_id_for_uid(uid));
+    }
+
+    /// Replaces everything with a fresh full list (after a watch relist).
+    pub fn replace_all(&self, creds: impl IntoIterator<Item = ApiCredential>) {
+        let by_client_id = creds
+            .into_iter()
+            .filter_map(|c| CredentialEntry::from_object(&c))
+            .map(|e| (e.client_id.clone(), Arc::new(e)))
+            .collect();
+        *self.write() = State {
+            by_client_id,
+            synced: true,
+        };
+    }
+
+    // A panic while holding the lock cannot leave the map half-written (every
+    // write is a single insert, remove or swap), so a poisoned lock is safe to
+    // keep using.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ApiCredentialSpec, ApiCredentialStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn cred(
+        uid: &str,
+        revoked: bool,
+        current: &[u8],
+        previous: Option<(&[u8], i64)>,
+    ) -> ApiCredential {
+        let mut c = ApiCredential::new(
+            "ci",
+            ApiCredentialSpec {
+                display_name: "CI".into(),
+                scopes: vec!["requirement:read".into()],
+                secret_name: None,
+                secret_template: None,
+                rotation: Default::default(),
+                token_lifetime: Some("1h".into()),
+                revoked,
+            },
+        );
+        c.metadata.uid = Some(uid.into());
+        c.metadata.namespace = Some("org-a".into());
+        c.status = Some(ApiCredentialStatus {
+            secret_hash: Some(SecretHash::of(current).to_string()),
+            previous_secret_hash: previous.map(|(p, _)| SecretHash::of(p).to_string()),
+            previous_secret_expires_at: previous
+                .map(|(_, at)| Time(Timestamp::from_second(at).unwrap())),
+            rotation_counter: Some(3),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn looks_up_by_client_id_and_matches_current_and_previous() {
+        let index = CredentialIndex::new();
+        index.upsert(&cred("aaaa-1", false, b"new", Some((b"old", 1_000))));
+        let entry = index.lookup("ci_aaaa1").expect("entry");
+        assert_eq!(entry.namespace, "org-a");
+        assert_eq!(entry.rotation_counter, 3);
+        assert_eq!(entry.token_lifetime, Some(Duration::from_secs(3600)));
+        let before = Timestamp::from_second(999).unwrap();
+        let after = Timestamp::from_second(1_000).unwrap();
+        assert_eq!(
+            entry.match_secret(&SecretHash::of(b"new"), after),
+            Some(SecretSlot::Current)
+        );
+        assert_eq!(
+            entry.match_secret(&SecretHash::of(b"old"), before),
+            Some(SecretSlot::Previous)
+        );
+        assert_eq!(entry.match_secret(&SecretHash::of(b"old"), after), None);
+        assert_eq!(entry.match_secret(&SecretHash::of(b"other"), before), None);
+        assert!(entry.secret_id_live(&SecretHash::of(b"old").short_id(), before));
+        assert!(!entry.secret_id_live(&SecretHash::of(b"old").short_id(), after));
+    }
+
+    #[test]
+    fn revoked_credentials_match_nothing() {
+        let index = CredentialIndex::new();
+        index.upsert(&cred("bbbb", true, b"s", None));
+        let entry = index.lookup("ci_bbbb").unwrap();
+        let now = Timestamp::now();
+        assert_eq!(entry.match_secret(&SecretHash::of(b"s"), now), None);
+        assert!(!entry.secret_id_live(&SecretHash::of(b"s").short_id(), now));
+    }
+
+    #[test]
+    fn replace_all_drops_missing_and_marks_synced() {
+        let index = CredentialIndex::new();
+        assert!(!index.is_synced());
+        index.upsert(&cred("gone", false, b"x", None));
+        index.replace_all([cred("kept", false, b"y", None)]);
+        assert!(index.is_synced());
+        assert!(index.lookup("ci_gone").is_none());
+        assert!(index.lookup("ci_kept").is_some());
+        index.remove_uid("kept");
+        assert!(index.is_empty());
+    }
+}

@@ -1,0 +1,49 @@
+//! In-memory state built from watches, read by the HTTP side without I/O.
+
+pub mod credentials;
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use kube::core::DeserializeGuard;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use tracing::warn;
+
+use crate::crd::ApiCredential;
+pub use credentials::{CredentialEntry, CredentialIndex, SecretSlot};
+
+/// Keeps `index` in step with the `ApiCredential` objects `api` sees, until
+/// the watch ends. Objects that cannot be parsed are dropped from the index,
+/// so their clients are refused rather than served stale data.
+pub async fn run_credential_watch(
+    api: Api<DeserializeGuard<ApiCredential>>,
+    index: Arc<CredentialIndex>,
+) -> Result<(), watcher::Error> {
+    let mut relist: Vec<ApiCredential> = Vec::new();
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    while let Some(event) = events.try_next().await? {
+        match event {
+            watcher::Event::Init => relist.clear(),
+            watcher::Event::InitApply(DeserializeGuard(Ok(cred))) => relist.push(cred),
+            watcher::Event::InitDone => index.replace_all(relist.drain(..)),
+            watcher::Event::Apply(DeserializeGuard(Ok(cred))) => index.upsert(&cred),
+            watcher::Event::Delete(DeserializeGuard(Ok(cred))) => {
+                index.remove_uid(&cred.uid().unwrap_or_default());
+            }
+            watcher::Event::InitApply(DeserializeGuard(Err(bad)))
+            | watcher::Event::Apply(DeserializeGuard(Err(bad)))
+            | watcher::Event::Delete(DeserializeGuard(Err(bad))) => {
+                warn!(
+                    credential = bad.metadata.name.as_deref().unwrap_or_default(),
+                    error = %bad.error,
+                    "ignoring ApiCredential that cannot be parsed"
+                );
+                if let Some(uid) = &bad.metadata.uid {
+                    index.remove_uid(uid);
+                }
+            }
+        }
+    }
+    Ok(())
+}

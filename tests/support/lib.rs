@@ -1,0 +1,237 @@
+//! Test support shared by the integration tests: a real control plane per
+//! test binary, a namespace per test, and the operator as a real process.
+//!
+//! The control plane is started by `tests/controlplane/cluster.sh` with this
+//! process as its owner: a detached watchdog stops it as soon as the test
+//! binary exits, however it exits (Rust runs no destructor for statics).
+//! Set `CATALIO_TEST_KUBECONFIG` to reuse a running control plane instead
+//! (for example the one `make cluster-up` starts).
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+
+/// The repository root.
+pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub bin: PathBuf,
+}
+
+impl Cluster {
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(self.bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl and returns stdout, panicking with stderr on failure.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("kubeconfig");
+        Client::try_from(config).expect("client")
+    }
+}
+
+/// The control plane of this test binary, started on first use.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let script = Path::new(REPO).join("tests/controlplane/cluster.sh");
+        let bin = || -> PathBuf {
+            let out = Command::new(Path::new(REPO).join("tests/controlplane/build.sh"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run build.sh");
+            assert!(out.status.success(), "building the control plane failed");
+            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        };
+        if let Ok(kubeconfig) = std::env::var("CATALIO_TEST_KUBECONFIG") {
+            let cluster = Cluster {
+                kubeconfig: kubeconfig.into(),
+                bin: bin(),
+            };
+            cluster.kubectl_ok(&["apply", "--server-side", "-f", &format!("{REPO}/crds")]);
+            cluster.kubectl_ok(&[
+                "wait",
+                "--for",
+                "condition=Established",
+                "--timeout",
+                "60s",
+                "crd",
+                "--all",
+            ]);
+            return cluster;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!("catalio-cp.{}-{nanos}", std::process::id()));
+        let out = Command::new(&script)
+            .arg("up")
+            .arg(&dir)
+            .args(["--owner-pid", &std::process::id().to_string()])
+            .args(["--crds", &format!("{REPO}/crds")])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cluster.sh");
+        assert!(out.status.success(), "starting the control plane failed");
+        Cluster {
+            kubeconfig: PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()),
+            bin: bin(),
+        }
+    })
+}
+
+/// A namespace of its own for one test, deleted when dropped (also when the
+/// test panics).
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::PostParams;
+        let mut ns = Namespace::default();
+        ns.metadata.generate_name = Some(format!("{prefix}-"));
+        let created = Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        Self {
+            name: created.metadata.name.expect("generated name"),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Blocking and synchronous, so it also runs while a test unwinds.
+        let _ = cluster().kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with
+/// `what` and the last value seen.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The operator binary running as a real process, with its logs in a file.
+pub struct OperatorProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// `binary` is the test's `env!("CARGO_BIN_EXE_catalio-operator")`.
+    pub fn start(binary: &str, args: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "catalio-operator-test-{}-{}.log",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(binary)
+            .args(args)
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .env(
+                "RUST_LOG",
+                "debug,hyper=info,tower=info,rustls=info,kube_client=info",
+            )
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("start catalio-operator");
+        // If this test binary dies without unwinding, the watchdog still ends
+        // the operator.
+        Command::new("sh")
+            .arg("-c")
+            .arg("while kill -0 \"$1\" 2>/dev/null && kill -0 \"$2\" 2>/dev/null; do sleep 0.5; done; kill -9 \"$2\" 2>/dev/null")
+            .args(["watchdog", &std::process::id().to_string(), &child.id().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start watchdog");
+        Self { child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the process the hard way, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
