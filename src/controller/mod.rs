@@ -82,7 +82,14 @@ impl Context {
         }
     }
 
-    async fn publish(&self, cred: &ApiCredential, reason: &str, warning: bool, note: String) {
+    async fn publish(
+        &self,
+        cred: &ApiCredential,
+        reason: &str,
+        action: &str,
+        warning: bool,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -91,7 +98,7 @@ impl Context {
             },
             reason: reason.to_owned(),
             note: Some(note),
-            action: "Reconcile".to_owned(),
+            action: action.to_owned(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &cred.object_ref(&())).await {
@@ -149,7 +156,7 @@ async fn reconcile(
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let result = apply(cred, &secrets, &ctx).await;
     if let Err(e) = &result {
-        ctx.publish(cred, "ReconcileFailed", true, e.to_string())
+        ctx.publish(cred, "ReconcileFailed", "Reconcile", true, e.to_string())
             .await;
     }
     result
@@ -217,6 +224,7 @@ async fn apply(
         ctx.publish(
             cred,
             note.reason.as_str(),
+            note.action,
             note.reason.is_warning(),
             note.message,
         )

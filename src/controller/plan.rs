@@ -119,6 +119,9 @@ impl Reason {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
     pub reason: Reason,
+    /// What the controller did. Events with the same reason and action
+    /// are folded into one series, so distinct causes get distinct actions.
+    pub action: &'static str,
     pub message: String,
 }
 
@@ -280,6 +283,7 @@ pub fn plan(
         if old.phase != Some(Phase::Revoked) {
             notes.push(Note {
                 reason: Reason::Revoked,
+                action: "RevokeCredential",
                 message: format!(
                     "Revoked client {client_id}; deleted Secret {secret_name} and stopped its tokens"
                 ),
@@ -323,7 +327,11 @@ pub fn plan(
             notes: if was_same {
                 vec![]
             } else {
-                vec![Note { reason, message }]
+                vec![Note {
+                    reason,
+                    action: "CheckSpec",
+                    message,
+                }]
             },
             // Nothing we watch announces that a foreign Secret went away.
             requeue_after: Some(Duration::from_secs(60)),
@@ -360,24 +368,28 @@ pub fn plan(
     };
     let (material, changed) = match observed {
         Observed::Missing => {
-            let (reason, message) = if old.secret_hash.is_none() && old.phase != Some(Phase::Active)
-            {
-                (
-                    Reason::Created,
-                    format!("Created Secret {secret_name} for client {client_id}"),
-                )
+            let first = old.secret_hash.is_none() && old.phase != Some(Phase::Active);
+            notes.push(if first {
+                Note {
+                    reason: Reason::Created,
+                    action: "CreateSecret",
+                    message: format!("Created Secret {secret_name} for client {client_id}"),
+                }
             } else {
-                (
-                    Reason::SecretReplaced,
-                    format!("Secret {secret_name} was deleted; generated a new client secret"),
-                )
-            };
-            notes.push(Note { reason, message });
+                Note {
+                    reason: Reason::SecretReplaced,
+                    action: "RecreateDeletedSecret",
+                    message: format!(
+                        "Secret {secret_name} was deleted; generated a new client secret"
+                    ),
+                }
+            });
             (fresh(generate)?, true)
         }
         Observed::Tampered => {
             notes.push(Note {
                 reason: Reason::SecretReplaced,
+                action: "ReplaceTamperedSecret",
                 message: format!(
                     "Secret {secret_name} did not match its recorded hash; generated a new client secret"
                 ),
@@ -391,6 +403,7 @@ pub fn plan(
                 let p = m.previous.take().map(|p| p.hash.to_string());
                 notes.push(Note {
                     reason: Reason::GraceExpired,
+                    action: "DropPreviousSecret",
                     message: format!(
                         "Grace period ended; previous secret {} no longer works",
                         p.unwrap_or_default()
@@ -418,6 +431,7 @@ pub fn plan(
                 };
                 notes.push(Note {
                     reason: Reason::Rotated,
+                    action: "RotateSecret",
                     message: format!(
                         "Rotated client secret ({why}); new {}, previous {} {old_secret}",
                         next.hash, m.hash
