@@ -6,12 +6,15 @@ CLUSTER_DIR ?= $(CURDIR)/.cluster
 CLUSTER := tests/controlplane/cluster.sh
 CRDS := crds/catalio-crds.yaml
 OPERATOR := target/debug/catalio-operator
+# Python OAuth/JOSE clients the tests check the server against.
+PYCLIENTS ?= $(HOME)/.cache/catalio-operator/pyclients
+export CATALIO_TEST_PYTHON := $(PYCLIENTS)/bin/python
 
-.PHONY: test lint build crds controlplane cluster-up cluster-down cluster-env dev
+.PHONY: test lint build crds controlplane pyclients cluster-up cluster-down cluster-env dev
 
 ## Every test: formatting, lints, unit tests and the integration tests on a
 ## real control plane; then proof that no control-plane process outlived them.
-test: lint controlplane
+test: lint controlplane pyclients
 	cargo test --all-targets --locked
 	$(CLUSTER) leftovers
 
@@ -31,6 +34,13 @@ crds: build
 controlplane:
 	tests/controlplane/build.sh > /dev/null
 
+pyclients: $(PYCLIENTS)/.installed
+
+$(PYCLIENTS)/.installed: tests/clients/requirements.txt
+	python3 -m venv $(PYCLIENTS)
+	$(PYCLIENTS)/bin/pip install --quiet --disable-pip-version-check -r $<
+	cp $< $@
+
 cluster-up:
 	$(CLUSTER) up $(CLUSTER_DIR) --crds crds > /dev/null
 
@@ -41,14 +51,19 @@ cluster-env:
 	@$(CLUSTER) env $(CLUSTER_DIR)
 
 ## Local control plane, CRDs, a sample credential and the operator in the
-## foreground.
+## foreground, with the curl line that gets a token.
 dev: build cluster-up
 	@eval "$$($(CLUSTER) env $(CLUSTER_DIR))"; \
 	kubectl apply --server-side -f crds/ > /dev/null; \
 	kubectl apply -f examples/apicredential.yaml; \
 	echo; \
 	echo "The operator runs below (Ctrl-C stops it; 'make cluster-down' stops the cluster)."; \
-	echo "In another shell:  eval \"\$$(make -s cluster-env)\"; kubectl get apicred"; \
-	echo "Client secret:     kubectl get secret ci-pipeline -o jsonpath='{.data.client_secret}' | base64 -d"; \
+	echo "In another shell:"; \
+	echo '  eval "$$(make -s cluster-env)"'; \
+	echo '  ID=$$(kubectl get secret ci-pipeline -o jsonpath={.data.client_id} | base64 -d)'; \
+	echo '  SECRET=$$(kubectl get secret ci-pipeline -o jsonpath={.data.client_secret} | base64 -d)'; \
+	echo '  curl -s -X POST http://127.0.0.1:8080/oauth/token -H "Content-Type: application/json" \'; \
+	echo '    -d "{\"client_id\":\"$$ID\",\"client_secret\":\"$$SECRET\",\"audience\":\"https://catalio.ai/api/v1\",\"grant_type\":\"client_credentials\"}"'; \
 	echo; \
-	exec $(OPERATOR) controller
+	exec $(OPERATOR) run --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:9090 \
+	  --token-url http://127.0.0.1:8080/oauth/token

@@ -1,6 +1,10 @@
 //! Command line and environment. Every flag has an environment fallback.
 
+use std::net::SocketAddr;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::token::Algorithm;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -15,15 +19,27 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Reconcile ApiCredential objects into Secrets.
+    /// Run the controller and the HTTP server in one process.
+    Run(Operator),
+    /// Only reconcile ApiCredential objects into Secrets.
     Controller(Operator),
+    /// Only serve the token endpoint and the well-known documents.
+    Server(Operator),
     /// Print every CRD as YAML (the content of `crds/`).
     Crds,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct Operator {
-    /// Issuer of access tokens, also the base of the default token URL.
+    /// Public address: token endpoint and well-known documents.
+    #[arg(long, env = "CATALIO_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Admin address: /healthz and /readyz.
+    #[arg(long, env = "CATALIO_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Issuer of access tokens (the `iss` claim).
     #[arg(long, env = "CATALIO_ISSUER", default_value = "https://catalio.ai")]
     pub issuer: String,
 
@@ -35,13 +51,43 @@ pub struct Operator {
     )]
     pub audience: String,
 
-    /// Token endpoint URL written into every Secret (default: ISSUER/oauth/token).
+    /// Token endpoint URL written into every Secret and published in the
+    /// metadata (default: ISSUER/oauth/token).
     #[arg(long, env = "CATALIO_TOKEN_URL")]
     pub token_url: Option<String>,
+
+    /// Lifetime of access tokens unless a credential sets its own.
+    #[arg(long, env = "CATALIO_TOKEN_LIFETIME", default_value = "24h")]
+    pub token_lifetime: String,
+
+    /// The operator's own namespace, where the signing keys live.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
 
     /// Namespaces to watch, comma-separated; all namespaces when empty.
     #[arg(long, env = "CATALIO_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
+
+    /// Algorithm of new signing keys.
+    #[arg(long, env = "CATALIO_SIGNING_ALG", value_enum, default_value_t = Algorithm::Rs256)]
+    pub signing_alg: Algorithm,
+
+    /// Secret (in --namespace) holding the signing keys.
+    #[arg(
+        long,
+        env = "CATALIO_SIGNING_KEY_SECRET",
+        default_value = "catalio-operator-signing-keys"
+    )]
+    pub signing_key_secret: String,
+
+    /// How often a new signing key is made.
+    #[arg(long, env = "CATALIO_SIGNING_KEY_ROTATION", default_value = "720h")]
+    pub signing_key_rotation: String,
+
+    /// How long a new key is published in the JWKS before it signs; longer
+    /// than the JWKS cache lifetime (5m).
+    #[arg(long, env = "CATALIO_SIGNING_KEY_PUBLISH_DELAY", default_value = "10m")]
+    pub signing_key_publish_delay: String,
 
     /// Log line format.
     #[arg(long, env = "CATALIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

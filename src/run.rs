@@ -1,58 +1,165 @@
-//! Wires the command line to the controller and the server.
+//! Wires the command line to the controller and the servers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context as _;
-use futures::future::join_all;
+use anyhow::{Context as _, bail};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared, join_all};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::DeserializeGuard;
+use kube::{Api, Client};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{error, info};
 
 use crate::config::{Cli, Command, Operator};
 use crate::controller::{self, plan::Settings};
-use crate::{crd, telemetry};
+use crate::crd::ApiCredential;
+use crate::index::{self, CredentialIndex};
+use crate::server::{self, Readiness, TokenService, throttle::Throttle};
+use crate::token::{KeyStore, RotationPolicy, keystore};
+use crate::usage::UsageRecorder;
+use crate::{crd, duration, telemetry};
+
+type Shutdown = Shared<BoxFuture<'static, ()>>;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let (operator, controller, server) = match cli.command {
         Command::Crds => {
             print!("{}", crd::render_all().context("rendering CRDs")?);
-            Ok(())
+            return Ok(());
         }
-        Command::Controller(operator) => run_controller(operator).await,
-    }
-}
-
-async fn run_controller(operator: Operator) -> anyhow::Result<()> {
+        Command::Run(o) => (o, true, true),
+        Command::Controller(o) => (o, true, false),
+        Command::Server(o) => (o, false, true),
+    };
     let Operator {
+        listen,
+        admin_listen,
         issuer,
         audience,
         token_url,
+        token_lifetime,
+        namespace,
         watch_namespaces,
+        signing_alg,
+        signing_key_secret,
+        signing_key_rotation,
+        signing_key_publish_delay,
         log_format,
     } = operator;
     telemetry::init(log_format);
-    let client = kube::Client::try_default()
+
+    let parse =
+        |flag: &str, value: &str| duration::parse(value).with_context(|| format!("--{flag}"));
+    let token_lifetime = parse("token-lifetime", &token_lifetime)?;
+    if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&token_lifetime) {
+        bail!("--token-lifetime must be between 1m and 24h");
+    }
+    let policy = RotationPolicy {
+        alg: signing_alg,
+        rotate_every: parse("signing-key-rotation", &signing_key_rotation)?,
+        publish_delay: parse("signing-key-publish-delay", &signing_key_publish_delay)?,
+        // Credentials may ask for up to 24h whatever the server default is.
+        max_token_lifetime: Duration::from_secs(86_400),
+    };
+    let token_url =
+        token_url.unwrap_or_else(|| format!("{}/oauth/token", issuer.trim_end_matches('/')));
+
+    let client = Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
-    let settings = Settings {
-        token_url: token_url
-            .unwrap_or_else(|| format!("{}/oauth/token", issuer.trim_end_matches('/'))),
-        audience,
-    };
-    let ctx = Arc::new(controller::Context::new(client, settings));
-    let shutdown = shutdown_signal();
-    info!(namespaces = ?watch_namespaces, "starting controller");
-    if watch_namespaces.is_empty() {
-        controller::run(ctx, None, shutdown).await;
-    } else {
-        let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-        join_all(
-            watch_namespaces
-                .iter()
-                .map(|ns| controller::run(ctx.clone(), Some(ns), shutdown.clone())),
-        )
-        .await;
+    let shutdown: Shutdown = shutdown_signal().boxed().shared();
+    let mut tasks = Vec::new();
+
+    if server {
+        let index = CredentialIndex::new();
+        let keys = KeyStore::new();
+        let credential_apis: Vec<Api<DeserializeGuard<ApiCredential>>> =
+            if watch_namespaces.is_empty() {
+                vec![Api::all(client.clone())]
+            } else {
+                watch_namespaces
+                    .iter()
+                    .map(|ns| Api::namespaced(client.clone(), ns))
+                    .collect()
+            };
+        // One index per process: with several watched namespaces each watch
+        // feeds the same map.
+        for api in credential_apis {
+            let index = index.clone();
+            tokio::spawn(async move {
+                if let Err(e) = index::run_credential_watch(api, index).await {
+                    error!(error = %e, "credential watch ended");
+                }
+            });
+        }
+        let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+        tokio::spawn(keystore::run_maintenance(
+            secrets.clone(),
+            signing_key_secret.clone(),
+            policy,
+        ));
+        {
+            let keys = keys.clone();
+            tokio::spawn(async move {
+                if let Err(e) = keystore::watch(secrets, signing_key_secret, keys).await {
+                    error!(error = %e, "signing-key watch ended");
+                }
+            });
+        }
+        let jwks_url = match token_url.strip_suffix("/oauth/token") {
+            Some(base) => format!("{base}/.well-known/jwks.json"),
+            None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
+        };
+        let service = Arc::new(TokenService {
+            index: index.clone(),
+            keys: keys.clone(),
+            issuer,
+            audience: audience.clone(),
+            token_url: token_url.clone(),
+            jwks_url,
+            default_lifetime: token_lifetime,
+            throttle: Throttle::default(),
+            usage: UsageRecorder::spawn(client.clone(), Duration::from_secs(60)),
+        });
+        let public = server::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let admin = server::bind(admin_listen)
+            .await
+            .with_context(|| format!("binding {admin_listen}"))?;
+        info!(%listen, %admin_listen, "serving");
+        tasks.push(server::serve(public, server::routes(service), shutdown.clone()).boxed());
+        tasks.push(
+            server::serve(
+                admin,
+                server::admin_routes(Readiness { index, keys }),
+                shutdown.clone(),
+            )
+            .boxed(),
+        );
     }
-    info!("controller stopped");
+
+    if controller {
+        let settings = Settings {
+            token_url,
+            audience,
+        };
+        let ctx = Arc::new(controller::Context::new(client, settings));
+        info!(namespaces = ?watch_namespaces, "starting controller");
+        if watch_namespaces.is_empty() {
+            tasks.push(controller::run(ctx, None, shutdown.clone()).boxed());
+        } else {
+            for ns in watch_namespaces {
+                let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+                tasks.push(async move { controller::run(ctx, Some(&ns), shutdown).await }.boxed());
+            }
+        }
+    }
+
+    join_all(tasks).await;
+    info!("stopped");
     Ok(())
 }
 
@@ -66,4 +173,5 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
     }
+    info!("shutting down");
 }

@@ -235,3 +235,21 @@ impl Drop for OperatorProcess {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// The Python with the OAuth/JOSE client libraries (`make pyclients`).
+pub fn python() -> PathBuf {
+    std::env::var_os("CATALIO_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            Path::new(&home).join(".cache/catalio-operator/pyclients/bin/python")
+        })
+}

@@ -1,0 +1,137 @@
+//! The warp servers: the public one (token endpoint and well-known
+//! documents) and the admin one (health and readiness).
+
+pub mod body;
+pub mod oauth;
+pub mod throttle;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::index::CredentialIndex;
+use crate::token::KeyStore;
+pub use oauth::{OAuthError, TokenService};
+
+/// Every public route.
+pub fn routes(
+    service: Arc<TokenService>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let with = move || {
+        let service = service.clone();
+        warp::any().map(move || service.clone())
+    };
+    let token = warp::path!("oauth" / "token")
+        .and(warp::post())
+        .and(with())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(body::limited(oauth::BODY_LIMIT))
+        .map(
+            |s: Arc<TokenService>,
+             ct: Option<String>,
+             auth: Option<String>,
+             body: Result<Bytes, body::BodyError>| match body {
+                Ok(body) => s.issue(ct.as_deref(), auth.as_deref(), &body, Timestamp::now()),
+                Err(e) => oauth::body_error(e).into_response(),
+            },
+        );
+    let jwks = warp::path!(".well-known" / "jwks.json")
+        .and(warp::get())
+        .and(with())
+        .map(|s: Arc<TokenService>| s.jwks());
+    let metadata = warp::path!(".well-known" / "oauth-authorization-server")
+        .and(warp::get())
+        .and(with())
+        .map(|s: Arc<TokenService>| s.metadata());
+    token
+        .or(jwks)
+        .unify()
+        .or(metadata)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+/// Maps warp's rejections to OAuth error objects with the right status.
+async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    use warp::reject::MethodNotAllowed;
+    let error = if rejection.is_not_found() {
+        OAuthError::new(StatusCode::NOT_FOUND, "invalid_request", "Not found")
+    } else if rejection.find::<MethodNotAllowed>().is_some() {
+        OAuthError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "Method not allowed",
+        )
+    } else {
+        OAuthError::invalid_request("The request is malformed")
+    };
+    Ok(error.into_response())
+}
+
+/// What `/readyz` checks.
+#[derive(Clone)]
+pub struct Readiness {
+    pub index: Arc<CredentialIndex>,
+    pub keys: Arc<KeyStore>,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.index.is_synced() && self.keys.is_loaded()
+    }
+}
+
+pub fn admin_routes(
+    readiness: Readiness,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
+    let readyz = warp::path!("readyz").and(warp::get()).map(move || {
+        if readiness.ready() {
+            warp::reply::with_status("ready", StatusCode::OK).into_response()
+        } else {
+            warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE).into_response()
+        }
+    });
+    healthz
+        .or(readyz)
+        .unify()
+        .recover(|_: Rejection| async {
+            Ok::<_, Infallible>(
+                warp::reply::with_status("not found", StatusCode::NOT_FOUND).into_response(),
+            )
+        })
+        .unify()
+}
+
+/// Serves `filter` on `listener` until `shutdown` resolves, then finishes
+/// the requests in flight.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    filter: F,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    warp::serve(filter)
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,496 @@
+//! `POST /oauth/token` (RFC 6749 section 4.4, client credentials), its
+//! error objects (section 5.2), and the well-known documents (RFC 7517 JWKS,
+//! RFC 8414 metadata).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use jiff::Timestamp;
+use serde_json::json;
+use tracing::debug;
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::Response;
+
+use super::throttle::Throttle;
+use crate::index::CredentialIndex;
+use crate::scope;
+use crate::secret::SecretHash;
+use crate::token::{AccessClaims, KeyStore, new_jti};
+use crate::usage::UsageRecorder;
+
+/// Largest token request body accepted.
+pub const BODY_LIMIT: u64 = 16 * 1024;
+
+/// An RFC 6749 section 5.2 error.
+#[derive(Debug, PartialEq)]
+pub struct OAuthError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
+    /// Answer with `WWW-Authenticate: Basic` (the client used HTTP Basic).
+    pub basic_challenge: bool,
+    pub retry_after: Option<Duration>,
+}
+
+impl OAuthError {
+    pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            description: description.into(),
+            basic_challenge: false,
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// Unknown client, wrong secret and revoked credential all look like this.
+    pub fn invalid_client(basic: bool) -> Self {
+        Self {
+            basic_challenge: basic,
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "Client authentication failed",
+            )
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let body = json!({"error": self.error, "error_description": self.description});
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
+        let headers = response.headers_mut();
+        no_store(headers);
+        if self.basic_challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"catalio\", charset=\"UTF-8\""),
+            );
+        }
+        if let Some(after) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+        {
+            headers.insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+use warp::Reply;
+
+fn no_store(headers: &mut warp::http::HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// The parameters of a token request, from either body format.
+#[derive(Debug, Default, PartialEq)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub audience: Option<String>,
+    pub scope: Option<String>,
+}
+
+impl TokenRequest {
+    fn field(&mut self, name: &str) -> Option<&mut Option<String>> {
+        Some(match name {
+            "grant_type" => &mut self.grant_type,
+            "client_id" => &mut self.client_id,
+            "client_secret" => &mut self.client_secret,
+            "audience" => &mut self.audience,
+            "scope" => &mut self.scope,
+            _ => return None,
+        })
+    }
+}
+
+/// Parses the body by its media type: form (RFC 6749) or JSON (as Catalio
+/// documents). Unknown parameters are ignored, as RFC 6749 section 3.2 says.
+pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<TokenRequest, OAuthError> {
+    let media = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase());
+    let mut request = TokenRequest::default();
+    match media.as_deref() {
+        Some("application/x-www-form-urlencoded") => {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+                .map_err(|_| OAuthError::invalid_request("The form body is malformed"))?;
+            for (name, value) in pairs {
+                if let Some(slot) = request.field(&name) {
+                    if slot.is_some() {
+                        return Err(OAuthError::invalid_request(format!(
+                            "Parameter {name} is repeated"
+                        )));
+                    }
+                    *slot = Some(value);
+                }
+            }
+        }
+        Some("application/json") => {
+            let value: serde_json::Value = serde_json::from_slice(body)
+                .map_err(|_| OAuthError::invalid_request("The JSON body is malformed"))?;
+            let serde_json::Value::Object(map) = value else {
+                return Err(OAuthError::invalid_request(
+                    "The JSON body must be an object",
+                ));
+            };
+            for (name, value) in map {
+                if let Some(slot) = request.field(&name) {
+                    match value {
+                        serde_json::Value::String(s) => *slot = Some(s),
+                        serde_json::Value::Null => {}
+                        _ => {
+                            return Err(OAuthError::invalid_request(format!(
+                                "Parameter {name} must be a string"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            return Err(OAuthError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                "Content-Type must be application/x-www-form-urlencoded or application/json",
+            ));
+        }
+    }
+    Ok(request)
+}
+
+/// Client id and secret from `Authorization: Basic`, each form-urlencoded
+/// as RFC 6749 section 2.3.1 requires.
+pub fn parse_basic(authorization: &str) -> Result<(String, String), OAuthError> {
+    let malformed = || OAuthError {
+        basic_challenge: true,
+        ..OAuthError::invalid_request("The Authorization header is malformed")
+    };
+    let (scheme, credentials) = authorization.trim().split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(malformed());
+    }
+    let decoded = STANDARD
+        .decode(credentials.trim())
+        .map_err(|_| malformed())?;
+    let text = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (id, secret) = text.split_once(':').ok_or_else(malformed)?;
+    let unescape = |s: &str| {
+        form_urlencoded::parse(format!("v={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Ok((
+        unescape(id).ok_or_else(malformed)?,
+        unescape(secret).ok_or_else(malformed)?,
+    ))
+}
+
+/// What the token endpoint needs, shared by every request.
+pub struct TokenService {
+    pub index: Arc<CredentialIndex>,
+    pub keys: Arc<KeyStore>,
+    pub issuer: String,
+    pub audience: String,
+    pub token_url: String,
+    pub jwks_url: String,
+    pub default_lifetime: Duration,
+    pub throttle: Throttle,
+    pub usage: UsageRecorder,
+}
+
+/// A hash no secret has, compared against when the client is unknown so that
+/// unknown clients take as long as wrong secrets.
+static NO_SECRET: std::sync::LazyLock<SecretHash> =
+    std::sync::LazyLock::new(|| SecretHash::of(b"\0no client has this secret\0"));
+
+impl TokenService {
+    /// Handles one token request.
+    pub fn issue(
+        &self,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Response {
+        match self.try_issue(content_type, authorization, body, now) {
+            Ok(response) => response,
+            Err(e) => {
+                debug!(
+                    error = e.error,
+                    status = e.status.as_u16(),
+                    "token request refused"
+                );
+                e.into_response()
+            }
+        }
+    }
+
+    fn try_issue(
+        &self,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<Response, OAuthError> {
+        let request = parse_body(content_type, body)?;
+        match request.grant_type.as_deref() {
+            None => return Err(OAuthError::invalid_request("Missing grant_type")),
+            Some("client_credentials") => {}
+            Some(_) => {
+                return Err(OAuthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_grant_type",
+                    "Only grant_type=client_credentials is supported",
+                ));
+            }
+        }
+        if let Some(audience) = &request.audience
+            && audience != &self.audience
+        {
+            return Err(OAuthError::invalid_request(format!(
+                "audience must be {}",
+                self.audience
+            )));
+        }
+        let basic = authorization.is_some();
+        let (client_id, client_secret) = match (
+            authorization,
+            request.client_id,
+            request.client_secret,
+        ) {
+            (Some(header), None, None) => parse_basic(header)?,
+            (Some(_), _, _) => {
+                return Err(OAuthError {
+                    basic_challenge: true,
+                    ..OAuthError::invalid_request(
+                        "Use one client authentication method, not HTTP Basic and the body together",
+                    )
+                });
+            }
+            (None, Some(id), Some(secret)) => (id, secret),
+            (None, _, _) => return Err(OAuthError::invalid_client(false)),
+        };
+
+        if let Some(wait) = self.throttle.blocked(&client_id) {
+            return Err(OAuthError {
+                retry_after: Some(wait),
+                ..OAuthError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "invalid_client",
+                    "Too many failed attempts for this client; retry later",
+                )
+            });
+        }
+        let presented = SecretHash::of(client_secret.as_bytes());
+        let entry = self.index.lookup(&client_id);
+        let slot = match &entry {
+            Some(entry) => entry.match_secret(&presented, now),
+            None => {
+                // Same work as a wrong secret, and the same answer.
+                let _ = NO_SECRET.ct_eq(&presented);
+                None
+            }
+        };
+        let (Some(entry), Some(slot)) = (entry, slot) else {
+            self.throttle.failed(&client_id);
+            return Err(OAuthError::invalid_client(basic));
+        };
+
+        let granted = scope::narrow(&entry.scopes, request.scope.as_deref()).map_err(|e| {
+            OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
+        })?;
+        let secret_id = match slot {
+            crate::index::SecretSlot::Current => entry.current,
+            crate::index::SecretSlot::Previous => entry.previous.map(|(h, _)| h),
+        }
+        .map(|h| h.short_id())
+        .unwrap_or_default();
+        let lifetime = entry.token_lifetime.unwrap_or(self.default_lifetime);
+        let iat = now.as_second();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: entry.client_id.clone(),
+            org: entry.namespace.clone(),
+            scope: granted.join(" "),
+            iat,
+            nbf: iat,
+            exp: iat + lifetime.as_secs() as i64,
+            jti: new_jti().map_err(|_| server_error())?,
+            rot: entry.rotation_counter,
+            sid: secret_id,
+        };
+        let ring = self.keys.ring();
+        let key = ring.signer(now).ok_or_else(server_error)?;
+        let payload = serde_json::to_vec(&claims).map_err(|_| server_error())?;
+        let token = key.sign(&payload).map_err(|_| server_error())?;
+        self.usage.record(&entry.namespace, &entry.name);
+
+        let body = json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": lifetime.as_secs(),
+            "scope": claims.scope,
+        });
+        let mut response = warp::reply::json(&body).into_response();
+        no_store(response.headers_mut());
+        Ok(response)
+    }
+
+    pub fn jwks(&self) -> Response {
+        let mut response = warp::reply::json(&self.keys.ring().jwks()).into_response();
+        // New keys are published well before this expires (publish delay).
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        response
+    }
+
+    pub fn metadata(&self) -> Response {
+        let scopes: Vec<String> = std::iter::once("*".to_owned())
+            .chain(crate::crd::RESOURCE_TYPES.iter().map(|t| t.to_string()))
+            .flat_map(|t| [format!("{t}:read"), format!("{t}:write")])
+            .collect();
+        let algs: Vec<&str> = ["RS256", "ES256"].into();
+        warp::reply::json(&json!({
+            "issuer": self.issuer,
+            "token_endpoint": self.token_url,
+            "jwks_uri": self.jwks_url,
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "response_types_supported": [],
+            "scopes_supported": scopes,
+            "service_documentation": "https://catalio.ai/docs/api",
+            "token_endpoint_auth_signing_alg_values_supported": algs,
+        }))
+        .into_response()
+    }
+}
+
+/// The answer to a body that could not be read.
+pub fn body_error(e: super::body::BodyError) -> OAuthError {
+    match e {
+        super::body::BodyError::TooLarge => OAuthError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("The body is larger than {BODY_LIMIT} bytes"),
+        ),
+        super::body::BodyError::Read => OAuthError::invalid_request("The body could not be read"),
+    }
+}
+
+fn server_error() -> OAuthError {
+    OAuthError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "The token could not be issued",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_json_and_form_bodies_alike() {
+        let json = br#"{"client_id":"ci_1","client_secret":"s","audience":"a","grant_type":"client_credentials","extra":1}"#;
+        let form =
+            b"client_id=ci_1&client_secret=s&audience=a&grant_type=client_credentials&extra=1";
+        let want = TokenRequest {
+            grant_type: Some("client_credentials".into()),
+            client_id: Some("ci_1".into()),
+            client_secret: Some("s".into()),
+            audience: Some("a".into()),
+            scope: None,
+        };
+        assert_eq!(parse_body(Some("application/json"), json).unwrap(), want);
+        assert_eq!(
+            parse_body(
+                Some("application/x-www-form-urlencoded; charset=UTF-8"),
+                form
+            )
+            .unwrap(),
+            want
+        );
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_oauth_errors() {
+        let status = |ct: Option<&str>, body: &[u8]| parse_body(ct, body).unwrap_err().status;
+        assert_eq!(
+            status(Some("text/plain"), b"x"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(status(None, b"x"), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            status(Some("application/json"), b"{"),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(Some("application/json"), b"[]"),
+            StatusCode::BAD_REQUEST
+        );
+        let e = parse_body(Some("application/json"), br#"{"client_id":7}"#).unwrap_err();
+        assert_eq!(e.description, "Parameter client_id must be a string");
+        let e = parse_body(
+            Some("application/x-www-form-urlencoded"),
+            b"client_id=a&client_id=b",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.error, e.description.as_str()),
+            ("invalid_request", "Parameter client_id is repeated")
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let header = format!("Basic {}", STANDARD.encode("ci_1:a%2Bb%3Ac"));
+        assert_eq!(
+            parse_basic(&header).unwrap(),
+            ("ci_1".into(), "a+b:c".into())
+        );
+        assert_eq!(
+            parse_basic(&format!("basic {}", STANDARD.encode("x:y"))).unwrap(),
+            ("x".into(), "y".into())
+        );
+        for bad in [
+            "Bearer abc",
+            "Basic !!!",
+            "Basic",
+            &format!("Basic {}", STANDARD.encode("nocolon")),
+        ] {
+            let e = parse_basic(bad).unwrap_err();
+            assert!(e.basic_challenge && e.error == "invalid_request", "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_responses_carry_the_rfc_headers() {
+        let r = OAuthError::invalid_client(true).into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        assert!(
+            r.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic")
+        );
+        let throttled = OAuthError {
+            retry_after: Some(Duration::from_secs(42)),
+            ..OAuthError::invalid_request("x")
+        }
+        .into_response();
+        assert_eq!(throttled.headers()[header::RETRY_AFTER], "42");
+    }
+}

@@ -1,0 +1,145 @@
+//! The signing-key Secret in the operator's namespace: created when absent,
+//! rotated by [`keys::plan_keys`], and watched by every replica.
+//!
+//! Writes use optimistic concurrency (create, or replace at the read
+//! resourceVersion), so replicas that start together or rotate at the same
+//! moment agree on one key list: the loser of a race rereads and finds
+//! nothing left to do.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use tracing::{info, warn};
+
+use super::KeyStore;
+use super::keys::{self, KeyRing, RotationPolicy, StoredKey};
+use crate::controller::plan::{MANAGER, keys as labels};
+
+/// The key under which the Secret stores the key list (JSON).
+pub const DATA_KEY: &str = "keys.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    #[error("reading the signing-key Secret failed: {0}")]
+    Read(#[source] kube::Error),
+    #[error("writing the signing-key Secret failed: {0}")]
+    Write(#[source] kube::Error),
+    #[error("the signing-key Secret cannot be parsed: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error("the signing-key Secret kept changing underneath")]
+    Contended,
+}
+
+fn parse(secret: &Secret) -> Result<Vec<StoredKey>, KeyStoreError> {
+    let Some(raw) = secret.data.as_ref().and_then(|d| d.get(DATA_KEY)) else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_slice(&raw.0).map_err(|e| KeyStoreError::Corrupt(e.to_string()))
+}
+
+fn with_keys(mut secret: Secret, keys: &[StoredKey]) -> Result<Secret, KeyStoreError> {
+    let json = serde_json::to_vec(keys).map_err(|e| KeyStoreError::Corrupt(e.to_string()))?;
+    secret
+        .data
+        .get_or_insert_with(BTreeMap::new)
+        .insert(DATA_KEY.to_owned(), ByteString(json));
+    Ok(secret)
+}
+
+/// Brings the Secret's key list in line with `policy`. Returns whether it
+/// wrote. A Secret that cannot be parsed is left alone: overwriting it would
+/// throw away keys that tokens in circulation were signed with.
+pub async fn maintain(
+    api: &Api<Secret>,
+    name: &str,
+    policy: &RotationPolicy,
+) -> Result<bool, KeyStoreError> {
+    for _ in 0..5 {
+        let existing = api.get_opt(name).await.map_err(KeyStoreError::Read)?;
+        let stored = existing
+            .as_ref()
+            .map(parse)
+            .transpose()?
+            .unwrap_or_default();
+        let Some(next) = keys::plan_keys(&stored, policy, Timestamp::now())? else {
+            return Ok(false);
+        };
+        let result = match existing {
+            Some(secret) => {
+                let secret = with_keys(secret, &next)?;
+                api.replace(name, &PostParams::default(), &secret).await
+            }
+            None => {
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(name.to_owned()),
+                        labels: Some(BTreeMap::from([(
+                            labels::MANAGED_BY.to_owned(),
+                            MANAGER.to_owned(),
+                        )])),
+                        ..Default::default()
+                    },
+                    type_: Some("Opaque".to_owned()),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &with_keys(secret, &next)?)
+                    .await
+            }
+        };
+        match result {
+            Ok(_) => {
+                let kids: Vec<_> = next.iter().map(|k| k.kid.as_str()).collect();
+                info!(secret = name, keys = ?kids, "signing keys updated");
+                return Ok(true);
+            }
+            // Another replica wrote first: read again and re-plan.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(KeyStoreError::Write(e)),
+        }
+    }
+    Err(KeyStoreError::Contended)
+}
+
+/// Runs [`maintain`] now and then forever, logging failures.
+pub async fn run_maintenance(api: Api<Secret>, name: String, policy: RotationPolicy) {
+    let every = (policy.publish_delay / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        if let Err(e) = maintain(&api, &name, &policy).await {
+            warn!(secret = %name, error = %e, "signing-key maintenance failed");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Keeps `store` loaded with the keys in the Secret until the watch ends.
+pub async fn watch(
+    api: Api<Secret>,
+    name: String,
+    store: Arc<KeyStore>,
+) -> Result<(), watcher::Error> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    while let Some(secret) = events.try_next().await? {
+        match parse(&secret) {
+            Ok(stored) => {
+                let (ring, errors) = KeyRing::load(&stored);
+                for e in errors {
+                    warn!(secret = %name, error = %e, "skipping signing key");
+                }
+                store.replace(ring);
+            }
+            Err(e) => warn!(secret = %name, error = %e, "keeping the previous signing keys"),
+        }
+    }
+    Ok(())
+}

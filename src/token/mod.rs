@@ -1,0 +1,169 @@
+//! Access tokens: the keys that sign them, issuing them, and verifying them.
+//!
+//! A token is bound to the exact client secret it was issued for: its `sid`
+//! claim is a short id of that secret's hash. The verifier accepts a token only
+//! while that secret still works, so rotation (with or without a grace
+//! period), a replaced Secret and revocation all end the tokens of the secret
+//! they retire, at the moment the index learns of it. `rot` records the
+//! rotation counter the token was issued under.
+
+pub mod keys;
+pub mod keystore;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+use jsonwebtoken::{Validation, decode, decode_header};
+use serde::{Deserialize, Serialize};
+
+use crate::index::{CredentialEntry, CredentialIndex};
+pub use keys::{Algorithm, KeyRing, RotationPolicy, SigningKey, StoredKey};
+
+/// The claims of an access token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The client id.
+    pub sub: String,
+    /// The organization: the credential's namespace.
+    pub org: String,
+    /// Granted scopes, space-delimited.
+    pub scope: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    /// The rotation counter the token was issued under.
+    pub rot: i64,
+    /// Short id of the client secret the token was issued for.
+    pub sid: String,
+}
+
+impl AccessClaims {
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ').filter(|s| !s.is_empty())
+    }
+}
+
+/// The signing keys every replica holds, swapped whole when the key Secret
+/// changes.
+#[derive(Default)]
+pub struct KeyStore {
+    ring: RwLock<Arc<KeyRing>>,
+}
+
+impl KeyStore {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, ring: KeyRing) {
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        !self.ring().is_empty()
+    }
+}
+
+/// A random token id (128 bits).
+pub fn new_jti() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Why a token was not accepted. Every variant answers 401 alike; the
+/// variant is for metrics and debug logs only.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token names no published key")]
+    UnknownKey,
+    #[error("token is invalid: {0}")]
+    Invalid(&'static str),
+    #[error("token has expired")]
+    Expired,
+    #[error("token's credential no longer works")]
+    Inactive,
+}
+
+impl VerifyError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            VerifyError::Malformed => "malformed",
+            VerifyError::UnknownKey => "unknown_key",
+            VerifyError::Invalid(_) => "invalid",
+            VerifyError::Expired => "expired",
+            VerifyError::Inactive => "inactive",
+        }
+    }
+}
+
+/// A token that passed every check, with the credential it belongs to.
+#[derive(Debug)]
+pub struct Verified {
+    pub claims: AccessClaims,
+    pub credential: Arc<CredentialEntry>,
+}
+
+/// Checks access tokens: signature by one of our keys with the key's own
+/// algorithm, issuer, audience, lifetime, and a credential that still
+/// accepts the secret the token was issued for.
+pub struct Verifier {
+    pub keys: Arc<KeyStore>,
+    pub index: Arc<CredentialIndex>,
+    pub issuer: String,
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl Verifier {
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Verified, VerifyError> {
+        let header = decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+        let ring = self.keys.ring();
+        let key = ring.by_kid(&kid).ok_or(VerifyError::UnknownKey)?;
+        // The algorithm comes from our key, never from the token: this is
+        // what stops `alg: none` and HS256-with-the-public-key forgeries.
+        let mut validation = Validation::new(key.alg.jsonwebtoken());
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway.as_secs();
+        let claims = decode::<AccessClaims>(token, key.decoding_key(), &validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                match e.kind() {
+                    K::ExpiredSignature => VerifyError::Expired,
+                    K::InvalidSignature => VerifyError::Invalid("signature"),
+                    K::InvalidAlgorithm => VerifyError::Invalid("algorithm"),
+                    K::InvalidIssuer => VerifyError::Invalid("issuer"),
+                    K::InvalidAudience => VerifyError::Invalid("audience"),
+                    K::ImmatureSignature => VerifyError::Invalid("not yet valid"),
+                    K::MissingRequiredClaim(_) => VerifyError::Invalid("missing claim"),
+                    _ => VerifyError::Malformed,
+                }
+            })?
+            .claims;
+        let credential = self
+            .index
+            .lookup(&claims.sub)
+            .ok_or(VerifyError::Inactive)?;
+        if credential.namespace != claims.org || !credential.secret_id_live(&claims.sid, now) {
+            return Err(VerifyError::Inactive);
+        }
+        Ok(Verified { claims, credential })
+    }
+}
