@@ -10,7 +10,7 @@ OPERATOR := target/debug/catalio-operator
 PYCLIENTS ?= $(HOME)/.cache/catalio-operator/pyclients
 export CATALIO_TEST_PYTHON := $(PYCLIENTS)/bin/python
 
-.PHONY: test lint build crds controlplane pyclients cluster-up cluster-down cluster-env dev
+.PHONY: test lint build bench crds controlplane pyclients cluster-up cluster-down cluster-env dev
 
 ## Every test: formatting, lints, unit tests and the integration tests on a
 ## real control plane; then proof that no control-plane process outlived them.
@@ -24,6 +24,11 @@ lint:
 
 build:
 	cargo build --locked
+
+## Benchmarks that print figures (release build, own control plane).
+bench: controlplane
+	bench/token.sh
+	bench/credentials.sh
 
 ## Regenerates crds/ from the Rust types (a test fails when they drift).
 crds: build

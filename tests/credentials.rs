@@ -89,6 +89,21 @@ impl Fixture {
         .await
     }
 
+    /// Raises `rotation.counter` and waits until the rotation is applied.
+    async fn rotate(&self, name: &str, counter: i64) -> ApiCredentialStatus {
+        let patch = format!(r#"{{"spec":{{"rotation":{{"counter":{counter}}}}}}}"#);
+        let out = self.patch(name, &patch);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.status_until(name, "rotation to be applied", |s| {
+            s.rotation_counter == Some(counter)
+        })
+        .await
+    }
+
     async fn active(&self, name: &str) -> ApiCredentialStatus {
         self.status_until(name, "credential to become Active", |s| {
             s.phase == Some(Phase::Active)
@@ -293,16 +308,7 @@ async fn rotation_without_grace_replaces_the_secret_at_once() {
     let first = f.active("ci").await;
     let old = data(&f.secret("ci").await, "client_secret");
 
-    assert!(
-        f.patch("ci", r#"{"spec":{"rotation":{"counter":1}}}"#)
-            .status
-            .success()
-    );
-    let rotated = f
-        .status_until("ci", "rotation to be applied", |s| {
-            s.rotation_counter == Some(1)
-        })
-        .await;
+    let rotated = f.rotate("ci", 1).await;
     let secret = f.secret("ci").await;
     let new = data(&secret, "client_secret");
     assert_ne!(new, old);
@@ -324,19 +330,10 @@ async fn rotation_without_grace_replaces_the_secret_at_once() {
 #[tokio::test]
 async fn rotation_with_grace_keeps_the_previous_hash_until_it_expires() {
     let f = Fixture::new("grace").await;
-    f.apply(&credential("ci", "  rotation:\n    gracePeriod: 4s\n"));
+    f.apply(&credential("ci", "  rotation:\n    gracePeriod: 8s\n"));
     let first = f.active("ci").await;
 
-    assert!(
-        f.patch("ci", r#"{"spec":{"rotation":{"counter":1}}}"#)
-            .status
-            .success()
-    );
-    let during = f
-        .status_until("ci", "rotation to be applied", |s| {
-            s.rotation_counter == Some(1)
-        })
-        .await;
+    let during = f.rotate("ci", 1).await;
     assert_eq!(during.previous_secret_hash, first.secret_hash);
     assert!(during.previous_secret_expires_at.is_some());
     let secret = f.secret("ci").await;
@@ -600,13 +597,7 @@ async fn secret_values_never_reach_the_logs_or_events() {
     f.active("ci").await;
     seen.push(data(&f.secret("ci").await, "client_secret"));
 
-    assert!(
-        f.patch("ci", r#"{"spec":{"rotation":{"counter":1}}}"#)
-            .status
-            .success()
-    );
-    f.status_until("ci", "rotation", |s| s.rotation_counter == Some(1))
-        .await;
+    f.rotate("ci", 1).await;
     seen.push(data(&f.secret("ci").await, "client_secret"));
 
     f.kubectl_ok(&["delete", "secret", "ci"]);

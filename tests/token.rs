@@ -113,6 +113,16 @@ impl Server {
         cred
     }
 
+    /// Raises the rotation counter to 1 and returns the new secret.
+    async fn rotate(&self, name: &str, old: &Credential) -> Credential {
+        self.patch(name, r#"{"spec":{"rotation":{"counter":1}}}"#);
+        eventually(WAIT, "the new secret", || async {
+            let c = self.read_secret(name).await;
+            (c.secret != old.secret).then_some(c)
+        })
+        .await
+    }
+
     async fn read_secret(&self, name: &str) -> Credential {
         let secret = Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
             .get(name)
@@ -577,12 +587,7 @@ async fn rotation_without_grace_ends_the_old_secret_and_its_tokens() {
     let old_token = s.token(&old).await;
     verifier.verify(&old_token, jiff::Timestamp::now()).unwrap();
 
-    s.patch("ci", r#"{"spec":{"rotation":{"counter":1}}}"#);
-    let new = eventually(WAIT, "the new secret", || async {
-        let c = s.read_secret("ci").await;
-        (c.secret != old.secret).then_some(c)
-    })
-    .await;
+    let new = s.rotate("ci", &old).await;
     // Once the rotation is reconciled the old secret is refused...
     eventually(
         Duration::from_secs(5),
@@ -611,16 +616,11 @@ async fn with_a_grace_period_both_secrets_work_until_it_ends() {
     let s = Server::start("grace", &[]).await;
     let verifier = s.verifier().await;
     let old = s
-        .credential("ci", "  rotation:\n    gracePeriod: 6s\n")
+        .credential("ci", "  rotation:\n    gracePeriod: 10s\n")
         .await;
     let old_token = s.token(&old).await;
 
-    s.patch("ci", r#"{"spec":{"rotation":{"counter":1}}}"#);
-    let new = eventually(WAIT, "the new secret", || async {
-        let c = s.read_secret("ci").await;
-        (c.secret != old.secret).then_some(c)
-    })
-    .await;
+    let new = s.rotate("ci", &old).await;
     eventually(Duration::from_secs(5), "the new secret to work", || async {
         (s.token_json(&new, json!({})).await.status() == 200).then_some(())
     })

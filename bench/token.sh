@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Token endpoint throughput and latency at 64 concurrent connections, with
+# RS256 and ES256, next to the raw signing rate of this machine measured in
+# the same run (`openssl speed -multi 2`). Load comes from wrk, a separate
+# process on the same 2 cores.
+#   bench/token.sh [SECONDS]
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+seconds=${1:-20}
+command -v wrk > /dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+
+kubectl create namespace bench > /dev/null
+kubectl -n bench apply -f - > /dev/null <<YAML
+apiVersion: catalio.ai/v1
+kind: ApiCredential
+metadata: {name: load}
+spec: {displayName: Load test, scopes: ["*:read"]}
+YAML
+
+lua=$(mktemp)
+run_case() { # alg
+  local alg=$1 port admin
+  port=$(free_port); admin=$(free_port)
+  "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+    --namespace bench --signing-alg "$alg" --signing-key-secret "bench-keys-$alg" \
+    --token-url "http://127.0.0.1:$port/oauth/token" 2> "/tmp/bench-operator-$alg.log" &
+  pids+=($!)
+  wait_ready "$admin"
+  kubectl -n bench wait --for=jsonpath='{.status.phase}'=Active apicred/load --timeout=60s > /dev/null
+  local id secret
+  id=$(kubectl -n bench get secret load -o jsonpath='{.data.client_id}' | base64 -d)
+  secret=$(kubectl -n bench get secret load -o jsonpath='{.data.client_secret}' | base64 -d)
+  cat > "$lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"client_id":"$id","client_secret":"$secret","audience":"https://catalio.ai/api/v1","grant_type":"client_credentials"}'
+LUA
+  # Warm up, then measure.
+  wrk -t1 -c64 -d2s -s "$lua" "http://127.0.0.1:$port/oauth/token" > /dev/null
+  wrk -t1 -c64 -d"${seconds}s" --latency -s "$lua" "http://127.0.0.1:$port/oauth/token" > "/tmp/bench-wrk-$alg.txt"
+  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' "/tmp/bench-wrk-$alg.txt")
+  p50=$(awk '$1=="50%" {print $2}' "/tmp/bench-wrk-$alg.txt")
+  p99=$(awk '$1=="99%" {print $2}' "/tmp/bench-wrk-$alg.txt")
+  errors=$(awk '/Non-2xx/ {print $NF}' "/tmp/bench-wrk-$alg.txt")
+  printf '%s\t%s\t%s\t%s\t%s\n' "$alg" "$rps" "$p50" "$p99" "${errors:-0}"
+}
+
+echo "raw signing rate on this machine (openssl speed -multi 2, 10s each):"
+rsa=$(openssl speed -multi 2 -seconds 10 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $6}')
+ec=$(openssl speed -multi 2 -seconds 10 ecdsap256 2>/dev/null | awk '/^ 256 bits ecdsa \(nistp256\)/ {print $6}')
+printf '  rsa2048 signs/s: %s\n  ecdsap256 signs/s: %s\n' "$rsa" "$ec"
+echo
+printf 'alg\ttokens/s\tp50\tp99\tnon-2xx\n'
+rs=$(run_case RS256); echo "$rs"
+es=$(run_case ES256); echo "$es"
+echo
+awk -v t="$(echo "$rs" | cut -f2)" -v r="$rsa" 'BEGIN {printf "RS256 tokens/s as a share of openssl rsa2048 signs/s: %.0f%%\n", 100*t/r}'
+awk -v t="$(echo "$es" | cut -f2)" -v r="$ec" 'BEGIN {printf "ES256 tokens/s as a share of openssl ecdsap256 signs/s: %.0f%%\n", 100*t/r}'
