@@ -1,6 +1,7 @@
 # Shared by the benchmarks: a real control plane owned by the calling
 # script (stopped when it exits), and the release binary.
 set -euo pipefail
+shopt -s inherit_errexit
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
