@@ -1,6 +1,7 @@
 //! Custom resource types and the CRD documents generated from them.
 //! `catalio-operator crds` prints [`render_all`]; `crds/` holds its output.
 
+pub mod business;
 pub mod credential;
 
 pub use credential::{ApiCredential, ApiCredentialSpec, ApiCredentialStatus, Phase};
@@ -27,7 +28,20 @@ pub const RESOURCE_TYPES: &[&str] = &[
 
 /// Every CRD, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![ApiCredential::crd()]
+    use business::*;
+    vec![
+        ApiCredential::crd(),
+        Requirement::crd(),
+        Persona::crd(),
+        UseCase::crd(),
+        TestCase::crd(),
+        TestResult::crd(),
+        Component::crd(),
+        Process::crd(),
+        Policy::crd(),
+        Capability::crd(),
+        Team::crd(),
+    ]
 }
 
 /// File name under `crds/` for a CRD.
@@ -71,6 +85,36 @@ mod tests {
         assert!(
             on_disk == render_all().unwrap(),
             "crds/ is out of date with the Rust types: run `make crds`"
+        );
+    }
+
+    #[test]
+    fn business_kinds_are_namespaced_catalio_resources() {
+        let names: Vec<_> = all()
+            .iter()
+            .skip(1)
+            .map(|crd| {
+                assert_eq!(crd.spec.scope, "Namespaced");
+                assert_eq!(crd.spec.names.categories, Some(vec!["catalio".to_owned()]));
+                let columns = crd.spec.versions[0].additional_printer_columns.as_ref();
+                assert!(columns.is_some_and(|c| c.len() >= 2));
+                crd.metadata.name.clone().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "requirements.catalio.ai",
+                "personas.catalio.ai",
+                "usecases.catalio.ai",
+                "testcases.catalio.ai",
+                "testresults.catalio.ai",
+                "components.catalio.ai",
+                "processes.catalio.ai",
+                "policies.catalio.ai",
+                "capabilities.catalio.ai",
+                "teams.catalio.ai",
+            ]
         );
     }
 
