@@ -24,12 +24,19 @@ die() { log "$*"; exit 1; }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-free_port() {
-  local port
+# Ports are drawn below the kernel's ephemeral range, so no outgoing
+# connection can be holding one, and never twice in one start.
+# Sets the variable named $1 to a free port.
+picked=" "
+pick_port() {
+  local low port
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
   for _ in $(seq 1 200); do
-    port=$(( 20000 + RANDOM % 40000 ))
+    port=$(( 10000 + RANDOM % (low - 10000) ))
+    case $picked in *" $port "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
+      picked="$picked$port "
+      printf -v "$1" '%s' "$port"
       return
     fi
   done
@@ -117,13 +124,41 @@ cmd_up() {
   fi
   cmd_down "$dir" 2>/dev/null || true
 
-  local bin started etcd_port peer_port api_port
+  local bin started attempt
   bin=$("$here/build.sh")
   started=$(date +%s.%N)
   echo "$bin" > "$dir/bin"
+  # A port taken between choosing and binding it fails a start; try again
+  # with other ports rather than fail the tests.
+  for attempt in 1 2 3; do
+    if (start_processes "$dir" "$bin" "$crds"); then
+      break
+    fi
+    cmd_down "$dir"
+    [ "$attempt" -lt 3 ] || die "control plane did not start after 3 attempts"
+    log "start attempt $attempt failed; retrying with other ports"
+  done
+
+  if [ -n "$owner" ]; then
+    # Detached from this script and from the owner, so it outlives both.
+    setsid bash -c '
+      while kill -0 "$1" 2>/dev/null; do sleep 0.2; done
+      "$2" down "$3" && rm -rf "$3"
+    ' watchdog "$owner" "$here/cluster.sh" "$dir" > /dev/null 2>&1 < /dev/null &
+    echo $! > "$dir/watchdog.pid"
+  fi
+
+  log "ready in $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s: $(grep -o 'https://[^ ]*' "$dir/kubeconfig")"
+  echo "$dir/kubeconfig"
+}
+
+# Starts etcd, kube-apiserver and kube-controller-manager; fails (leaving
+# pid files for cmd_down) if any of them does not come up.
+start_processes() {
+  local dir=$1 bin=$2 crds=$3 etcd_port peer_port api_port
   rm -rf "$dir/pki" "$dir/etcd-data"
-  gen_certs "$dir/pki"
-  etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+  gen_certs "$dir/pki" || return 1
+  pick_port etcd_port; pick_port peer_port; pick_port api_port
 
   # Each process gets its own session (setsid) so that a Ctrl-C in the shell
   # that ran `make cluster-up` does not reach it; `down` stops it by pid.
@@ -132,6 +167,7 @@ cmd_up() {
     --listen-peer-url "http://127.0.0.1:$peer_port" \
     > "$dir/etcd.log" 2>&1 < /dev/null &
   echo $! > "$dir/etcd.pid"
+  wait_ok "http://127.0.0.1:$etcd_port/health" "$dir/etcd.pid" etcd "$dir/etcd.log"
 
   setsid "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
@@ -155,13 +191,14 @@ cmd_up() {
     "$dir/apiserver.log" "${tls[@]}"
 
   if [ -n "$crds" ]; then
-    "$bin/kubectl" --kubeconfig "$dir/kubeconfig" apply --server-side -f "$crds" >&2
+    # set -e does not reach into a function run as a condition: check each.
+    "$bin/kubectl" --kubeconfig "$dir/kubeconfig" apply --server-side -f "$crds" >&2 || return 1
     "$bin/kubectl" --kubeconfig "$dir/kubeconfig" wait --for condition=Established \
-      --timeout 60s crd --all >&2
+      --timeout 60s crd --all >&2 || return 1
   fi
 
   local kcm_port
-  kcm_port=$(free_port)
+  pick_port kcm_port
   setsid "$bin/kube-controller-manager" \
     --kubeconfig "$dir/kubeconfig" \
     --authentication-kubeconfig "$dir/kubeconfig" \
@@ -175,18 +212,6 @@ cmd_up() {
   echo $! > "$dir/controller-manager.pid"
   wait_ok "https://127.0.0.1:$kcm_port/healthz" "$dir/controller-manager.pid" \
     kube-controller-manager "$dir/controller-manager.log" -k
-
-  if [ -n "$owner" ]; then
-    # Detached from this script and from the owner, so it outlives both.
-    setsid bash -c '
-      while kill -0 "$1" 2>/dev/null; do sleep 0.2; done
-      "$2" down "$3" && rm -rf "$3"
-    ' watchdog "$owner" "$here/cluster.sh" "$dir" > /dev/null 2>&1 < /dev/null &
-    echo $! > "$dir/watchdog.pid"
-  fi
-
-  log "ready in $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s: https://127.0.0.1:$api_port"
-  echo "$dir/kubeconfig"
 }
 
 cmd_down() {
