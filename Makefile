@@ -20,7 +20,7 @@ test: lint controlplane pyclients
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 build:
 	cargo build --locked
@@ -33,6 +33,7 @@ bench: controlplane
 ## Regenerates crds/ from the Rust types (a test fails when they drift).
 crds: build
 	$(OPERATOR) crds > $(CRDS)
+	cp $(CRDS) charts/catalio-operator/$(CRDS)
 
 ## Builds etcd, kube-apiserver, kube-controller-manager, kubectl and helm
 ## (cached outside the repository).

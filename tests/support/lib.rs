@@ -174,12 +174,18 @@ where
 /// The operator binary running as a real process, with its logs in a file.
 pub struct OperatorProcess {
     child: Child,
+    watchdog: Child,
     pub log: PathBuf,
 }
 
 impl OperatorProcess {
     /// `binary` is the test's `env!("CARGO_BIN_EXE_catalio-operator")`.
     pub fn start(binary: &str, args: &[&str]) -> Self {
+        Self::start_with_kubeconfig(binary, args, &cluster().kubeconfig)
+    }
+
+    /// As [`OperatorProcess::start`], authenticating with `kubeconfig`.
+    pub fn start_with_kubeconfig(binary: &str, args: &[&str], kubeconfig: &Path) -> Self {
         let log = std::env::temp_dir().join(format!(
             "catalio-operator-test-{}-{}.log",
             std::process::id(),
@@ -191,7 +197,7 @@ impl OperatorProcess {
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(binary)
             .args(args)
-            .env("KUBECONFIG", &cluster().kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
                 "debug,hyper=info,tower=info,rustls=info,kube_client=info",
@@ -202,7 +208,7 @@ impl OperatorProcess {
             .expect("start catalio-operator");
         // If this test binary dies without unwinding, the watchdog still ends
         // the operator.
-        Command::new("sh")
+        let watchdog = Command::new("sh")
             .arg("-c")
             .arg("while kill -0 \"$1\" 2>/dev/null && kill -0 \"$2\" 2>/dev/null; do sleep 0.5; done; kill -9 \"$2\" 2>/dev/null")
             .args(["watchdog", &std::process::id().to_string(), &child.id().to_string()])
@@ -211,7 +217,11 @@ impl OperatorProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("start watchdog");
-        Self { child, log }
+        Self {
+            child,
+            watchdog,
+            log,
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -232,6 +242,8 @@ impl OperatorProcess {
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
         self.kill();
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
         let _ = std::fs::remove_file(&self.log);
     }
 }
