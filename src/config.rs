@@ -89,6 +89,11 @@ pub struct Operator {
     #[arg(long, env = "CATALIO_SIGNING_KEY_PUBLISH_DELAY", default_value = "10m")]
     pub signing_key_publish_delay: String,
 
+    /// After SIGTERM, how long to keep serving while reporting not ready,
+    /// so load balancers stop sending traffic before the listener closes.
+    #[arg(long, env = "CATALIO_SHUTDOWN_DELAY", default_value = "5s")]
+    pub shutdown_delay: String,
+
     /// Log line format.
     #[arg(long, env = "CATALIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

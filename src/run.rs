@@ -1,6 +1,7 @@
 //! Wires the command line to the controller and the servers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         signing_key_secret,
         signing_key_rotation,
         signing_key_publish_delay,
+        shutdown_delay,
         log_format,
     } = operator;
     telemetry::init(log_format);
@@ -53,6 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let parse =
         |flag: &str, value: &str| duration::parse(value).with_context(|| format!("--{flag}"));
     let token_lifetime = parse("token-lifetime", &token_lifetime)?;
+    let shutdown_delay = parse("shutdown-delay", &shutdown_delay)?;
     if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&token_lifetime) {
         bail!("--token-lifetime must be between 1m and 24h");
     }
@@ -70,6 +73,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .context("connecting to Kubernetes")?;
     let shutdown: Shutdown = shutdown_signal().boxed().shared();
+    // The servers keep serving, unready, for the shutdown delay; the
+    // controller stops at once.
+    let draining = Arc::new(AtomicBool::new(false));
+    let drained: Shutdown = {
+        let (shutdown, draining) = (shutdown.clone(), draining.clone());
+        async move {
+            shutdown.await;
+            draining.store(true, Ordering::Relaxed);
+            info!(delay = ?shutdown_delay, "not ready; draining before the listener closes");
+            tokio::time::sleep(shutdown_delay).await;
+        }
+        .boxed()
+        .shared()
+    };
     let mut tasks = Vec::new();
 
     if server {
@@ -130,15 +147,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {admin_listen}"))?;
         info!(%listen, %admin_listen, "serving");
-        tasks.push(server::serve(public, server::routes(service), shutdown.clone()).boxed());
-        tasks.push(
-            server::serve(
-                admin,
-                server::admin_routes(Readiness { index, keys }),
-                shutdown.clone(),
-            )
-            .boxed(),
-        );
+        tasks.push(server::serve(public, server::routes(service), drained.clone()).boxed());
+        let readiness = Readiness {
+            index,
+            keys,
+            draining,
+        };
+        tasks.push(server::serve(admin, server::admin_routes(readiness), drained.clone()).boxed());
     }
 
     if controller {

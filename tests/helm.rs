@@ -402,3 +402,53 @@ async fn helm_install_grants_exactly_what_the_operator_needs() {
     assert_eq!(status["info"]["status"], "deployed");
     helm_ok(&["uninstall", &release2, "-n", &ops2.name]);
 }
+
+#[tokio::test]
+async fn readyz_stays_unready_until_the_caches_can_sync() {
+    let admin = cluster().client().await;
+    let ns = TestNamespace::new(&admin, "unready").await;
+    // A ServiceAccount with no permissions at all: nothing can be listed, so
+    // no cache ever syncs.
+    let sa = ServiceAccount {
+        metadata: kube::api::ObjectMeta {
+            name: Some("nobody".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns.name)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let (_, kubeconfig) =
+        as_service_account(&admin, &ns.name, "nobody", &std::env::temp_dir()).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let args = [
+        "server".to_owned(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--admin-listen".into(),
+        format!("127.0.0.1:{admin_port}"),
+        "--namespace".into(),
+        ns.name.clone(),
+        "--watch-namespaces".into(),
+        ns.name.clone(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _operator = OperatorProcess::start_with_kubeconfig(OPERATOR, &args, &kubeconfig);
+    let http = reqwest::Client::new();
+    let healthz = format!("http://127.0.0.1:{admin_port}/healthz");
+    eventually(WAIT, "the admin port to answer", || async {
+        (http.get(&healthz).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    for _ in 0..20 {
+        let r = http
+            .get(format!("http://127.0.0.1:{admin_port}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

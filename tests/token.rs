@@ -28,6 +28,7 @@ struct Server {
     client: Client,
     operator: OperatorProcess,
     base: String,
+    readyz: String,
     http: reqwest::Client,
 }
 
@@ -72,6 +73,7 @@ impl Server {
             client,
             operator,
             base,
+            readyz,
             http,
         }
     }
@@ -832,4 +834,62 @@ async fn neither_secrets_nor_tokens_reach_the_logs() {
     // Nor the signature part alone.
     let signature = token.rsplit('.').next().unwrap();
     assert!(!logs.contains(signature));
+}
+
+#[tokio::test]
+async fn sigterm_under_load_fails_no_request_in_flight() {
+    let mut s = Server::start("sigterm", &["--shutdown-delay", "2s"]).await;
+    let cred = s.credential("ci", "").await;
+    let body = json!({
+        "client_id": cred.id, "client_secret": cred.secret, "grant_type": "client_credentials",
+    });
+    // A fresh connection per request, so each one is in flight on its own.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut in_flight = Vec::new();
+    for _ in 0..64 {
+        let (http, url, body) = (http.clone(), s.url("/oauth/token"), body.clone());
+        in_flight.push(tokio::spawn(async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    // Let the requests reach the server, then stop it as the kubelet would.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &s.operator.pid().to_string()])
+        .status()
+        .unwrap();
+    // It leaves its Service at once but keeps serving while it drains.
+    eventually(
+        Duration::from_secs(1),
+        "/readyz to turn unready",
+        || async { (s.http.get(&s.readyz).send().await.ok()?.status() == 503).then_some(()) },
+    )
+    .await;
+    assert_eq!(s.token_json(&cred, json!({})).await.status(), 200);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = s.operator.terminate(Duration::from_secs(20));
+        (status, s)
+    });
+    for request in in_flight {
+        assert_eq!(
+            request.await.unwrap().ok(),
+            Some(200),
+            "a request in flight failed"
+        );
+    }
+    let (status, s) = status.await.unwrap();
+    let status = status.expect("the operator exits after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    let logs = s.operator.logs();
+    assert!(
+        logs.contains("draining before the listener closes"),
+        "{logs}"
+    );
 }

@@ -8,6 +8,7 @@ pub mod throttle;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use jiff::Timestamp;
@@ -80,11 +81,14 @@ async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallib
 pub struct Readiness {
     pub index: Arc<CredentialIndex>,
     pub keys: Arc<KeyStore>,
+    /// Set when shutdown begins: the pod leaves its Services while it still
+    /// serves.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl Readiness {
     pub fn ready(&self) -> bool {
-        self.index.is_synced() && self.keys.is_loaded()
+        self.index.is_synced() && self.keys.is_loaded() && !self.draining.load(Ordering::Relaxed)
     }
 }
 
