@@ -89,6 +89,19 @@ pub struct Operator {
     #[arg(long, env = "CATALIO_SIGNING_KEY_PUBLISH_DELAY", default_value = "10m")]
     pub signing_key_publish_delay: String,
 
+    /// Lease (in --namespace) whose holder reconciles and manages keys.
+    #[arg(
+        long,
+        env = "CATALIO_LEADER_LEASE",
+        default_value = "catalio-operator-leader"
+    )]
+    pub leader_lease: String,
+
+    /// How long a leader's lease lasts without renewal; a new leader takes
+    /// over within about this long after the old one dies.
+    #[arg(long, env = "CATALIO_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: String,
+
     /// After SIGTERM, how long to keep serving while reporting not ready,
     /// so load balancers stop sending traffic before the listener closes.
     #[arg(long, env = "CATALIO_SHUTDOWN_DELAY", default_value = "5s")]

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod index;
+pub mod leader;
 pub mod run;
 pub mod scope;
 pub mod secret;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, join_all};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
 use kube::{Api, Client};
@@ -17,6 +18,7 @@ use crate::config::{Cli, Command, Operator};
 use crate::controller::{self, plan::Settings};
 use crate::crd::ApiCredential;
 use crate::index::{self, CredentialIndex};
+use crate::leader::{self, Elector};
 use crate::server::{self, Readiness, TokenService, throttle::Throttle};
 use crate::token::{KeyStore, RotationPolicy, keystore};
 use crate::usage::UsageRecorder;
@@ -47,6 +49,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         signing_key_secret,
         signing_key_rotation,
         signing_key_publish_delay,
+        leader_lease,
+        lease_duration,
         shutdown_delay,
         log_format,
     } = operator;
@@ -56,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         |flag: &str, value: &str| duration::parse(value).with_context(|| format!("--{flag}"));
     let token_lifetime = parse("token-lifetime", &token_lifetime)?;
     let shutdown_delay = parse("shutdown-delay", &shutdown_delay)?;
+    let lease_duration = parse("lease-duration", &lease_duration)?;
     if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&token_lifetime) {
         bail!("--token-lifetime must be between 1m and 24h");
     }
@@ -112,15 +117,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-        tokio::spawn(keystore::run_maintenance(
-            secrets.clone(),
-            signing_key_secret.clone(),
-            policy,
-        ));
+        if !controller {
+            // Without a controller there is no leader; optimistic concurrency
+            // keeps several servers maintaining the keys safe.
+            tokio::spawn(keystore::run_maintenance(
+                secrets.clone(),
+                signing_key_secret.clone(),
+                policy.clone(),
+            ));
+        }
         {
             let keys = keys.clone();
+            let name = signing_key_secret.clone();
             tokio::spawn(async move {
-                if let Err(e) = keystore::watch(secrets, signing_key_secret, keys).await {
+                if let Err(e) = keystore::watch(secrets, name, keys).await {
                     error!(error = %e, "signing-key watch ended");
                 }
             });
@@ -161,16 +171,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             token_url,
             audience,
         };
-        let ctx = Arc::new(controller::Context::new(client, settings));
-        info!(namespaces = ?watch_namespaces, "starting controller");
-        if watch_namespaces.is_empty() {
-            tasks.push(controller::run(ctx, None, shutdown.clone()).boxed());
+        let ctx = Arc::new(controller::Context::new(client.clone(), settings));
+        let namespaces: Vec<Option<String>> = if watch_namespaces.is_empty() {
+            vec![None]
         } else {
-            for ns in watch_namespaces {
-                let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-                tasks.push(async move { controller::run(ctx, Some(&ns), shutdown).await }.boxed());
+            watch_namespaces.into_iter().map(Some).collect()
+        };
+        let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+        // Only the leader reconciles and manages the signing keys.
+        let work = move || -> BoxFuture<'static, ()> {
+            let mut jobs: Vec<BoxFuture<'static, ()>> = Vec::new();
+            if server {
+                jobs.push(
+                    keystore::run_maintenance(
+                        secrets.clone(),
+                        signing_key_secret.clone(),
+                        policy.clone(),
+                    )
+                    .boxed(),
+                );
             }
-        }
+            for ns in namespaces.clone() {
+                let ctx = ctx.clone();
+                info!(namespace = ?ns, "starting controller");
+                jobs.push(
+                    async move { controller::run(ctx, ns.as_deref(), futures::future::pending()).await }
+                        .boxed(),
+                );
+            }
+            join_all(jobs).map(|_| ()).boxed()
+        };
+        let elector = Elector {
+            api: Api::<Lease>::namespaced(client, &namespace),
+            name: leader_lease,
+            identity: leader::identity(),
+            duration: lease_duration,
+        };
+        tasks.push(elector.run(work, shutdown.clone()).boxed());
     }
 
     join_all(tasks).await;

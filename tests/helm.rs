@@ -226,6 +226,7 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
     let listen = format!("127.0.0.1:{port}");
     let admin_listen = format!("127.0.0.1:{admin_port}");
     let keys = format!("{release}-catalio-operator-signing-keys");
+    let lease = format!("{release}-catalio-operator-leader");
     let mut args = vec![
         "run",
         "--listen",
@@ -236,21 +237,30 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
         release_ns,
         "--signing-key-secret",
         &keys,
+        "--leader-lease",
+        &lease,
     ];
     if !watch.is_empty() {
         args.extend(["--watch-namespaces", watch]);
     }
     let operator = OperatorProcess::start_with_kubeconfig(OPERATOR, &args, kubeconfig);
     let http = reqwest::Client::new();
-    eventually(WAIT, "the operator to be ready", || async {
-        let r = http
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let ready = http
             .get(format!("http://{admin_listen}/readyz"))
             .send()
-            .await
-            .ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
+            .await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the operator did not become ready:\n{}",
+            operator.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let creds = Api::<ApiCredential>::namespaced(admin.clone(), org);
     let yaml = "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: ci}\nspec: {displayName: CI}\n";
@@ -335,7 +345,7 @@ async fn helm_install_grants_exactly_what_the_operator_needs() {
         ("clusterrolebinding", false),
     ] {
         let name = if kind.starts_with("role") {
-            format!("{full}-signing-keys")
+            format!("{full}-self")
         } else {
             full.clone()
         };

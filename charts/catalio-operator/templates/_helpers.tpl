@@ -38,6 +38,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s-signing-keys" (include "catalio-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "catalio-operator.leaderLease" -}}
+{{- printf "%s-leader" (include "catalio-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* What the operator does in every namespace it watches. */}}
 {{- define "catalio-operator.watchRules" -}}
 - apiGroups: [catalio.ai]

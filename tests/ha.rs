@@ -1,0 +1,213 @@
+//! Two operator processes against one control plane: one leader reconciles,
+//! both serve, and leadership moves when the leader dies or loses its lease.
+
+use std::time::{Duration, Instant};
+
+use catalio_operator::crd::{ApiCredential, Phase};
+use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually, free_port};
+use jsonwebtoken::{DecodingKey, Validation, decode, decode_header, jwk::JwkSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_catalio-operator");
+const WAIT: Duration = Duration::from_secs(30);
+const LEASE: &str = "catalio-operator-leader";
+
+struct Replica {
+    operator: OperatorProcess,
+    base: String,
+}
+
+fn start(ns: &str) -> Replica {
+    let (port, admin) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let args = [
+        "run".to_owned(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--admin-listen".into(),
+        format!("127.0.0.1:{admin}"),
+        "--namespace".into(),
+        ns.into(),
+        "--watch-namespaces".into(),
+        ns.into(),
+        "--lease-duration".into(),
+        "3s".into(),
+        "--shutdown-delay".into(),
+        "0s".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Replica {
+        operator: OperatorProcess::start(OPERATOR, &args),
+        base,
+    }
+}
+
+async fn create_and_wait(client: &Client, ns: &str, name: &str, timeout: Duration) {
+    let yaml = format!(
+        "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {{name: {name}}}\nspec: {{displayName: {name}}}\n"
+    );
+    let out = cluster().kubectl_stdin(&["-n", ns, "apply", "-f", "-"], Some(&yaml));
+    assert!(out.status.success());
+    let api = Api::<ApiCredential>::namespaced(client.clone(), ns);
+    eventually(timeout, &format!("{name} to become Active"), || async {
+        (api.get(name).await.ok()?.status?.phase == Some(Phase::Active)).then_some(())
+    })
+    .await;
+}
+
+async fn token(
+    http: &reqwest::Client,
+    base: &str,
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> String {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    let data = secret.data.unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    let body = json!({"client_id": text("client_id"), "client_secret": text("client_secret"), "grant_type": "client_credentials"});
+    eventually(WAIT, "a token", || async {
+        let r = http
+            .post(format!("{base}/oauth/token"))
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        Some(
+            r.json::<Value>().await.ok()?["access_token"]
+                .as_str()?
+                .to_owned(),
+        )
+    })
+    .await
+}
+
+/// Verifies `token` with the JWKS served by `base`, using jsonwebtoken.
+async fn verify_with_jwks_of(http: &reqwest::Client, base: &str, token: &str) {
+    let jwks: JwkSet = http
+        .get(format!("{base}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = decode_header(token).unwrap().kid.unwrap();
+    let jwk = jwks.find(&kid).expect("kid published by the other replica");
+    let mut validation = Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&["https://catalio.ai/api/v1"]);
+    decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap();
+}
+
+fn leads(r: &Replica) -> bool {
+    r.operator.logs().contains("became leader")
+}
+
+#[tokio::test]
+async fn one_leader_reconciles_both_serve_and_leadership_moves() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "ha").await;
+    let mut a = start(&ns.name);
+    let mut b = start(&ns.name);
+    let http = reqwest::Client::new();
+
+    create_and_wait(&client, &ns.name, "first", WAIT).await;
+    let leaders = [&a, &b].iter().filter(|r| leads(r)).count();
+    assert_eq!(leaders, 1, "exactly one replica leads");
+    let (leader, follower) = if leads(&a) {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    assert!(leader.operator.logs().contains("Created Secret first"));
+    assert!(
+        !follower.operator.logs().contains("Created Secret"),
+        "the follower wrote"
+    );
+
+    // Both serve, and each one's tokens verify with the other's JWKS.
+    let from_leader = token(&http, &leader.base, &client, &ns.name, "first").await;
+    let from_follower = token(&http, &follower.base, &client, &ns.name, "first").await;
+    verify_with_jwks_of(&http, &follower.base, &from_leader).await;
+    verify_with_jwks_of(&http, &leader.base, &from_follower).await;
+
+    // A leader whose lease is taken away stops writing.
+    let steal = |renew: &str| {
+        format!(
+            r#"{{"spec":{{"holderIdentity":"someone-else","renewTime":"{renew}","leaseDurationSeconds":3}}}}"#
+        )
+    };
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        .to_string();
+    cluster().kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "lease",
+        LEASE,
+        "--type",
+        "merge",
+        "-p",
+        &steal(&now),
+    ]);
+    eventually(WAIT, "the leader to step down", || async {
+        leader
+            .operator
+            .logs()
+            .contains("stepping down")
+            .then_some(())
+    })
+    .await;
+    let out = cluster().kubectl_stdin(
+        &["-n", &ns.name, "apply", "-f", "-"],
+        Some("apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: orphan}\nspec: {displayName: orphan}\n"),
+    );
+    assert!(out.status.success());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let orphan = Api::<ApiCredential>::namespaced(client.clone(), &ns.name)
+        .get("orphan")
+        .await
+        .unwrap();
+    assert!(
+        orphan.status.is_none(),
+        "nobody may write while someone else holds the lease"
+    );
+    // When the stolen lease expires, a replica takes it and catches up.
+    create_and_wait(&client, &ns.name, "orphan", WAIT).await;
+
+    // The leader dies without a word; the other takes over within about
+    // the lease duration.
+    let leader_now = if leads_now(&client, &ns.name, &a).await {
+        &mut a
+    } else {
+        &mut b
+    };
+    leader_now.operator.kill();
+    let killed = Instant::now();
+    create_and_wait(&client, &ns.name, "after-failover", WAIT).await;
+    let took = killed.elapsed();
+    eprintln!("failover: new credential Active {took:?} after SIGKILL of the leader");
+    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+}
+
+/// Whether `r` holds the lease right now (its identity ends with its pid).
+async fn leads_now(client: &Client, ns: &str, r: &Replica) -> bool {
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), ns)
+        .get(LEASE)
+        .await
+        .unwrap();
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    holder.ends_with(&format!("-{}", r.operator.pid()))
+}
