@@ -16,7 +16,8 @@ writes() { # total write requests to what the operator writes
 }
 
 kubectl create namespace bench > /dev/null
-"$operator" controller --watch-namespaces bench 2> /tmp/bench-controller.log &
+"$operator" controller --watch-namespaces bench --namespace bench \
+  --admin-listen "127.0.0.1:$(free_port)" 2> /tmp/bench-controller.log &
 pids+=($!)
 sleep 1
 manifest=$(mktemp)

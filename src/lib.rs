@@ -8,6 +8,7 @@ pub mod crd;
 pub mod duration;
 pub mod index;
 pub mod leader;
+pub mod metrics;
 pub mod run;
 pub mod scope;
 pub mod secret;

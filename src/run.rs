@@ -19,6 +19,7 @@ use crate::controller::{self, plan::Settings};
 use crate::crd::ApiCredential;
 use crate::index::{self, CredentialIndex};
 use crate::leader::{self, Elector};
+use crate::metrics::Metrics;
 use crate::server::{self, Readiness, TokenService, throttle::Throttle};
 use crate::token::{KeyStore, RotationPolicy, keystore};
 use crate::usage::UsageRecorder;
@@ -93,6 +94,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .shared()
     };
     let mut tasks = Vec::new();
+    let metrics = Metrics::new();
+    let mut readiness = Readiness {
+        index: None,
+        keys: None,
+        draining,
+    };
 
     if server {
         let index = CredentialIndex::new();
@@ -149,29 +156,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             default_lifetime: token_lifetime,
             throttle: Throttle::default(),
             usage: UsageRecorder::spawn(client.clone(), Duration::from_secs(60)),
+            metrics: metrics.clone(),
         });
         let public = server::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
-        let admin = server::bind(admin_listen)
-            .await
-            .with_context(|| format!("binding {admin_listen}"))?;
-        info!(%listen, %admin_listen, "serving");
+        info!(%listen, "serving");
         tasks.push(server::serve(public, server::routes(service), drained.clone()).boxed());
-        let readiness = Readiness {
-            index,
-            keys,
-            draining,
-        };
-        tasks.push(server::serve(admin, server::admin_routes(readiness), drained.clone()).boxed());
+        readiness.index = Some(index);
+        readiness.keys = Some(keys);
     }
+
+    // Probes and metrics in every mode.
+    let admin = server::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding {admin_listen}"))?;
+    tasks.push(
+        server::serve(
+            admin,
+            server::admin_routes(readiness, metrics.clone()),
+            drained.clone(),
+        )
+        .boxed(),
+    );
 
     if controller {
         let settings = Settings {
             token_url,
             audience,
         };
-        let ctx = Arc::new(controller::Context::new(client.clone(), settings));
+        let ctx = Arc::new(controller::Context::new(client.clone(), settings, metrics));
         let namespaces: Vec<Option<String>> = if watch_namespaces.is_empty() {
             vec![None]
         } else {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use catalio_operator::crd::{ApiCredential, ApiCredentialStatus, Phase};
 use catalio_operator::secret::SecretHash;
-use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually};
+use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually, free_port};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
@@ -142,13 +142,22 @@ impl Fixture {
     }
 }
 
+/// An operator of its own for the test's namespace: its lease and admin
+/// port are its own too, as in a separate installation.
 fn start_operator(namespace: &str) -> OperatorProcess {
+    let admin = format!("127.0.0.1:{}", free_port());
     OperatorProcess::start(
         OPERATOR,
         &[
             "controller",
             "--watch-namespaces",
             namespace,
+            "--namespace",
+            namespace,
+            "--admin-listen",
+            &admin,
+            "--lease-duration",
+            "3s",
             "--token-url",
             "http://catalio-operator.catalio-system.svc:8080/oauth/token",
         ],

@@ -893,3 +893,55 @@ async fn sigterm_under_load_fails_no_request_in_flight() {
         "{logs}"
     );
 }
+
+/// The value of one sample line in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_with_a_lifecycle() {
+    let s = Server::start("metrics", &[]).await;
+    let cred = s.credential("ci", "").await;
+    let metrics_url = s.readyz.replace("/readyz", "/metrics");
+    let scrape = || async {
+        let r = s.http.get(&metrics_url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    let before = scrape().await;
+    s.token(&cred).await;
+    let wrong = Credential {
+        id: cred.id.clone(),
+        secret: "wrong".into(),
+    };
+    assert_eq!(s.token_json(&wrong, json!({})).await.status(), 401);
+    let after = scrape().await;
+
+    let delta = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        delta("catalio_tokens_issued_total"),
+        1.0,
+        "{before}\n---\n{after}"
+    );
+    assert_eq!(
+        delta("catalio_tokens_refused_total{reason=\"invalid_client\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("catalio_http_requests_total{route=\"token\",status=\"200\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("catalio_http_requests_total{route=\"token\",status=\"401\"}"),
+        1.0
+    );
+    assert!(sample(&after, "catalio_reconciles_total{result=\"ok\"}") >= 1.0);
+    assert_eq!(sample(&after, "catalio_credentials{phase=\"Active\"}"), 1.0);
+    assert!(after.contains("catalio_reconcile_duration_seconds_bucket"));
+    assert!(after.contains("catalio_http_request_duration_seconds_bucket{le="));
+    // No request data in labels.
+    assert!(!after.contains(&cred.id));
+}

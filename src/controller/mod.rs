@@ -21,6 +21,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::crd::{ApiCredential, ApiCredentialStatus, Phase};
+use crate::metrics::Metrics;
 use crate::secret::ClientSecret;
 use plan::{MANAGER, Plan, Reason, SecretAction, Settings};
 
@@ -67,10 +68,11 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub settings: Settings,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings) -> Self {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: MANAGER.to_owned(),
             instance: std::env::var("POD_NAME").ok(),
@@ -79,6 +81,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
+            metrics,
         }
     }
 
@@ -154,7 +157,12 @@ async fn reconcile(
     };
     let namespace = cred.namespace().unwrap_or_default();
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let started = std::time::Instant::now();
     let result = apply(cred, &secrets, &ctx).await;
+    ctx.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
     if let Err(e) = &result {
         ctx.publish(cred, "ReconcileFailed", "Reconcile", true, e.to_string())
             .await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::crd::ApiCredential;
+use crate::crd::{ApiCredential, Phase};
 use crate::duration;
 use crate::secret::{SecretHash, client_id_for_uid};
 
@@ -27,6 +27,8 @@ pub struct CredentialEntry {
     pub previous: Option<(SecretHash, Timestamp)>,
     pub rotation_counter: i64,
     pub token_lifetime: Option<Duration>,
+    /// Phase reported in status (`Pending` before the first reconcile).
+    pub phase: Phase,
 }
 
 impl CredentialEntry {
@@ -50,6 +52,7 @@ impl CredentialEntry {
                 .token_lifetime
                 .as_deref()
                 .and_then(|d| duration::parse(d).ok()),
+            phase: status.phase.unwrap_or(Phase::Pending),
         })
     }
 
@@ -114,6 +117,18 @@ impl CredentialIndex {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many credentials are in each phase (every phase listed).
+    pub fn count_by_phase(&self) -> Vec<(&'static str, usize)> {
+        let state = self.read();
+        [Phase::Pending, Phase::Active, Phase::Revoked, Phase::Failed]
+            .into_iter()
+            .map(|p| {
+                let n = state.by_client_id.values().filter(|e| e.phase == p).count();
+                (p.as_str(), n)
+            })
+            .collect()
     }
 
     /// True once the first full list has been applied.

@@ -16,13 +16,15 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::index::CredentialIndex;
+use crate::metrics::Metrics;
 use crate::token::KeyStore;
 pub use oauth::{OAuthError, TokenService};
 
 /// Every public route.
 pub fn routes(
     service: Arc<TokenService>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let metrics = service.metrics.clone();
     let with = move || {
         let service = service.clone();
         warp::any().map(move || service.clone())
@@ -57,6 +59,9 @@ pub fn routes(
         .unify()
         .recover(recover)
         .unify()
+        .with(warp::log::custom(move |info| {
+            metrics.request(info.path(), info.status().as_u16(), info.elapsed());
+        }))
 }
 
 /// Maps warp's rejections to OAuth error objects with the right status.
@@ -76,11 +81,12 @@ async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallib
     Ok(error.into_response())
 }
 
-/// What `/readyz` checks.
+/// What `/readyz` checks: the caches this process has (none in controller
+/// mode, where the controller's own watches need no gate).
 #[derive(Clone)]
 pub struct Readiness {
-    pub index: Arc<CredentialIndex>,
-    pub keys: Arc<KeyStore>,
+    pub index: Option<Arc<CredentialIndex>>,
+    pub keys: Option<Arc<KeyStore>>,
     /// Set when shutdown begins: the pod leaves its Services while it still
     /// serves.
     pub draining: Arc<AtomicBool>,
@@ -88,13 +94,26 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn ready(&self) -> bool {
-        self.index.is_synced() && self.keys.is_loaded() && !self.draining.load(Ordering::Relaxed)
+        self.index.as_ref().is_none_or(|i| i.is_synced())
+            && self.keys.as_ref().is_none_or(|k| k.is_loaded())
+            && !self.draining.load(Ordering::Relaxed)
     }
 }
 
 pub fn admin_routes(
     readiness: Readiness,
+    metrics: Arc<Metrics>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let index = readiness.index.clone();
+    let scrape = warp::path!("metrics").and(warp::get()).map(move || {
+        let body = metrics.render(index.as_deref());
+        warp::reply::with_header(
+            body,
+            "content-type",
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .into_response()
+    });
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
@@ -108,6 +127,8 @@ pub fn admin_routes(
     healthz
         .or(readyz)
         .unify()
+        .or(scrape)
+        .unify()
         .recover(|_: Rejection| async {
             Ok::<_, Infallible>(
                 warp::reply::with_status("not found", StatusCode::NOT_FOUND).into_response(),
@@ -118,16 +139,13 @@ pub fn admin_routes(
 
 /// Serves `filter` on `listener` until `shutdown` resolves, then finishes
 /// the requests in flight.
-pub async fn serve<F>(
+pub async fn serve<F, R>(
     listener: tokio::net::TcpListener,
     filter: F,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
-    F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
+    R: Reply,
 {
     warp::serve(filter)
         .incoming(listener)

@@ -15,6 +15,7 @@ use warp::reply::Response;
 
 use super::throttle::Throttle;
 use crate::index::CredentialIndex;
+use crate::metrics::{Metrics, ReasonLabel};
 use crate::scope;
 use crate::secret::SecretHash;
 use crate::token::{AccessClaims, KeyStore, new_jti};
@@ -205,6 +206,7 @@ pub struct TokenService {
     pub default_lifetime: Duration,
     pub throttle: Throttle,
     pub usage: UsageRecorder,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A hash no secret has, compared against when the client is unknown so that
@@ -222,13 +224,25 @@ impl TokenService {
         now: Timestamp,
     ) -> Response {
         match self.try_issue(content_type, authorization, body, now) {
-            Ok(response) => response,
+            Ok(response) => {
+                self.metrics.tokens_issued.inc();
+                response
+            }
             Err(e) => {
                 debug!(
                     error = e.error,
                     status = e.status.as_u16(),
                     "token request refused"
                 );
+                let reason = match e.status {
+                    StatusCode::TOO_MANY_REQUESTS => "throttled",
+                    StatusCode::INTERNAL_SERVER_ERROR => "server_error",
+                    _ => e.error,
+                };
+                self.metrics
+                    .tokens_refused
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
                 e.into_response()
             }
         }

@@ -1,0 +1,194 @@
+//! Prometheus metrics, served on the admin port at `/metrics`. Every label
+//! value comes from a fixed set (result, error reason, OAuth error code,
+//! route, status), never from request data, so cardinality stays bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::index::CredentialIndex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~4 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ResultLabel, Counter>,
+    pub reconcile_errors: Family<ReasonLabel, Counter>,
+    pub reconcile_duration: Histogram,
+    pub tokens_issued: Counter,
+    pub tokens_refused: Family<ReasonLabel, Counter>,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_duration: HistogramFamily<RouteLabel>,
+    credentials: Family<PhaseLabel, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("catalio");
+        let reconciles = Family::default();
+        let reconcile_errors = Family::default();
+        let reconcile_duration = latency_histogram();
+        let tokens_issued = Counter::default();
+        let tokens_refused = Family::default();
+        let http_requests = Family::default();
+        let http_duration: HistogramFamily<RouteLabel> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let credentials = Family::default();
+        registry.register(
+            "reconciles",
+            "ApiCredential reconciles by result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by reason",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile takes",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "tokens_issued",
+            "Access tokens issued",
+            tokens_issued.clone(),
+        );
+        registry.register(
+            "tokens_refused",
+            "Token requests refused, by OAuth error code",
+            tokens_refused.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            http_duration.clone(),
+        );
+        registry.register(
+            "credentials",
+            "Credentials this replica knows, by phase",
+            credentials.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            tokens_issued,
+            tokens_refused,
+            http_requests,
+            http_duration,
+            credentials,
+        })
+    }
+
+    pub fn reconciled(&self, took: Duration, error: Option<&'static str>) {
+        self.reconcile_duration.observe(took.as_secs_f64());
+        let result = if error.is_some() { "error" } else { "ok" };
+        self.reconciles.get_or_create(&ResultLabel { result }).inc();
+        if let Some(reason) = error {
+            self.reconcile_errors
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        }
+    }
+
+    /// Counts a served request under a fixed route name.
+    pub fn request(&self, path: &str, status: u16, took: Duration) {
+        let route = match path {
+            "/oauth/token" => "token",
+            "/.well-known/jwks.json" => "jwks",
+            "/.well-known/oauth-authorization-server" => "metadata",
+            _ => "other",
+        };
+        self.http_requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabel { route })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The text exposition, with credential gauges read from `index`.
+    pub fn render(&self, index: Option<&CredentialIndex>) -> String {
+        if let Some(index) = index {
+            for (phase, count) in index.count_by_phase() {
+                self.credentials
+                    .get_or_create(&PhaseLabel { phase })
+                    .set(count as i64);
+            }
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_fixed_labels() {
+        let m = Metrics::new();
+        m.reconciled(Duration::from_millis(3), None);
+        m.reconciled(Duration::from_millis(3), Some("write_secret"));
+        m.request("/oauth/token", 200, Duration::from_millis(1));
+        m.request("/some/../random", 404, Duration::from_millis(1));
+        m.tokens_issued.inc();
+        let text = m.render(None);
+        for line in [
+            "catalio_reconciles_total{result=\"ok\"} 1",
+            "catalio_reconcile_errors_total{reason=\"write_secret\"} 1",
+            "catalio_http_requests_total{route=\"token\",status=\"200\"} 1",
+            "catalio_http_requests_total{route=\"other\",status=\"404\"} 1",
+            "catalio_tokens_issued_total 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("random"));
+    }
+}
