@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use catalio_operator::crd::{ApiCredential, Phase};
-use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually, free_port};
+use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually};
 use jsonwebtoken::{DecodingKey, Validation, decode, decode_header, jwk::JwkSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
@@ -20,27 +20,21 @@ struct Replica {
 }
 
 fn start(ns: &str) -> Replica {
-    let (port, admin) = (free_port(), free_port());
-    let base = format!("http://127.0.0.1:{port}");
     let args = [
-        "run".to_owned(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--admin-listen".into(),
-        format!("127.0.0.1:{admin}"),
-        "--namespace".into(),
-        ns.into(),
-        "--watch-namespaces".into(),
-        ns.into(),
-        "--lease-duration".into(),
-        "3s".into(),
-        "--shutdown-delay".into(),
-        "0s".into(),
+        "--namespace",
+        ns,
+        "--watch-namespaces",
+        ns,
+        "--lease-duration",
+        "3s",
+        "--shutdown-delay",
+        "0s",
     ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (operator, endpoints) =
+        OperatorProcess::run_serving(OPERATOR, &cluster().kubeconfig, &args);
     Replica {
-        operator: OperatorProcess::start(OPERATOR, &args),
-        base,
+        operator,
+        base: endpoints.base,
     }
 }
 
@@ -184,19 +178,55 @@ async fn one_leader_reconciles_both_serve_and_leadership_moves() {
     // When the stolen lease expires, a replica takes it and catches up.
     create_and_wait(&client, &ns.name, "orphan", WAIT).await;
 
-    // The leader dies without a word; the other takes over within about
-    // the lease duration.
-    let leader_now = if leads_now(&client, &ns.name, &a).await {
-        &mut a
+    // A leader stopped with SIGTERM releases the lease: the other takes
+    // over sooner than the lease could expire.
+    let (stopping, staying) = if leads_now(&client, &ns.name, &a).await {
+        (&mut a, &mut b)
     } else {
-        &mut b
+        (&mut b, &mut a)
     };
-    leader_now.operator.kill();
+    let stopped = Instant::now();
+    let status = stopping
+        .operator
+        .terminate(Duration::from_secs(10))
+        .expect("exits on SIGTERM");
+    assert!(status.success());
+    assert!(stopping.operator.logs().contains("released leadership"));
+    eventually(
+        Duration::from_secs(3),
+        "the other replica to lead",
+        || async { leads_now(&client, &ns.name, staying).await.then_some(()) },
+    )
+    .await;
+    let handover = stopped.elapsed();
+    eprintln!("handover after SIGTERM: {handover:?}");
+    assert!(
+        handover < Duration::from_secs(3),
+        "the lease was not released: {handover:?}"
+    );
+    create_and_wait(&client, &ns.name, "after-handover", WAIT).await;
+
+    // The new leader dies without a word; a fresh replica takes over within
+    // about the lease duration.
+    let mut c = start(&ns.name);
+    eventually(WAIT, "the fresh replica to serve", || async {
+        http.get(format!("{}/.well-known/jwks.json", c.base))
+            .send()
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+    staying.operator.kill();
     let killed = Instant::now();
     create_and_wait(&client, &ns.name, "after-failover", WAIT).await;
     let took = killed.elapsed();
     eprintln!("failover: new credential Active {took:?} after SIGKILL of the leader");
     assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+    assert!(leads(&c));
+    c.operator.kill();
 }
 
 /// Whether `r` holds the lease right now (its identity ends with its pid).

@@ -222,17 +222,9 @@ async fn as_service_account(
 /// credential in `org` through create, token and revocation.
 async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &str, watch: &str) {
     let admin = cluster().client().await;
-    let (port, admin_port) = (free_port(), free_port());
-    let listen = format!("127.0.0.1:{port}");
-    let admin_listen = format!("127.0.0.1:{admin_port}");
     let keys = format!("{release}-catalio-operator-signing-keys");
     let lease = format!("{release}-catalio-operator-leader");
     let mut args = vec![
-        "run",
-        "--listen",
-        &listen,
-        "--admin-listen",
-        &admin_listen,
         "--namespace",
         release_ns,
         "--signing-key-secret",
@@ -243,14 +235,11 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
     if !watch.is_empty() {
         args.extend(["--watch-namespaces", watch]);
     }
-    let operator = OperatorProcess::start_with_kubeconfig(OPERATOR, &args, kubeconfig);
+    let (operator, endpoints) = OperatorProcess::run_serving(OPERATOR, kubeconfig, &args);
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let ready = http
-            .get(format!("http://{admin_listen}/readyz"))
-            .send()
-            .await;
+        let ready = http.get(format!("{}/readyz", endpoints.admin)).send().await;
         if ready.is_ok_and(|r| r.status() == 200) {
             break;
         }
@@ -286,7 +275,7 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
     });
     eventually(WAIT, "a token under the chart's RBAC", || async {
         let r = http
-            .post(format!("http://{listen}/oauth/token"))
+            .post(format!("{}/oauth/token", endpoints.base))
             .json(&body)
             .send()
             .await

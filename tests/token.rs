@@ -9,9 +9,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use catalio_operator::crd::{ApiCredential, Phase};
 use catalio_operator::index::{self, CredentialIndex};
 use catalio_operator::token::{KeyStore, Verifier, VerifyError, keystore};
-use catalio_test_support::{
-    OperatorProcess, TestNamespace, cluster, eventually, free_port, python,
-};
+use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually, python};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -41,28 +39,20 @@ impl Server {
     async fn start(prefix: &str, extra: &[&str]) -> Self {
         let client = cluster().client().await;
         let ns = TestNamespace::new(&client, prefix).await;
-        let (port, admin) = (free_port(), free_port());
-        let base = format!("http://127.0.0.1:{port}");
-        let listen = format!("127.0.0.1:{port}");
-        let admin_listen = format!("127.0.0.1:{admin}");
-        let token_url = format!("{base}/oauth/token");
         let mut args = vec![
-            "run",
-            "--listen",
-            &listen,
-            "--admin-listen",
-            &admin_listen,
             "--namespace",
             &ns.name,
             "--watch-namespaces",
             &ns.name,
             "--token-url",
-            &token_url,
+            "{base}/oauth/token",
         ];
         args.extend_from_slice(extra);
-        let operator = OperatorProcess::start(OPERATOR, &args);
+        let (operator, endpoints) =
+            OperatorProcess::run_serving(OPERATOR, &cluster().kubeconfig, &args);
+        let base = endpoints.base;
         let http = reqwest::Client::new();
-        let readyz = format!("http://127.0.0.1:{admin}/readyz");
+        let readyz = format!("{}/readyz", endpoints.admin);
         eventually(WAIT, "the server to be ready", || async {
             let r = http.get(&readyz).send().await.ok()?;
             (r.status() == 200).then_some(())

@@ -171,6 +171,14 @@ where
     }
 }
 
+/// Where an operator started by [`OperatorProcess::run_serving`] listens.
+pub struct Endpoints {
+    /// The public port: `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The admin port: `http://127.0.0.1:PORT`.
+    pub admin: String,
+}
+
 /// The operator binary running as a real process, with its logs in a file.
 pub struct OperatorProcess {
     child: Child,
@@ -222,6 +230,28 @@ impl OperatorProcess {
             watchdog,
             log,
         }
+    }
+
+    /// `catalio-operator run` on fresh loopback ports, with `args` added
+    /// (`{base}` in them becomes the public base URL), authenticating with
+    /// `kubeconfig`.
+    pub fn run_serving(binary: &str, kubeconfig: &Path, args: &[&str]) -> (Self, Endpoints) {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
+        let endpoints = Endpoints {
+            base: format!("http://{listen}"),
+            admin: format!("http://{admin}"),
+        };
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("{base}", &endpoints.base))
+            .collect();
+        let mut all = vec!["run", "--listen", &listen, "--admin-listen", &admin];
+        all.extend(args.iter().map(String::as_str));
+        (
+            Self::start_with_kubeconfig(binary, &all, kubeconfig),
+            endpoints,
+        )
     }
 
     pub fn logs(&self) -> String {
