@@ -102,23 +102,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
 
     if server {
-        let index = CredentialIndex::new();
+        let scopes: Vec<Option<String>> = if watch_namespaces.is_empty() {
+            vec![None]
+        } else {
+            watch_namespaces.iter().cloned().map(Some).collect()
+        };
+        // One index per process, fed by one watch per scope; each relist
+        // replaces only its own scope.
+        let index = CredentialIndex::with_watches(scopes.len());
         let keys = KeyStore::new();
-        let credential_apis: Vec<Api<DeserializeGuard<ApiCredential>>> =
-            if watch_namespaces.is_empty() {
-                vec![Api::all(client.clone())]
-            } else {
-                watch_namespaces
-                    .iter()
-                    .map(|ns| Api::namespaced(client.clone(), ns))
-                    .collect()
+        for scope in scopes {
+            let api: Api<DeserializeGuard<ApiCredential>> = match &scope {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
             };
-        // One index per process: with several watched namespaces each watch
-        // feeds the same map.
-        for api in credential_apis {
             let index = index.clone();
             tokio::spawn(async move {
-                if let Err(e) = index::run_credential_watch(api, index).await {
+                if let Err(e) = index::run_credential_watch(api, scope, index).await {
                     error!(error = %e, "credential watch ended");
                 }
             });

@@ -182,6 +182,7 @@ impl Server {
         let keys = KeyStore::new();
         tokio::spawn(index::run_credential_watch(
             Api::namespaced(self.client.clone(), &self.ns.name),
+            Some(self.ns.name.clone()),
             index.clone(),
         ));
         tokio::spawn(keystore::watch(

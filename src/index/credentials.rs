@@ -2,7 +2,7 @@
 //! a watch of `ApiCredential` objects; does no I/O itself, so a lookup on the
 //! token path costs one read lock and one hash-map probe.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -93,18 +93,29 @@ pub enum SecretSlot {
 #[derive(Default)]
 struct State {
     by_client_id: HashMap<String, Arc<CredentialEntry>>,
-    synced: bool,
+    /// Scopes (a namespace, or `None` for all) whose first list is in.
+    synced: HashSet<Option<String>>,
 }
 
-/// Thread-safe map from client id to credential.
-#[derive(Default)]
+/// Thread-safe map from client id to credential, fed by one watch per
+/// scope: all namespaces, or each watched namespace.
 pub struct CredentialIndex {
     state: RwLock<State>,
+    scopes: usize,
 }
 
 impl CredentialIndex {
+    /// An index fed by one watch.
     pub fn new() -> Arc<Self> {
-        Arc::default()
+        Self::with_watches(1)
+    }
+
+    /// An index fed by `scopes` watches, synced when each has listed.
+    pub fn with_watches(scopes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: RwLock::default(),
+            scopes,
+        })
     }
 
     pub fn lookup(&self, client_id: &str) -> Option<Arc<CredentialEntry>> {
@@ -131,9 +142,9 @@ impl CredentialIndex {
             .collect()
     }
 
-    /// True once the first full list has been applied.
+    /// True once every watch's first full list has been applied.
     pub fn is_synced(&self) -> bool {
-        self.read().synced
+        self.read().synced.len() >= self.scopes
     }
 
     pub fn upsert(&self, cred: &ApiCredential) {
@@ -150,17 +161,25 @@ impl CredentialIndex {
         self.write().by_client_id.remove(&client_id_for_uid(uid));
     }
 
-    /// Replaces everything with a fresh full list (after a watch relist).
-    pub fn replace_all(&self, creds: impl IntoIterator<Item = ApiCredential>) {
-        let by_client_id = creds
+    /// Replaces what one watch sees (`namespace`, or `None` for all) with a
+    /// fresh full list after a (re)list; other watches' entries stay.
+    pub fn replace_scope(
+        &self,
+        namespace: Option<&str>,
+        creds: impl IntoIterator<Item = ApiCredential>,
+    ) {
+        let fresh: Vec<_> = creds
             .into_iter()
             .filter_map(|c| CredentialEntry::from_object(&c))
-            .map(|e| (e.client_id.clone(), Arc::new(e)))
             .collect();
-        *self.write() = State {
-            by_client_id,
-            synced: true,
-        };
+        let mut state = self.write();
+        state
+            .by_client_id
+            .retain(|_, e| namespace.is_some_and(|ns| e.namespace != ns));
+        for e in fresh {
+            state.by_client_id.insert(e.client_id.clone(), Arc::new(e));
+        }
+        state.synced.insert(namespace.map(str::to_owned));
     }
 
     // A panic while holding the lock cannot leave the map half-written (every
@@ -247,15 +266,36 @@ mod tests {
     }
 
     #[test]
-    fn replace_all_drops_missing_and_marks_synced() {
+    fn a_relist_drops_missing_entries_and_marks_synced() {
         let index = CredentialIndex::new();
         assert!(!index.is_synced());
         index.upsert(&cred("gone", false, b"x", None));
-        index.replace_all([cred("kept", false, b"y", None)]);
+        index.replace_scope(None, [cred("kept", false, b"y", None)]);
         assert!(index.is_synced());
         assert!(index.lookup("ci_gone").is_none());
         assert!(index.lookup("ci_kept").is_some());
         index.remove_uid("kept");
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn one_namespace_relist_keeps_the_other_namespaces() {
+        let index = CredentialIndex::with_watches(2);
+        let mut other = cred("bbbb", false, b"b", None);
+        other.metadata.namespace = Some("org-b".into());
+        index.replace_scope(Some("org-b"), [other]);
+        assert!(!index.is_synced(), "org-a has not listed yet");
+        index.upsert(&cred("stale", false, b"s", None));
+        index.replace_scope(Some("org-a"), [cred("aaaa", false, b"a", None)]);
+        assert!(index.is_synced());
+        assert!(
+            index.lookup("ci_bbbb").is_some(),
+            "org-b survived org-a's relist"
+        );
+        assert!(index.lookup("ci_aaaa").is_some());
+        assert!(
+            index.lookup("ci_stale").is_none(),
+            "org-a's relist dropped its stale entry"
+        );
     }
 }

@@ -13,11 +13,12 @@ use tracing::warn;
 use crate::crd::ApiCredential;
 pub use credentials::{CredentialEntry, CredentialIndex, SecretSlot};
 
-/// Keeps `index` in step with the `ApiCredential` objects `api` sees, until
-/// the watch ends. Objects that cannot be parsed are dropped from the index,
+/// Keeps `index` in step with the `ApiCredential` objects `api` sees
+/// (`namespace`, or all of them for `None`), until the watch ends. Objects that cannot be parsed are dropped from the index,
 /// so their clients are refused rather than served stale data.
 pub async fn run_credential_watch(
     api: Api<DeserializeGuard<ApiCredential>>,
+    namespace: Option<String>,
     index: Arc<CredentialIndex>,
 ) -> Result<(), watcher::Error> {
     let mut relist: Vec<ApiCredential> = Vec::new();
@@ -26,7 +27,7 @@ pub async fn run_credential_watch(
         match event {
             watcher::Event::Init => relist.clear(),
             watcher::Event::InitApply(DeserializeGuard(Ok(cred))) => relist.push(cred),
-            watcher::Event::InitDone => index.replace_all(relist.drain(..)),
+            watcher::Event::InitDone => index.replace_scope(namespace.as_deref(), relist.drain(..)),
             watcher::Event::Apply(DeserializeGuard(Ok(cred))) => index.upsert(&cred),
             watcher::Event::Delete(DeserializeGuard(Ok(cred))) => {
                 index.remove_uid(&cred.uid().unwrap_or_default());
