@@ -107,6 +107,15 @@ pub struct Operator {
     #[arg(long, env = "CATALIO_SHUTDOWN_DELAY", default_value = "5s")]
     pub shutdown_delay: String,
 
+    /// JSON:API requests per second each organization may make (0: no
+    /// limit); past it, 429 with Retry-After.
+    #[arg(long, env = "CATALIO_API_RATE_LIMIT", default_value_t = 100)]
+    pub api_rate_limit: u32,
+
+    /// Requests an organization may make at once above the rate.
+    #[arg(long, env = "CATALIO_API_BURST", default_value_t = 200)]
+    pub api_burst: u32,
+
     /// Log line format.
     #[arg(long, env = "CATALIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -1,7 +1,9 @@
 //! catalio-operator: Catalio API credentials as Kubernetes custom resources,
-//! reconciled into Secrets.
+//! reconciled into Secrets; an OAuth 2.0 token endpoint for them; and a
+//! JSON:API over the business custom resources.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod controller;
 pub mod crd;

@@ -54,6 +54,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub tokens_issued: Counter,
     pub tokens_refused: Family<ReasonLabel, Counter>,
+    pub api_refused: Family<ReasonLabel, Counter>,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_duration: HistogramFamily<RouteLabel>,
     credentials: Family<PhaseLabel, Gauge>,
@@ -67,6 +68,7 @@ impl Metrics {
         let reconcile_duration = latency_histogram();
         let tokens_issued = Counter::default();
         let tokens_refused = Family::default();
+        let api_refused = Family::default();
         let http_requests = Family::default();
         let http_duration: HistogramFamily<RouteLabel> =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
@@ -97,6 +99,11 @@ impl Metrics {
             tokens_refused.clone(),
         );
         registry.register(
+            "api_auth_failures",
+            "JSON:API requests refused for their access token, by reason",
+            api_refused.clone(),
+        );
+        registry.register(
             "http_requests",
             "HTTP requests by route and status",
             http_requests.clone(),
@@ -118,6 +125,7 @@ impl Metrics {
             reconcile_duration,
             tokens_issued,
             tokens_refused,
+            api_refused,
             http_requests,
             http_duration,
             credentials,
@@ -135,13 +143,20 @@ impl Metrics {
         }
     }
 
+    pub fn api_refused(&self, reason: &'static str) {
+        self.api_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
     /// Counts a served request under a fixed route name.
     pub fn request(&self, path: &str, status: u16, took: Duration) {
         let route = match path {
             "/oauth/token" => "token",
             "/.well-known/jwks.json" => "jwks",
             "/.well-known/oauth-authorization-server" => "metadata",
-            _ => "other",
+            "/api/v1/open_api" => "open_api",
+            _ => api_route(path).unwrap_or("other"),
         };
         self.http_requests
             .get_or_create(&RequestLabels { route, status })
@@ -167,6 +182,50 @@ impl Metrics {
     }
 }
 
+/// `/api/v1/<endpoint>` and `/api/v1/<endpoint>/{id}` as fixed route names.
+fn api_route(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/api/v1/")?;
+    let (endpoint, item) = match rest.split_once('/') {
+        Some((e, id)) if !id.is_empty() && !id.contains('/') => (e, true),
+        Some(_) => return None,
+        None => (rest, false),
+    };
+    let i = crate::api::registry::TYPES
+        .iter()
+        .position(|t| t.endpoint == endpoint)?;
+    Some(if item {
+        API_ITEM_ROUTES[i]
+    } else {
+        API_ROUTES[i]
+    })
+}
+
+const API_ROUTES: [&str; 10] = [
+    "api:requirements",
+    "api:personas",
+    "api:use_cases",
+    "api:test_cases",
+    "api:test_results",
+    "api:components",
+    "api:processes",
+    "api:policies",
+    "api:capabilities",
+    "api:teams",
+];
+
+const API_ITEM_ROUTES: [&str; 10] = [
+    "api:requirements/{id}",
+    "api:personas/{id}",
+    "api:use_cases/{id}",
+    "api:test_cases/{id}",
+    "api:test_results/{id}",
+    "api:components/{id}",
+    "api:processes/{id}",
+    "api:policies/{id}",
+    "api:capabilities/{id}",
+    "api:teams/{id}",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +249,23 @@ mod tests {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
         assert!(!text.contains("random"));
+    }
+
+    #[test]
+    fn api_routes_are_named_per_endpoint_never_per_id() {
+        for t in crate::api::registry::TYPES {
+            let list = format!("/api/v1/{}", t.endpoint);
+            assert_eq!(
+                api_route(&list),
+                Some(format!("api:{}", t.endpoint).as_str())
+            );
+            let item = format!("/api/v1/{}/some-id", t.endpoint);
+            assert_eq!(
+                api_route(&item),
+                Some(format!("api:{}/{{id}}", t.endpoint).as_str())
+            );
+        }
+        assert_eq!(api_route("/api/v1/widgets"), None);
+        assert_eq!(api_route("/api/v1/requirements/a/b"), None);
     }
 }

@@ -9,19 +9,22 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, join_all};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::DynamicObject;
 use kube::core::DeserializeGuard;
 use kube::{Api, Client};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
+use crate::api::{self, ApiService, limit::RateLimit, registry};
 use crate::config::{Cli, Command, Operator};
 use crate::controller::{self, plan::Settings};
 use crate::crd::ApiCredential;
+use crate::index::resources::ResourceStore;
 use crate::index::{self, CredentialIndex};
 use crate::leader::{self, Elector};
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness, TokenService, throttle::Throttle};
-use crate::token::{KeyStore, RotationPolicy, keystore};
+use crate::token::{KeyStore, RotationPolicy, Verifier, keystore};
 use crate::usage::UsageRecorder;
 use crate::{crd, duration, telemetry};
 
@@ -53,6 +56,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         leader_lease,
         lease_duration,
         shutdown_delay,
+        api_rate_limit,
+        api_burst,
         log_format,
     } = operator;
     telemetry::init(log_format);
@@ -97,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let mut readiness = Readiness {
         index: None,
+        resources: None,
         keys: None,
         draining,
     };
@@ -111,7 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         // replaces only its own scope.
         let index = CredentialIndex::with_watches(scopes.len());
         let keys = KeyStore::new();
-        for scope in scopes {
+        for scope in scopes.clone() {
             let api: Api<DeserializeGuard<ApiCredential>> = match &scope {
                 Some(ns) => Api::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
@@ -120,6 +126,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 if let Err(e) = index::run_credential_watch(api, scope, index).await {
                     error!(error = %e, "credential watch ended");
+                }
+            });
+        }
+        // The JSON:API's objects: one watch per type and scope.
+        let resources = ResourceStore::new(scopes.len() * registry::TYPES.len());
+        for (i, (ty, scope)) in registry::TYPES
+            .iter()
+            .flat_map(|ty| scopes.iter().map(move |s| (ty, s.clone())))
+            .enumerate()
+        {
+            let resource = api::api_resource(ty);
+            let objects: Api<DynamicObject> = match &scope {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                None => Api::all_with(client.clone(), &resource),
+            };
+            let resources = resources.clone();
+            tokio::spawn(async move {
+                if let Err(e) = index::run_resource_watch(objects, ty, i, scope, resources).await {
+                    error!(error = %e, kind = ty.kind, "resource watch ended");
                 }
             });
         }
@@ -146,6 +171,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(base) => format!("{base}/.well-known/jwks.json"),
             None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
         };
+        let jsonapi = Arc::new(ApiService {
+            store: resources.clone(),
+            verifier: Verifier {
+                keys: keys.clone(),
+                index: index.clone(),
+                issuer: issuer.clone(),
+                audience: audience.clone(),
+                leeway: Duration::from_secs(60),
+            },
+            client: client.clone(),
+            limit: RateLimit::new(api_rate_limit, api_burst),
+            metrics: metrics.clone(),
+            openapi: api::openapi::document(&token_url).to_string(),
+        });
         let service = Arc::new(TokenService {
             index: index.clone(),
             keys: keys.clone(),
@@ -162,8 +201,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {listen}"))?;
         info!(%listen, "serving");
-        tasks.push(server::serve(public, server::routes(service), drained.clone()).boxed());
+        tasks
+            .push(server::serve(public, server::routes(service, jsonapi), drained.clone()).boxed());
         readiness.index = Some(index);
+        readiness.resources = Some(resources);
         readiness.keys = Some(keys);
     }
 

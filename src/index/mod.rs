@@ -1,17 +1,21 @@
 //! In-memory state built from watches, read by the HTTP side without I/O.
 
 pub mod credentials;
+pub mod resources;
 
 use std::sync::Arc;
 
 use futures::TryStreamExt;
+use kube::api::DynamicObject;
 use kube::core::DeserializeGuard;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
+use crate::api::registry::ResourceType;
 use crate::crd::ApiCredential;
 pub use credentials::{CredentialEntry, CredentialIndex, SecretSlot};
+use resources::{Entry, ResourceStore};
 
 /// Keeps `index` in step with the `ApiCredential` objects `api` sees
 /// (`namespace`, or all of them for `None`), until the watch ends. Objects that cannot be parsed are dropped from the index,
@@ -43,6 +47,45 @@ pub async fn run_credential_watch(
                 if let Some(uid) = &bad.metadata.uid {
                     index.remove_uid(uid);
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps `store` in step with the objects of `ty` that `api` sees (in
+/// `namespace`, or everywhere for `None`); `watch` identifies this watch for
+/// readiness. An object that does not fit the type's declaration is left
+/// out and logged, and never stops the others.
+pub async fn run_resource_watch(
+    api: Api<DynamicObject>,
+    ty: &'static ResourceType,
+    watch: usize,
+    namespace: Option<String>,
+    store: Arc<ResourceStore>,
+) -> Result<(), watcher::Error> {
+    let read = |obj: &DynamicObject| match Entry::from_object(ty, obj) {
+        Ok(entry) => Some(entry),
+        Err(e) => {
+            warn!(kind = ty.kind, name = obj.name_any(), error = %e, "leaving out an object the API cannot serve");
+            None
+        }
+    };
+    let mut relist: Vec<(String, Entry)> = Vec::new();
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    while let Some(event) = events.try_next().await? {
+        match event {
+            watcher::Event::Init => relist.clear(),
+            watcher::Event::InitApply(obj) => relist.extend(read(&obj)),
+            watcher::Event::InitDone => {
+                store.replace(watch, ty, namespace.as_deref(), relist.drain(..));
+            }
+            watcher::Event::Apply(obj) => match read(&obj) {
+                Some((ns, entry)) => store.upsert(ty, &ns, entry),
+                None => store.remove(ty, &obj.namespace().unwrap_or_default(), &obj.name_any()),
+            },
+            watcher::Event::Delete(obj) => {
+                store.remove(ty, &obj.namespace().unwrap_or_default(), &obj.name_any());
             }
         }
     }

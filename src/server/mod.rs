@@ -1,5 +1,5 @@
-//! The warp servers: the public one (token endpoint and well-known
-//! documents) and the admin one (health and readiness).
+//! The warp servers: the public one (token endpoint, well-known documents
+//! and the JSON:API) and the admin one (health, readiness and metrics).
 
 pub mod body;
 pub mod oauth;
@@ -15,7 +15,9 @@ use jiff::Timestamp;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use crate::api::{self, ApiRequest, ApiService};
 use crate::index::CredentialIndex;
+use crate::index::resources::ResourceStore;
 use crate::metrics::Metrics;
 use crate::token::KeyStore;
 pub use oauth::{OAuthError, TokenService};
@@ -23,6 +25,7 @@ pub use oauth::{OAuthError, TokenService};
 /// Every public route.
 pub fn routes(
     service: Arc<TokenService>,
+    jsonapi: Arc<ApiService>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let metrics = service.metrics.clone();
     let with = move || {
@@ -52,10 +55,34 @@ pub fn routes(
         .and(warp::get())
         .and(with())
         .map(|s: Arc<TokenService>| s.metadata());
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let resources = warp::path!("api" / "v1" / ..)
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(body::limited(api::BODY_LIMIT))
+        .then(
+            move |tail: warp::path::Tail, method, query, headers, body| {
+                let jsonapi = jsonapi.clone();
+                async move {
+                    let request = ApiRequest {
+                        method,
+                        tail: tail.as_str().to_owned(),
+                        query,
+                        headers,
+                        body,
+                    };
+                    jsonapi.handle(request).await
+                }
+            },
+        );
     token
         .or(jwks)
         .unify()
         .or(metadata)
+        .unify()
+        .or(resources)
         .unify()
         .recover(recover)
         .unify()
@@ -86,6 +113,7 @@ async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallib
 #[derive(Clone)]
 pub struct Readiness {
     pub index: Option<Arc<CredentialIndex>>,
+    pub resources: Option<Arc<ResourceStore>>,
     pub keys: Option<Arc<KeyStore>>,
     /// Set when shutdown begins: the pod leaves its Services while it still
     /// serves.
@@ -95,6 +123,7 @@ pub struct Readiness {
 impl Readiness {
     pub fn ready(&self) -> bool {
         self.index.as_ref().is_none_or(|i| i.is_synced())
+            && self.resources.as_ref().is_none_or(|r| r.is_synced())
             && self.keys.as_ref().is_none_or(|k| k.is_loaded())
             && !self.draining.load(Ordering::Relaxed)
     }

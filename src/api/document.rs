@@ -1,0 +1,395 @@
+//! JSON:API documents built from the index: a collection after filters,
+//! sort and paging, or one object, with relationships, sparse fieldsets,
+//! compound documents and links. Pure functions of the index and the query.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::query::{Filter, Include, Page, Query, SortField, SortKey};
+use super::registry::{self, AttrKind, Field, ResourceType};
+use crate::index::resources::{Entry, Org};
+
+pub const API_PREFIX: &str = "/api/v1";
+pub const JSONAPI_VERSION: &str = "1.1";
+
+pub fn self_link(ty: &ResourceType, id: &str) -> String {
+    format!("{API_PREFIX}/{}/{id}", ty.endpoint)
+}
+
+fn collection_link(ty: &ResourceType, params: &[(String, String)]) -> String {
+    let path = format!("{API_PREFIX}/{}", ty.endpoint);
+    if params.is_empty() {
+        return path;
+    }
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        query.append_pair(k, v);
+    }
+    format!("{path}?{}", query.finish())
+}
+
+/// The objects a collection request selects, in order, before paging.
+pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> Vec<&'o Arc<Entry>> {
+    let table = org.table(ty);
+    // Inverse filters become sets of names once, not a lookup per object.
+    let inverse_sets: Vec<Option<HashSet<&str>>> = query
+        .filters
+        .iter()
+        .map(|f| match f {
+            Filter::Related(Field::Inverse(i), ids) => {
+                let inverse = &ty.inverses[*i];
+                let source = registry::by_name(inverse.source)?;
+                let via = source
+                    .relationships
+                    .iter()
+                    .position(|r| r.name == inverse.via)?;
+                let sources = org.table(source);
+                Some(
+                    ids.iter()
+                        .filter_map(|id| sources.get(id))
+                        .flat_map(|e| e.relationships[via].iter().map(String::as_str))
+                        .collect(),
+                )
+            }
+            _ => None,
+        })
+        .collect();
+    let matches = |e: &Entry| {
+        e.archived == query.archived
+            && query
+                .search
+                .as_deref()
+                .is_none_or(|s| e.search_text.contains(s))
+            && query
+                .filters
+                .iter()
+                .zip(&inverse_sets)
+                .all(|(f, set)| match f {
+                    Filter::Id(ids) => ids.contains(&e.name),
+                    Filter::Attribute(i, values) => match &e.attributes[*i] {
+                        Value::String(s) => values.contains(s),
+                        Value::Array(items) => items.iter().any(|item| {
+                            item.as_str().is_some_and(|s| values.iter().any(|v| v == s))
+                        }),
+                        _ => false,
+                    },
+                    Filter::Related(Field::Relationship(i), ids) => {
+                        e.relationships[*i].iter().any(|r| ids.contains(r))
+                    }
+                    Filter::Related(_, _) => {
+                        set.as_ref().is_some_and(|s| s.contains(e.name.as_str()))
+                    }
+                })
+    };
+    let mut selected: Vec<&Arc<Entry>> = table.iter().filter(|e| matches(e)).collect();
+    if !query.sort.is_empty() {
+        // The table's order (oldest first, then id) breaks ties, as the
+        // sort is stable.
+        selected.sort_by(|a, b| compare(ty, &query.sort, a, b));
+    }
+    selected
+}
+
+fn compare(ty: &ResourceType, keys: &[SortKey], a: &Entry, b: &Entry) -> Ordering {
+    for key in keys {
+        let order = match key.field {
+            SortField::Id => a.name.cmp(&b.name),
+            SortField::Field(Field::CreatedAt) => a.created.cmp(&b.created),
+            SortField::Field(Field::UpdatedAt) => a.updated.cmp(&b.updated),
+            SortField::Field(Field::Archived) => a.archived.cmp(&b.archived),
+            SortField::Field(Field::Attribute(i)) => {
+                match (&a.attributes[i], &b.attributes[i]) {
+                    // Unset values come last whichever the direction.
+                    (Value::Null, Value::Null) => Ordering::Equal,
+                    (Value::Null, _) => return Ordering::Greater,
+                    (_, Value::Null) => return Ordering::Less,
+                    (x, y) => match ty.attributes[i].kind {
+                        AttrKind::Enum(values) => rank(values, x).cmp(&rank(values, y)),
+                        _ => x.as_str().cmp(&y.as_str()),
+                    },
+                }
+            }
+            SortField::Field(_) => Ordering::Equal,
+        };
+        let order = if key.descending {
+            order.reverse()
+        } else {
+            order
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    Ordering::Equal
+}
+
+/// Enums sort in their declared order (low before critical).
+fn rank(values: &[&str], v: &Value) -> Option<usize> {
+    let v = v.as_str()?;
+    values.iter().position(|x| *x == v)
+}
+
+/// Collects included objects without duplicates, primary data excluded.
+struct Compound<'o> {
+    org: &'o Org,
+    seen: HashSet<(usize, String)>,
+    included: Vec<Value>,
+}
+
+impl<'o> Compound<'o> {
+    fn new(org: &'o Org) -> Self {
+        Compound {
+            org,
+            seen: HashSet::new(),
+            included: Vec::new(),
+        }
+    }
+
+    fn primary(&mut self, ty: &ResourceType, e: &Entry) {
+        self.seen.insert((ty.index(), e.name.clone()));
+    }
+
+    fn walk(&mut self, ty: &'static ResourceType, e: &Entry, include: &Include, query: &Query) {
+        for (field, child) in &include.children {
+            let Some(target) = ty.related(*field) else {
+                continue;
+            };
+            for name in related_names(ty, self.org, e, *field) {
+                let Some(related) = self.org.table(target).get(&name).cloned() else {
+                    // A dangling name: linkage shows it, nothing to include.
+                    continue;
+                };
+                if self.seen.insert((target.index(), name)) {
+                    let rendered = resource(target, self.org, &related, query, Some(child));
+                    self.included.push(rendered);
+                }
+                self.walk(target, &related, child, query);
+            }
+        }
+    }
+}
+
+/// Names a relationship field of `e` points at. Inverse relationships leave
+/// archived objects out, as collections do.
+fn related_names(ty: &ResourceType, org: &Org, e: &Entry, field: Field) -> Vec<String> {
+    match field {
+        Field::Relationship(i) => e.relationships[i].clone(),
+        Field::Inverse(i) => {
+            let inverse = &ty.inverses[i];
+            let Some(source) = registry::by_name(inverse.source) else {
+                return Vec::new();
+            };
+            let Some(via) = source
+                .relationships
+                .iter()
+                .position(|r| r.name == inverse.via)
+            else {
+                return Vec::new();
+            };
+            let table = org.table(source);
+            table
+                .referring(via, &e.name)
+                .filter(|n| table.get(n).is_some_and(|s| !s.archived))
+                .map(str::to_owned)
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn linkage(ty: &str, id: &str) -> Value {
+    json!({"type": ty, "id": id})
+}
+
+/// One resource object. `include` is the include tree at this object, so
+/// inverse relationships carry linkage exactly where they are included.
+pub fn resource(
+    ty: &'static ResourceType,
+    org: &Org,
+    e: &Entry,
+    query: &Query,
+    include: Option<&Include>,
+) -> Value {
+    let mut attributes = Map::new();
+    for (i, a) in ty.attributes.iter().enumerate() {
+        if query.wants(ty, Field::Attribute(i)) {
+            let value = match (&e.attributes[i], a.kind) {
+                (Value::Null, AttrKind::List) => Value::Array(Vec::new()),
+                (v, _) => v.clone(),
+            };
+            attributes.insert(a.name.to_owned(), value);
+        }
+    }
+    if query.wants(ty, Field::Archived) {
+        attributes.insert(registry::ARCHIVED.to_owned(), Value::Bool(e.archived));
+    }
+    if query.wants(ty, Field::CreatedAt) {
+        attributes.insert(
+            registry::CREATED_AT.to_owned(),
+            e.created.to_string().into(),
+        );
+    }
+    if query.wants(ty, Field::UpdatedAt) {
+        attributes.insert(
+            registry::UPDATED_AT.to_owned(),
+            e.updated.to_string().into(),
+        );
+    }
+    let mut relationships = Map::new();
+    for (i, r) in ty.relationships.iter().enumerate() {
+        if !query.wants(ty, Field::Relationship(i)) {
+            continue;
+        }
+        let names = &e.relationships[i];
+        let data = if r.many {
+            Value::Array(names.iter().map(|n| linkage(r.target, n)).collect())
+        } else {
+            names
+                .first()
+                .map(|n| linkage(r.target, n))
+                .unwrap_or(Value::Null)
+        };
+        relationships.insert(r.name.to_owned(), json!({ "data": data }));
+    }
+    for (i, inv) in ty.inverses.iter().enumerate() {
+        let field = Field::Inverse(i);
+        if !query.wants(ty, field) {
+            continue;
+        }
+        let names = related_names(ty, org, e, field);
+        let endpoint = registry::by_name(inv.source).map_or(inv.source, |s| s.endpoint);
+        let related = format!(
+            "{API_PREFIX}/{endpoint}?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair(&format!("filter[{}]", inv.via), &e.name)
+                .finish()
+        );
+        let mut rel = json!({
+            "links": {"related": related},
+            "meta": {"count": names.len()},
+        });
+        if include.and_then(|i| i.child(field)).is_some() {
+            rel["data"] = Value::Array(names.iter().map(|n| linkage(inv.source, n)).collect());
+        }
+        relationships.insert(inv.name.to_owned(), rel);
+    }
+    let mut out = json!({
+        "type": ty.name,
+        "id": e.name,
+        "links": {"self": self_link(ty, &e.name)},
+    });
+    if !attributes.is_empty() {
+        out["attributes"] = Value::Object(attributes);
+    }
+    if !relationships.is_empty() {
+        out["relationships"] = Value::Object(relationships);
+    }
+    out
+}
+
+/// The document for one object.
+pub fn single(ty: &'static ResourceType, org: &Org, e: &Entry, query: &Query) -> Value {
+    let mut compound = Compound::new(org);
+    compound.primary(ty, e);
+    let data = resource(ty, org, e, query, Some(&query.include));
+    compound.walk(ty, e, &query.include, query);
+    let mut params = query.kept.clone();
+    params.retain(|(k, _)| k == "include" || k.starts_with("fields["));
+    let mut self_href = self_link(ty, &e.name);
+    if !params.is_empty() {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.iter())
+            .finish();
+        self_href = format!("{self_href}?{q}");
+    }
+    let mut doc = json!({
+        "jsonapi": {"version": JSONAPI_VERSION},
+        "data": data,
+        "links": {"self": self_href},
+    });
+    if !query.include.is_empty() {
+        doc["included"] = Value::Array(compound.included);
+    }
+    doc
+}
+
+/// The document for a collection request.
+pub fn collection(ty: &'static ResourceType, org: &Org, query: &Query) -> Value {
+    let selected = select(ty, org, query);
+    let total = selected.len();
+    let (skip, take) = query.page.window();
+    let page: Vec<&Arc<Entry>> = selected.into_iter().skip(skip).take(take).collect();
+    let mut compound = Compound::new(org);
+    for e in &page {
+        compound.primary(ty, e);
+    }
+    let data: Vec<Value> = page
+        .iter()
+        .map(|e| resource(ty, org, e, query, Some(&query.include)))
+        .collect();
+    for e in &page {
+        compound.walk(ty, e, &query.include, query);
+    }
+    let mut doc = json!({
+        "jsonapi": {"version": JSONAPI_VERSION},
+        "data": data,
+        "links": page_links(ty, query, total),
+        "meta": {"total": total},
+    });
+    if !query.include.is_empty() {
+        doc["included"] = Value::Array(compound.included);
+    }
+    doc
+}
+
+fn page_links(ty: &ResourceType, query: &Query, total: usize) -> Value {
+    let link = |page: Page| {
+        let mut params = query.kept.clone();
+        match page {
+            Page::Number { number, size } => {
+                params.push(("page[number]".into(), number.to_string()));
+                params.push(("page[size]".into(), size.to_string()));
+            }
+            Page::Offset { offset, limit } => {
+                params.push(("page[offset]".into(), offset.to_string()));
+                params.push(("page[limit]".into(), limit.to_string()));
+            }
+        }
+        Value::String(collection_link(ty, &params))
+    };
+    let (first, prev, next, last) = match query.page {
+        Page::Number { number, size } => {
+            let last = total.div_ceil(size).max(1);
+            let at = |number| Page::Number { number, size };
+            (
+                at(1),
+                (number > 1).then(|| at((number - 1).min(last))),
+                (number < last).then(|| at(number + 1)),
+                at(last),
+            )
+        }
+        Page::Offset { offset, limit } => {
+            let at = |offset| Page::Offset { offset, limit };
+            (
+                at(0),
+                (offset > 0).then(|| {
+                    at(offset
+                        .saturating_sub(limit)
+                        .min(total.saturating_sub(limit)))
+                }),
+                (offset + limit < total).then(|| at(offset + limit)),
+                at(total.saturating_sub(limit)),
+            )
+        }
+    };
+    json!({
+        "self": link(query.page),
+        "first": link(first),
+        "prev": prev.map_or(Value::Null, link),
+        "next": next.map_or(Value::Null, link),
+        "last": link(last),
+    })
+}

@@ -1,0 +1,467 @@
+//! The business resources every replica serves, per organization
+//! (namespace) and type, with a reverse index of every relationship so
+//! inverse relationships and relationship filters need no scan. Fed by
+//! watches and by the API's own writes; read by the JSON:API without I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use jiff::Timestamp;
+use kube::api::DynamicObject;
+use serde_json::Value;
+
+use crate::api::registry::{AttrKind, ResourceType, TYPES};
+
+/// One object as the API serves it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+    pub archived: bool,
+    /// Aligned with the type's attributes; `Null` when unset.
+    pub attributes: Box<[Value]>,
+    /// Related object names, aligned with the type's relationships.
+    pub relationships: Box<[Vec<String>]>,
+    /// The searchable attributes, lowercased, for `filter[search]`.
+    pub search_text: String,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("object has no name or namespace")]
+    Unnamed,
+    #[error("spec.{0} does not have the declared type")]
+    Field(&'static str),
+}
+
+impl Entry {
+    /// The entry for a custom resource of type `ty`, and its namespace.
+    pub fn from_object(
+        ty: &ResourceType,
+        obj: &DynamicObject,
+    ) -> Result<(String, Entry), EntryError> {
+        let meta = &obj.metadata;
+        let (Some(name), Some(namespace)) = (&meta.name, &meta.namespace) else {
+            return Err(EntryError::Unnamed);
+        };
+        let empty = serde_json::Map::new();
+        let spec = obj
+            .data
+            .get("spec")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        let mut search_text = String::new();
+        let mut attributes = Vec::with_capacity(ty.attributes.len());
+        for a in ty.attributes {
+            let value = spec.get(a.field).cloned().unwrap_or(Value::Null);
+            let fits = match (&value, a.kind) {
+                (Value::Null, _) => true,
+                (Value::String(s), AttrKind::Enum(allowed)) => allowed.contains(&s.as_str()),
+                (Value::String(_), AttrKind::String | AttrKind::Time) => true,
+                (Value::Array(items), AttrKind::List) => items.iter().all(Value::is_string),
+                _ => false,
+            };
+            if !fits {
+                return Err(EntryError::Field(a.field));
+            }
+            if let (true, Value::String(s)) = (a.searchable, &value) {
+                search_text.push_str(&s.to_lowercase());
+                search_text.push('\n');
+            }
+            attributes.push(value);
+        }
+        let mut relationships = Vec::with_capacity(ty.relationships.len());
+        for r in ty.relationships {
+            let names = match spec.get(r.field) {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(s)) if !r.many => vec![s.clone()],
+                Some(Value::Array(items)) if r.many => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(EntryError::Field(r.field))?,
+                Some(_) => return Err(EntryError::Field(r.field)),
+            };
+            relationships.push(names);
+        }
+        let archived = match spec.get("archived") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(EntryError::Field("archived")),
+        };
+        let created = meta
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or_default();
+        // The newest write by any field manager.
+        let updated = meta
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.time.as_ref().map(|t| t.0))
+            .fold(created, Timestamp::max);
+        let entry = Entry {
+            name: name.clone(),
+            uid: meta.uid.clone().unwrap_or_default(),
+            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            created,
+            updated,
+            archived,
+            attributes: attributes.into(),
+            relationships: relationships.into(),
+            search_text,
+        };
+        Ok((namespace.clone(), entry))
+    }
+
+    /// Whether `self` is older than `other` by resource version. Resource
+    /// versions are opaque, but etcd's are increasing integers; when either
+    /// is not, the newcomer wins.
+    fn older_than(&self, other: &Entry) -> bool {
+        match (
+            self.resource_version.parse::<u64>(),
+            other.resource_version.parse::<u64>(),
+        ) {
+            (Ok(a), Ok(b)) => a < b,
+            _ => false,
+        }
+    }
+}
+
+/// One type's objects in one organization.
+#[derive(Default, Debug)]
+pub struct Table {
+    by_name: HashMap<String, Arc<Entry>>,
+    /// Default order: oldest first, then by name.
+    order: BTreeMap<(Timestamp, String), Arc<Entry>>,
+    /// Per relationship of this type: related name -> names of objects here
+    /// that point at it.
+    refs: Vec<HashMap<String, BTreeSet<String>>>,
+}
+
+impl Table {
+    pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.by_name.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Every object, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.order.values()
+    }
+
+    /// Names of the objects whose relationship `rel` includes `target`.
+    pub fn referring(&self, rel: usize, target: &str) -> impl Iterator<Item = &str> {
+        self.refs
+            .get(rel)
+            .and_then(|m| m.get(target))
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
+    fn insert(&mut self, entry: Arc<Entry>) {
+        if let Some(old) = self.by_name.get(&entry.name)
+            && (entry.older_than(old) || **old == *entry)
+        {
+            return;
+        }
+        self.remove(&entry.name.clone());
+        for (i, names) in entry.relationships.iter().enumerate() {
+            if self.refs.len() <= i {
+                self.refs.resize_with(i + 1, HashMap::new);
+            }
+            for target in names {
+                self.refs[i]
+                    .entry(target.clone())
+                    .or_default()
+                    .insert(entry.name.clone());
+            }
+        }
+        self.order
+            .insert((entry.created, entry.name.clone()), entry.clone());
+        self.by_name.insert(entry.name.clone(), entry);
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(old) = self.by_name.remove(name) else {
+            return;
+        };
+        self.order.remove(&(old.created, old.name.clone()));
+        for (i, names) in old.relationships.iter().enumerate() {
+            for target in names {
+                if let Some(sources) = self.refs[i].get_mut(target) {
+                    sources.remove(name);
+                    if sources.is_empty() {
+                        self.refs[i].remove(target);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One organization's objects of every type.
+#[derive(Debug)]
+pub struct Org {
+    tables: Vec<Table>,
+}
+
+impl Default for Org {
+    fn default() -> Self {
+        Org {
+            tables: TYPES.iter().map(|_| Table::default()).collect(),
+        }
+    }
+}
+
+impl Org {
+    pub fn table(&self, ty: &ResourceType) -> &Table {
+        &self.tables[ty.index()]
+    }
+
+    /// Adds or replaces an object, unless the one held is newer.
+    pub fn upsert(&mut self, ty: &ResourceType, entry: Entry) {
+        self.tables[ty.index()].insert(Arc::new(entry));
+    }
+
+    pub fn remove(&mut self, ty: &ResourceType, name: &str) {
+        self.tables[ty.index()].remove(name);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tables.iter().all(Table::is_empty)
+    }
+}
+
+/// Every organization's objects.
+pub struct ResourceStore {
+    orgs: RwLock<HashMap<String, Org>>,
+    watches: usize,
+    synced: Mutex<BTreeSet<usize>>,
+    synced_count: AtomicUsize,
+}
+
+/// A read view of the store; hold it only while building one response.
+pub struct Snapshot<'a> {
+    orgs: RwLockReadGuard<'a, HashMap<String, Org>>,
+}
+
+static EMPTY: std::sync::LazyLock<Org> = std::sync::LazyLock::new(Org::default);
+
+impl Snapshot<'_> {
+    /// An organization's objects; an unknown organization has none.
+    pub fn org(&self, namespace: &str) -> &Org {
+        self.orgs.get(namespace).unwrap_or(&EMPTY)
+    }
+}
+
+impl ResourceStore {
+    /// A store fed by `watches` watches, synced once each has listed.
+    pub fn new(watches: usize) -> Arc<Self> {
+        Arc::new(ResourceStore {
+            orgs: RwLock::default(),
+            watches,
+            synced: Mutex::default(),
+            synced_count: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn read(&self) -> Snapshot<'_> {
+        Snapshot {
+            orgs: self.orgs.read().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    pub fn upsert(&self, ty: &ResourceType, namespace: &str, entry: Entry) {
+        let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
+        orgs.entry(namespace.to_owned())
+            .or_default()
+            .upsert(ty, entry);
+    }
+
+    pub fn remove(&self, ty: &ResourceType, namespace: &str, name: &str) {
+        let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(org) = orgs.get_mut(namespace) {
+            org.remove(ty, name);
+            if org.is_empty() {
+                orgs.remove(namespace);
+            }
+        }
+    }
+
+    /// Replaces every object of `ty` in `scope` (one namespace, or all for
+    /// `None`) with a fresh listing, and marks watch `watch` synced.
+    pub fn replace(
+        &self,
+        watch: usize,
+        ty: &ResourceType,
+        scope: Option<&str>,
+        listing: impl IntoIterator<Item = (String, Entry)>,
+    ) {
+        let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
+        for (namespace, org) in orgs.iter_mut() {
+            if scope.is_none_or(|s| s == namespace) {
+                org.tables[ty.index()] = Table::default();
+            }
+        }
+        for (namespace, entry) in listing {
+            orgs.entry(namespace).or_default().upsert(ty, entry);
+        }
+        orgs.retain(|_, org| !org.is_empty());
+        drop(orgs);
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if synced.insert(watch) {
+            self.synced_count.store(synced.len(), Ordering::Release);
+        }
+    }
+
+    /// Whether every watch has listed once.
+    pub fn is_synced(&self) -> bool {
+        self.synced_count.load(Ordering::Acquire) >= self.watches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::registry::by_name;
+
+    fn object(kind: &str, ns: &str, name: &str, rv: u64, spec: Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "catalio.ai/v1",
+            "kind": kind,
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": format!("uid-{name}"),
+                "resourceVersion": rv.to_string(),
+                "creationTimestamp": "2026-11-30T10:00:00Z",
+                "managedFields": [
+                    {"manager": "a", "operation": "Update", "time": "2026-11-30T10:05:00Z"},
+                    {"manager": "b", "operation": "Update", "time": "2026-11-30T10:01:00Z"}
+                ]
+            },
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn entry(kind: &str, name: &str, rv: u64, spec: Value) -> Entry {
+        let ty = crate::api::registry::TYPES
+            .iter()
+            .find(|t| t.kind == kind)
+            .unwrap();
+        Entry::from_object(ty, &object(kind, "org-a", name, rv, spec))
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn entries_read_the_spec_by_the_registry() {
+        let e = entry(
+            "Requirement",
+            "r1",
+            7,
+            serde_json::json!({"title": "Export CSV", "asA": "Analyst", "priority": "high",
+                "components": ["c1", "c2"], "persona": "p1", "archived": true}),
+        );
+        assert_eq!(e.attributes[0], "Export CSV");
+        assert_eq!(e.attributes[2], "Analyst");
+        assert_eq!(e.attributes[1], Value::Null);
+        assert_eq!(e.relationships[0], ["p1"]);
+        assert_eq!(e.relationships[2], ["c1", "c2"]);
+        assert!(e.archived);
+        assert_eq!(e.search_text, "export csv\nanalyst\n");
+        assert_eq!(e.updated.to_string(), "2026-11-30T10:05:00Z");
+        assert_eq!(e.created.to_string(), "2026-11-30T10:00:00Z");
+    }
+
+    #[test]
+    fn objects_that_do_not_fit_the_registry_are_refused() {
+        let ty = by_name("requirement").unwrap();
+        let bad = object(
+            "Requirement",
+            "o",
+            "r",
+            1,
+            serde_json::json!({"title": "t", "priority": "urgent"}),
+        );
+        assert_eq!(
+            Entry::from_object(ty, &bad),
+            Err(EntryError::Field("priority"))
+        );
+        let bad = object(
+            "Requirement",
+            "o",
+            "r",
+            1,
+            serde_json::json!({"title": "t", "components": "c1"}),
+        );
+        assert_eq!(
+            Entry::from_object(ty, &bad),
+            Err(EntryError::Field("components"))
+        );
+    }
+
+    #[test]
+    fn reverse_index_follows_changes_and_older_versions_lose() {
+        let req = by_name("requirement").unwrap();
+        let mut org = Org::default();
+        let spec = |p: &str| serde_json::json!({"title": "t", "persona": p});
+        org.upsert(req, entry("Requirement", "r1", 5, spec("p1")));
+        org.upsert(req, entry("Requirement", "r2", 6, spec("p1")));
+        let referring = |org: &Org, p: &str| -> Vec<String> {
+            org.table(req).referring(0, p).map(str::to_owned).collect()
+        };
+        assert_eq!(referring(&org, "p1"), ["r1", "r2"]);
+        org.upsert(req, entry("Requirement", "r1", 9, spec("p2")));
+        assert_eq!(referring(&org, "p1"), ["r2"]);
+        assert_eq!(referring(&org, "p2"), ["r1"]);
+        // A stale event (resource version 8 after 9) changes nothing.
+        org.upsert(req, entry("Requirement", "r1", 8, spec("p3")));
+        assert_eq!(referring(&org, "p2"), ["r1"]);
+        assert!(referring(&org, "p3").is_empty());
+        org.remove(req, "r2");
+        assert!(referring(&org, "p1").is_empty());
+        assert_eq!(org.table(req).len(), 1);
+    }
+
+    #[test]
+    fn a_relist_replaces_only_its_scope_and_syncs_its_watch() {
+        let req = by_name("requirement").unwrap();
+        let store = ResourceStore::new(2);
+        let spec = serde_json::json!({"title": "t"});
+        store.upsert(req, "a", entry("Requirement", "old", 1, spec.clone()));
+        store.upsert(req, "b", entry("Requirement", "kept", 1, spec.clone()));
+        assert!(!store.is_synced());
+        store.replace(
+            0,
+            req,
+            Some("a"),
+            [("a".to_owned(), entry("Requirement", "new", 2, spec.clone()))],
+        );
+        assert!(!store.is_synced());
+        let snap = store.read();
+        assert!(snap.org("a").table(req).get("old").is_none());
+        assert!(snap.org("a").table(req).get("new").is_some());
+        assert!(snap.org("b").table(req).get("kept").is_some());
+        assert_eq!(snap.org("nobody").table(req).len(), 0);
+        drop(snap);
+        store.replace(1, req, Some("b"), []);
+        store.replace(1, req, Some("b"), []);
+        assert!(store.is_synced());
+    }
+}
