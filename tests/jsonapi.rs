@@ -1,0 +1,1653 @@
+//! The JSON:API over real HTTP on loopback: the operator binary as its own
+//! process, credentials and data on the real control plane, tokens from the
+//! real token endpoint.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use catalio_operator::crd::{ApiCredential, Phase};
+use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_catalio-operator");
+const WAIT: Duration = Duration::from_secs(30);
+const MEDIA: &str = "application/vnd.api+json";
+
+/// One operator serving the namespaces ("organizations") of one test.
+struct Harness {
+    orgs: Vec<TestNamespace>,
+    client: Client,
+    operator: OperatorProcess,
+    base: String,
+    admin: String,
+    http: reqwest::Client,
+}
+
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn ids(&self) -> Vec<String> {
+        self.body["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no data array in {}", self.body))
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The single error's status, code and source member.
+    fn error(&self) -> (u16, String, Value) {
+        let errors = self.body["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not an error document ({}): {}", self.status, self.body));
+        let e = &errors[0];
+        assert_eq!(e["status"], self.status.to_string(), "{}", self.body);
+        assert!(e["title"].is_string() && e["detail"].is_string());
+        assert_eq!(self.body["jsonapi"]["version"], "1.1");
+        (
+            self.status,
+            e["code"].as_str().unwrap_or_default().to_owned(),
+            e["source"].clone(),
+        )
+    }
+}
+
+impl Harness {
+    async fn start(prefix: &str, orgs: usize, extra: &[&str]) -> Self {
+        let client = cluster().client().await;
+        let mut namespaces = Vec::new();
+        for _ in 0..orgs {
+            namespaces.push(TestNamespace::new(&client, prefix).await);
+        }
+        let watch = namespaces
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args = vec![
+            "--namespace",
+            &namespaces[0].name,
+            "--watch-namespaces",
+            &watch,
+            "--token-url",
+            "{base}/oauth/token",
+            "--lease-duration",
+            "3s",
+        ];
+        args.extend_from_slice(extra);
+        let (operator, endpoints) =
+            OperatorProcess::run_serving(OPERATOR, &cluster().kubeconfig, &args);
+        let http = reqwest::Client::new();
+        let readyz = format!("{}/readyz", endpoints.admin);
+        eventually(WAIT, "the operator to be ready", || async {
+            let r = http.get(&readyz).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        Harness {
+            orgs: namespaces,
+            client,
+            operator,
+            base: endpoints.base,
+            admin: endpoints.admin,
+            http,
+        }
+    }
+
+    fn org(&self, i: usize) -> &str {
+        &self.orgs[i].name
+    }
+
+    fn apply(&self, org: usize, yaml: &str) {
+        let out = cluster().kubectl_stdin(&["-n", self.org(org), "apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn kubectl_json(&self, org: usize, args: &[&str]) -> Value {
+        let mut all = vec!["-n", self.org(org)];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&cluster().kubectl_ok(&all)).unwrap()
+    }
+
+    /// A credential with `scopes` in organization `org`, and an access token
+    /// for it.
+    async fn token(&self, org: usize, name: &str, scopes: &[&str]) -> String {
+        let (id, secret) = self.credential(org, name, scopes).await;
+        self.token_for(&id, &secret).await
+    }
+
+    async fn credential(&self, org: usize, name: &str, scopes: &[&str]) -> (String, String) {
+        let scopes = scopes
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.apply(
+            org,
+            &format!(
+                "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {{name: {name}}}\n\
+                 spec: {{displayName: {name}, scopes: [{scopes}]}}\n"
+            ),
+        );
+        let creds = Api::<ApiCredential>::namespaced(self.client.clone(), self.org(org));
+        eventually(WAIT, "credential to be Active", || async {
+            let c = creds.get(name).await.ok()?;
+            (c.status?.phase == Some(Phase::Active)).then_some(())
+        })
+        .await;
+        self.secret(org, name).await
+    }
+
+    async fn secret(&self, org: usize, name: &str) -> (String, String) {
+        let secret = Api::<Secret>::namespaced(self.client.clone(), self.org(org))
+            .get(name)
+            .await
+            .unwrap();
+        let data = secret.data.unwrap();
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        (text("client_id"), text("client_secret"))
+    }
+
+    async fn token_for(&self, id: &str, secret: &str) -> String {
+        let url = format!("{}/oauth/token", self.base);
+        eventually(WAIT, "a token", || async {
+            let r = self
+                .http
+                .post(&url)
+                .json(&json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret}))
+                .send()
+                .await
+                .ok()?;
+            if r.status() != 200 {
+                return None;
+            }
+            let body: Value = r.json().await.ok()?;
+            body["access_token"].as_str().map(str::to_owned)
+        })
+        .await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("accept", MEDIA);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", MEDIA).body(body.to_string());
+        }
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, token: &str, path: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// Waits until a collection request answers exactly `ids` (in order).
+    async fn wait_for(&self, token: &str, path: &str, ids: &[&str]) {
+        eventually(WAIT, &format!("{path} to list {ids:?}"), || async {
+            let r = self.get(token, path).await;
+            (r.status == 200 && r.ids() == ids).then_some(())
+        })
+        .await;
+    }
+}
+
+fn ids_of(r: &Reply) -> Vec<&str> {
+    r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect()
+}
+
+/// Decodes a link's query into sorted key=value pairs.
+fn link_query(link: &Value) -> Vec<(String, String)> {
+    let link = link
+        .as_str()
+        .unwrap_or_else(|| panic!("not a link: {link}"));
+    let (_, query) = link.split_once('?').unwrap_or((link, ""));
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+fn page_of(link: &Value, key: &str) -> Option<String> {
+    link_query(link)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// What to POST for each type, in an order where relationships point at
+/// objects created before.
+fn create_documents(
+    created: &std::collections::HashMap<&str, String>,
+) -> Vec<(&'static str, &'static str, Value)> {
+    let link =
+        |t: &str| json!({"data": {"type": t, "id": created.get(t).cloned().unwrap_or_default()}});
+    vec![
+        (
+            "persona",
+            "personas",
+            json!({"attributes": {"name": "Analyst", "role": "Data analyst"}}),
+        ),
+        ("team", "teams", json!({"attributes": {"name": "Core"}})),
+        (
+            "component",
+            "components",
+            json!({"attributes": {"name": "Export service"}}),
+        ),
+        (
+            "capability",
+            "capabilities",
+            json!({"attributes": {"name": "Reporting"}}),
+        ),
+        (
+            "process",
+            "processes",
+            json!({"attributes": {"name": "Release", "steps": ["build", "ship"]}}),
+        ),
+        (
+            "policy",
+            "policies",
+            json!({"attributes": {"name": "Retention", "framework": "GDPR"}}),
+        ),
+        (
+            "requirement",
+            "requirements",
+            json!({
+                "attributes": {"title": "Export to CSV", "as_a": "analyst", "priority": "high", "tags": ["export"]},
+                "relationships": {
+                    "persona": link("persona"),
+                    "team": link("team"),
+                    "components": {"data": [{"type": "component", "id": created.get("component").cloned().unwrap_or_default()}]}
+                }
+            }),
+        ),
+        (
+            "use_case",
+            "use_cases",
+            json!({"attributes": {"title": "Monthly report", "acceptance_criteria": ["has totals"]},
+                   "relationships": {"requirement": link("requirement")}}),
+        ),
+        (
+            "test_case",
+            "test_cases",
+            json!({"attributes": {"title": "Totals add up", "steps": ["export", "sum"]},
+                   "relationships": {"use_case": link("use_case")}}),
+        ),
+        (
+            "test_result",
+            "test_results",
+            json!({"attributes": {"outcome": "passed", "executed_at": "2026-11-30T10:00:00Z"},
+                   "relationships": {"test_case": link("test_case")}}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_type_is_created_read_updated_and_archived_and_kubectl_sees_the_same_objects() {
+    let h = Harness::start("api-crud", 1, &[]).await;
+    let token = h.token(0, "writer", &["*:write"]).await;
+    let mut created: std::collections::HashMap<&str, String> = Default::default();
+    for step in 0..10 {
+        let (ty, endpoint, mut doc) = create_documents(&created).remove(step);
+        doc["type"] = ty.into();
+        let r = h
+            .call(
+                Method::POST,
+                &format!("/api/v1/{endpoint}"),
+                Some(&token),
+                Some(json!({"data": doc})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{ty}: {}", r.body);
+        let id = r.body["data"]["id"].as_str().unwrap().to_owned();
+        assert_eq!(id.len(), 36, "{ty} id {id} is a UUID");
+        assert_eq!(
+            r.headers["location"].to_str().unwrap(),
+            format!("/api/v1/{endpoint}/{id}")
+        );
+        assert_eq!(
+            r.body["data"]["links"]["self"],
+            format!("/api/v1/{endpoint}/{id}")
+        );
+        assert_eq!(r.body["data"]["attributes"]["archived"], false);
+        for (name, value) in doc["attributes"].as_object().unwrap() {
+            assert_eq!(&r.body["data"]["attributes"][name], value, "{ty}.{name}");
+        }
+        // kubectl sees the object the API created, fields in camelCase.
+        let kind = catalio_operator::api::registry::by_name(ty).unwrap().plural;
+        let object = h.kubectl_json(0, &["get", kind, &id]);
+        assert_eq!(object["metadata"]["name"], id.as_str());
+        // Read back from this replica's index at once.
+        let r = h.get(&token, &format!("/api/v1/{endpoint}/{id}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["data"]["type"], ty);
+        created.insert(ty, id);
+    }
+    let req = created["requirement"].clone();
+    let object = h.kubectl_json(0, &["get", "requirement", &req]);
+    assert_eq!(object["spec"]["asA"], "analyst");
+    assert_eq!(object["spec"]["persona"], created["persona"].as_str());
+    assert_eq!(object["spec"]["components"], json!([created["component"]]));
+    assert_eq!(object["spec"]["status"], "draft", "the server's default");
+    let tr = h.kubectl_json(0, &["get", "testresult", &created["test_result"]]);
+    assert_eq!(tr["spec"]["executedAt"], "2026-11-30T10:00:00Z");
+
+    // Inverse relationships are computed: the persona lists the requirement
+    // when included, the requirement its use case.
+    let r = h
+        .get(
+            &token,
+            &format!(
+                "/api/v1/personas/{}?include=requirements",
+                created["persona"]
+            ),
+        )
+        .await;
+    assert_eq!(
+        r.body["data"]["relationships"]["requirements"]["data"],
+        json!([{"type": "requirement", "id": req}])
+    );
+    assert_eq!(
+        r.body["data"]["relationships"]["requirements"]["meta"]["count"],
+        1
+    );
+    let r = h.get(&token, &format!("/api/v1/requirements/{req}")).await;
+    assert_eq!(
+        r.body["data"]["relationships"]["use_cases"]["meta"]["count"],
+        1
+    );
+    let etag = r.headers["etag"].to_str().unwrap().to_owned();
+
+    // PATCH changes only the given members: an attribute, a removed
+    // optional attribute, a new to-one relationship, an emptied to-many.
+    let second = h
+        .call(
+            Method::POST,
+            "/api/v1/personas",
+            Some(&token),
+            Some(json!({"data": {"type": "persona", "attributes": {"name": "Manager"}}})),
+        )
+        .await
+        .body["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let patch = json!({"data": {"type": "requirement", "id": req,
+        "attributes": {"status": "active", "as_a": null},
+        "relationships": {"persona": {"data": {"type": "persona", "id": second}}, "components": {"data": []}}}});
+    let r = h
+        .send(
+            h.http
+                .patch(format!("{}/api/v1/requirements/{req}", h.base))
+                .bearer_auth(&token)
+                .header("content-type", MEDIA)
+                .header("if-match", &etag)
+                .body(patch.to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let attrs = &r.body["data"]["attributes"];
+    assert_eq!(attrs["status"], "active");
+    assert_eq!(attrs["as_a"], Value::Null);
+    assert_eq!(attrs["title"], "Export to CSV", "untouched");
+    assert_eq!(
+        r.body["data"]["relationships"]["persona"]["data"]["id"],
+        second.as_str()
+    );
+    assert_eq!(
+        r.body["data"]["relationships"]["components"]["data"],
+        json!([])
+    );
+    assert_ne!(r.headers["etag"].to_str().unwrap(), etag);
+    let object = h.kubectl_json(0, &["get", "requirement", &req]);
+    assert_eq!(object["spec"]["status"], "active");
+    assert!(object["spec"].get("asA").is_none() && object["spec"].get("components").is_none());
+    let r = h
+        .get(
+            &token,
+            &format!(
+                "/api/v1/personas/{}?include=requirements",
+                created["persona"]
+            ),
+        )
+        .await;
+    assert_eq!(
+        r.body["data"]["relationships"]["requirements"]["data"],
+        json!([])
+    );
+
+    // The ETag read before that write is stale now.
+    let r = h
+        .send(
+            h.http
+                .patch(format!("{}/api/v1/requirements/{req}", h.base))
+                .bearer_auth(&token)
+                .header("content-type", MEDIA)
+                .header("if-match", &etag)
+                .body(json!({"data": {"type": "requirement", "id": req, "attributes": {"title": "lost"}}}).to_string()),
+        )
+        .await;
+    assert_eq!(r.error().0, 412);
+    assert_eq!(
+        h.kubectl_json(0, &["get", "requirement", &req])["spec"]["title"],
+        "Export to CSV"
+    );
+
+    // DELETE archives every type: gone from collections, kept for
+    // filter[archived]=true, still readable by id, and kubectl shows it.
+    for (ty, id) in &created {
+        let endpoint = catalio_operator::api::registry::by_name(ty)
+            .unwrap()
+            .endpoint;
+        let r = h
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/{endpoint}/{id}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 204, "{ty}: {}", r.body);
+        let live = h.get(&token, &format!("/api/v1/{endpoint}")).await;
+        assert!(!live.ids().contains(id), "{ty} archived but listed");
+        let archived = h
+            .get(&token, &format!("/api/v1/{endpoint}?filter[archived]=true"))
+            .await;
+        assert_eq!(archived.ids(), std::slice::from_ref(id), "{ty}");
+        let one = h.get(&token, &format!("/api/v1/{endpoint}/{id}")).await;
+        assert_eq!(one.body["data"]["attributes"]["archived"], true);
+        let plural = catalio_operator::api::registry::by_name(ty).unwrap().plural;
+        assert_eq!(
+            h.kubectl_json(0, &["get", plural, id])["spec"]["archived"],
+            true,
+            "{ty}"
+        );
+    }
+    // Archived objects drop out of inverse relationships too.
+    let r = h
+        .get(
+            &token,
+            &format!("/api/v1/requirements/{req}?include=use_cases"),
+        )
+        .await;
+    assert_eq!(
+        r.body["data"]["relationships"]["use_cases"]["data"],
+        json!([])
+    );
+
+    // Objects made with kubectl appear in the API through the watch.
+    h.apply(
+        0,
+        "apiVersion: catalio.ai/v1\nkind: Team\nmetadata: {name: platform}\nspec: {name: Platform, description: Runs the clusters}\n",
+    );
+    h.wait_for(&token, "/api/v1/teams", &["platform"]).await;
+    let r = h.get(&token, "/api/v1/teams/platform").await;
+    assert_eq!(
+        r.body["data"]["attributes"]["description"],
+        "Runs the clusters"
+    );
+    // ... and deleting them with kubectl removes them.
+    cluster().kubectl_ok(&["-n", h.org(0), "delete", "team", "platform"]);
+    h.wait_for(&token, "/api/v1/teams", &[]).await;
+    assert_eq!(h.get(&token, "/api/v1/teams/platform").await.error().0, 404);
+}
+
+const DATASET: &str = r#"
+apiVersion: catalio.ai/v1
+kind: Persona
+metadata: {name: dev}
+spec: {name: Developer, role: Engineer}
+---
+apiVersion: catalio.ai/v1
+kind: Persona
+metadata: {name: pm}
+spec: {name: Product Manager}
+---
+apiVersion: catalio.ai/v1
+kind: Component
+metadata: {name: api}
+spec: {name: API}
+---
+apiVersion: catalio.ai/v1
+kind: Component
+metadata: {name: ui}
+spec: {name: UI}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r1}
+spec: {title: Export to CSV, status: active, priority: high, tags: [export, reports], persona: dev, components: [api]}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r2}
+spec: {title: Audit log, status: confirmed, priority: critical, persona: pm, components: [api, ui], description: Every change is recorded}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r3}
+spec: {title: Dark mode, status: draft, priority: low, tags: [ui], persona: dev, components: [ui]}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r4}
+spec: {title: Bulk import, status: active, priority: high, tags: [import], persona: pm}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r5}
+spec: {title: csv import preview, status: draft, priority: medium, tags: [import, export]}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r6}
+spec: {title: Single sign-on, status: investigating, priority: critical, persona: dev, asA: admin, iWant: SAML login}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r7}
+spec: {title: Old CSV exporter, status: deprecated, priority: low, archived: true, persona: dev}
+---
+apiVersion: catalio.ai/v1
+kind: UseCase
+metadata: {name: u1}
+spec: {title: Monthly report, requirement: r1}
+---
+apiVersion: catalio.ai/v1
+kind: UseCase
+metadata: {name: u2}
+spec: {title: Ad-hoc export, requirement: r1}
+---
+apiVersion: catalio.ai/v1
+kind: UseCase
+metadata: {name: u3}
+spec: {title: Review trail, requirement: r2}
+---
+apiVersion: catalio.ai/v1
+kind: TestCase
+metadata: {name: t1}
+spec: {title: Totals add up, useCase: u1}
+---
+apiVersion: catalio.ai/v1
+kind: TestCase
+metadata: {name: t2}
+spec: {title: Header row, useCase: u1}
+---
+apiVersion: catalio.ai/v1
+kind: TestResult
+metadata: {name: x1}
+spec: {outcome: passed, testCase: t1}
+"#;
+
+#[tokio::test]
+async fn the_query_language_gives_exact_results() {
+    let h = Harness::start("api-query", 1, &[]).await;
+    let token = h.token(0, "reader", &["*:read"]).await;
+    h.apply(0, DATASET);
+    h.wait_for(
+        &token,
+        "/api/v1/requirements?sort=id",
+        &["r1", "r2", "r3", "r4", "r5", "r6"],
+    )
+    .await;
+    h.wait_for(&token, "/api/v1/test_results", &["x1"]).await;
+    let ids = |path: &'static str| {
+        let h = &h;
+        let token = &token;
+        async move {
+            let r = h.get(token, path).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.body);
+            r.ids()
+        }
+    };
+    // Filters: any of several values; several filters all apply.
+    assert_eq!(
+        ids("/api/v1/requirements?filter[status]=active,confirmed&sort=id").await,
+        ["r1", "r2", "r4"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?filter[priority]=high&filter[persona]=dev").await,
+        ["r1"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?filter[tags]=export&sort=id").await,
+        ["r1", "r5"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?filter[components]=ui&sort=id").await,
+        ["r2", "r3"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?filter[use_cases]=u3").await,
+        ["r2"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?filter[id]=r6,r3,r9&sort=id").await,
+        ["r3", "r6"]
+    );
+    assert_eq!(
+        ids("/api/v1/use_cases?filter[requirement]=r1&sort=-id").await,
+        ["u2", "u1"]
+    );
+    assert_eq!(
+        ids("/api/v1/personas?filter[requirements]=r4").await,
+        ["pm"]
+    );
+    // Search: case-insensitive, any text attribute, archived left out.
+    assert_eq!(
+        ids("/api/v1/requirements?filter[search]=CSV&sort=id").await,
+        ["r1", "r5"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?filter[search]=recorded").await,
+        ["r2"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?filter[search]=saml").await,
+        ["r6"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?filter[archived]=true").await,
+        ["r7"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?filter[archived]=true&filter[search]=csv").await,
+        ["r7"]
+    );
+    // Sort on several keys; enums in their declared order, ties by the next
+    // key.
+    assert_eq!(
+        ids("/api/v1/requirements?sort=-priority,title").await,
+        ["r2", "r6", "r4", "r1", "r5", "r3"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?sort=status,-id").await,
+        ["r5", "r3", "r4", "r1", "r2", "r6"]
+    );
+    assert_eq!(
+        ids("/api/v1/requirements?sort=title").await,
+        ["r2", "r4", "r3", "r1", "r6", "r5"]
+    );
+
+    // Page numbers with links at both edges.
+    let r = h
+        .get(
+            &token,
+            "/api/v1/requirements?sort=id&page[number]=2&page[size]=2",
+        )
+        .await;
+    assert_eq!(r.ids(), ["r3", "r4"]);
+    assert_eq!(r.body["meta"]["total"], 6);
+    let links = &r.body["links"];
+    for (link, number) in [
+        ("self", "2"),
+        ("first", "1"),
+        ("prev", "1"),
+        ("next", "3"),
+        ("last", "3"),
+    ] {
+        assert_eq!(
+            page_of(&links[link], "page[number]").as_deref(),
+            Some(number),
+            "{link}"
+        );
+        assert_eq!(
+            page_of(&links[link], "page[size]").as_deref(),
+            Some("2"),
+            "{link}"
+        );
+        assert_eq!(
+            page_of(&links[link], "sort").as_deref(),
+            Some("id"),
+            "{link} keeps the sort"
+        );
+    }
+    let next = links["next"].as_str().unwrap().to_owned();
+    let r = h.get(&token, &next).await;
+    assert_eq!(r.ids(), ["r5", "r6"]);
+    assert_eq!(r.body["links"]["next"], Value::Null);
+    let first = h
+        .get(&token, "/api/v1/requirements?sort=id&page[size]=2")
+        .await;
+    assert_eq!(first.ids(), ["r1", "r2"]);
+    assert_eq!(first.body["links"]["prev"], Value::Null);
+    let beyond = h
+        .get(
+            &token,
+            "/api/v1/requirements?sort=id&page[number]=9&page[size]=2",
+        )
+        .await;
+    assert!(beyond.ids().is_empty());
+    assert_eq!(
+        page_of(&beyond.body["links"]["prev"], "page[number]").as_deref(),
+        Some("3")
+    );
+    // Offset and limit.
+    let r = h
+        .get(
+            &token,
+            "/api/v1/requirements?sort=id&page[offset]=1&page[limit]=4",
+        )
+        .await;
+    assert_eq!(r.ids(), ["r2", "r3", "r4", "r5"]);
+    let links = &r.body["links"];
+    for (link, offset) in [("first", "0"), ("prev", "0"), ("next", "5"), ("last", "2")] {
+        assert_eq!(
+            page_of(&links[link], "page[offset]").as_deref(),
+            Some(offset),
+            "{link}"
+        );
+        assert_eq!(
+            page_of(&links[link], "page[limit]").as_deref(),
+            Some("4"),
+            "{link}"
+        );
+    }
+    let r = h
+        .get(
+            &token,
+            "/api/v1/requirements?sort=id&page[offset]=4&page[limit]=4",
+        )
+        .await;
+    assert_eq!(r.ids(), ["r5", "r6"]);
+    assert_eq!(r.body["links"]["next"], Value::Null);
+
+    // Sparse fieldsets, for primary and included data alike.
+    let r = h
+        .get(&token, "/api/v1/requirements/r1?fields[requirement]=title,persona&include=persona&fields[persona]=name")
+        .await;
+    assert_eq!(
+        r.body["data"]["attributes"],
+        json!({"title": "Export to CSV"})
+    );
+    assert_eq!(
+        r.body["data"]["relationships"],
+        json!({"persona": {"data": {"type": "persona", "id": "dev"}}})
+    );
+    assert_eq!(
+        r.body["included"],
+        json!([{
+            "type": "persona", "id": "dev", "attributes": {"name": "Developer"},
+            "links": {"self": "/api/v1/personas/dev"}
+        }])
+    );
+
+    // Nested includes: a compound document without duplicates, linkage
+    // wherever a path is included.
+    let r = h
+        .get(&token, "/api/v1/requirements?filter[id]=r1,r2,r3&sort=id&include=persona,use_cases.test_cases.test_results,components")
+        .await;
+    let included: Vec<(String, String)> = r.body["included"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["type"].as_str().unwrap().into(),
+                i["id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let unique: BTreeSet<_> = included.iter().cloned().collect();
+    assert_eq!(unique.len(), included.len(), "duplicates in {included:?}");
+    let expected: BTreeSet<(String, String)> = [
+        ("persona", "dev"),
+        ("persona", "pm"),
+        ("component", "api"),
+        ("component", "ui"),
+        ("use_case", "u1"),
+        ("use_case", "u2"),
+        ("use_case", "u3"),
+        ("test_case", "t1"),
+        ("test_case", "t2"),
+        ("test_result", "x1"),
+    ]
+    .iter()
+    .map(|(t, i)| (t.to_string(), i.to_string()))
+    .collect();
+    assert_eq!(unique, expected);
+    assert_eq!(
+        r.body["data"][0]["relationships"]["use_cases"]["data"],
+        json!([{"type": "use_case", "id": "u1"}, {"type": "use_case", "id": "u2"}])
+    );
+    let u1 = r.body["included"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "u1")
+        .unwrap();
+    assert_eq!(
+        u1["relationships"]["test_cases"]["data"],
+        json!([{"type": "test_case", "id": "t1"}, {"type": "test_case", "id": "t2"}])
+    );
+    assert_eq!(ids_of(&r), ["r1", "r2", "r3"]);
+
+    // Bad queries are 400 naming the parameter.
+    for (path, parameter) in [
+        ("/api/v1/requirements?colour=red", "colour"),
+        ("/api/v1/requirements?filter[colour]=red", "filter[colour]"),
+        (
+            "/api/v1/requirements?filter[status]=urgent",
+            "filter[status]",
+        ),
+        ("/api/v1/requirements?sort=-colour", "sort"),
+        ("/api/v1/requirements?page[size]=101", "page[size]"),
+        ("/api/v1/requirements?page[number]=1&page[offset]=2", "page"),
+        (
+            "/api/v1/requirements?fields[requirement]=colour",
+            "fields[requirement]",
+        ),
+        ("/api/v1/requirements?include=owner", "include"),
+        ("/api/v1/requirements/r1?sort=title", "sort"),
+    ] {
+        let r = h.get(&token, path).await;
+        let (status, code, source) = r.error();
+        assert_eq!((status, code.as_str()), (400, "invalid_query"), "{path}");
+        assert_eq!(source, json!({"parameter": parameter}), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn one_organization_can_neither_read_nor_change_another() {
+    let h = Harness::start("api-tenant", 2, &[]).await;
+    let (a, b) = (
+        h.token(0, "a-writer", &["*:write"]).await,
+        h.token(1, "b-writer", &["*:write"]).await,
+    );
+    // The same names in both organizations, so only the namespace tells
+    // them apart.
+    h.apply(0, DATASET);
+    h.apply(1, DATASET);
+    let types = catalio_operator::api::registry::TYPES;
+    let b_ids = |endpoint: &str| match endpoint {
+        "personas" => "dev",
+        "components" => "api",
+        "requirements" => "r1",
+        "use_cases" => "u1",
+        "test_cases" => "t1",
+        "test_results" => "x1",
+        _ => "none",
+    };
+    // Every type has objects only B has.
+    let only_b =
+        "apiVersion: catalio.ai/v1\nkind: {KIND}\nmetadata: {name: only-b}\nspec: {FIELDS}\n";
+    for ty in types {
+        let fields = match ty.name {
+            "requirement" | "use_case" | "test_case" => "{title: B}",
+            "test_result" => "{outcome: failed}",
+            _ => "{name: B}",
+        };
+        h.apply(
+            1,
+            &only_b
+                .replace("{KIND}", ty.kind)
+                .replace("{FIELDS}", fields),
+        );
+    }
+    h.wait_for(&b, "/api/v1/test_results?sort=id", &["only-b", "x1"])
+        .await;
+    h.wait_for(&a, "/api/v1/test_results", &["x1"]).await;
+    for ty in types {
+        let list = format!("/api/v1/{}", ty.endpoint);
+        h.wait_for(&b, &format!("{list}?filter[id]=only-b"), &["only-b"])
+            .await;
+        // Collections, searches and filters never show B's objects.
+        for query in [
+            "",
+            "?filter[search]=b",
+            "?filter[id]=only-b",
+            "?filter[archived]=true",
+        ] {
+            let r = h.get(&a, &format!("{list}{query}")).await;
+            assert_eq!(r.status, 200);
+            assert!(!r.ids().contains(&"only-b".to_owned()), "{list}{query}");
+        }
+        let item = format!("{list}/only-b");
+        assert_eq!(
+            h.get(&a, &item).await.error(),
+            (404, "not_found".into(), Value::Null)
+        );
+        let patch =
+            json!({"data": {"type": ty.name, "id": "only-b", "attributes": {"archived": true}}});
+        let r = h.call(Method::PATCH, &item, Some(&a), Some(patch)).await;
+        assert_eq!(r.error().0, 404, "{item}");
+        let r = h.call(Method::DELETE, &item, Some(&a), None).await;
+        assert_eq!(r.error().0, 404, "{item}");
+        // Shared names resolve to A's own object, never B's.
+        let shared = b_ids(ty.endpoint);
+        if shared != "none" {
+            let r = h
+                .call(Method::DELETE, &format!("{list}/{shared}"), Some(&a), None)
+                .await;
+            assert_eq!(r.status, 204);
+        }
+    }
+    // A cannot point a relationship at B's objects.
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/requirements",
+            Some(&a),
+            Some(
+                json!({"data": {"type": "requirement", "attributes": {"title": "x"},
+                "relationships": {"persona": {"data": {"type": "persona", "id": "only-b"}}}}}),
+            ),
+        )
+        .await;
+    let (status, code, source) = r.error();
+    assert_eq!((status, code.as_str()), (404, "related_not_found"));
+    assert_eq!(
+        source,
+        json!({"pointer": "/data/relationships/persona/data"})
+    );
+    // B's objects are untouched: none archived, none changed.
+    for ty in types {
+        let objects = h.kubectl_json(1, &["get", ty.plural, "--show-managed-fields"]);
+        for o in objects["items"].as_array().unwrap() {
+            let name = o["metadata"]["name"].as_str().unwrap();
+            let archived = o["spec"]["archived"].as_bool().unwrap_or(false);
+            assert_eq!(archived, name == "r7", "{} {name} in B", ty.name);
+            assert!(
+                o["metadata"]["managedFields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|m| m["manager"] != "catalio-operator-api"),
+                "the API wrote to B's {} {name}",
+                ty.name
+            );
+        }
+    }
+    // ... while A's shared names were archived.
+    let r = h
+        .get(&a, "/api/v1/requirements?filter[archived]=true&sort=id")
+        .await;
+    assert_eq!(r.ids(), ["r1", "r7"]);
+}
+
+#[tokio::test]
+async fn scopes_limit_types_and_writes() {
+    let h = Harness::start("api-scope", 1, &[]).await;
+    h.apply(0, DATASET);
+    let read_all = h.token(0, "read-all", &["*:read"]).await;
+    let req_read = h.token(0, "req-read", &["requirement:read"]).await;
+    let req_write = h.token(0, "req-write", &["requirement:write"]).await;
+    h.wait_for(&read_all, "/api/v1/personas?sort=id", &["dev", "pm"])
+        .await;
+    h.wait_for(&read_all, "/api/v1/requirements?filter[id]=r1", &["r1"])
+        .await;
+    let create = json!({"data": {"type": "requirement", "attributes": {"title": "x"}}});
+    let patch = json!({"data": {"type": "requirement", "id": "r1", "attributes": {"title": "y"}}});
+    // (token, method, path, body, expected status)
+    let cases: Vec<(&str, Method, &str, Option<Value>, u16)> = vec![
+        (&read_all, Method::GET, "/api/v1/requirements", None, 200),
+        (&read_all, Method::GET, "/api/v1/personas/dev", None, 200),
+        (
+            &read_all,
+            Method::POST,
+            "/api/v1/requirements",
+            Some(create.clone()),
+            403,
+        ),
+        (
+            &read_all,
+            Method::PATCH,
+            "/api/v1/requirements/r1",
+            Some(patch.clone()),
+            403,
+        ),
+        (
+            &read_all,
+            Method::DELETE,
+            "/api/v1/requirements/r1",
+            None,
+            403,
+        ),
+        (&req_read, Method::GET, "/api/v1/requirements/r1", None, 200),
+        (&req_read, Method::GET, "/api/v1/personas", None, 403),
+        (
+            &req_read,
+            Method::POST,
+            "/api/v1/requirements",
+            Some(create.clone()),
+            403,
+        ),
+        (
+            &req_read,
+            Method::DELETE,
+            "/api/v1/requirements/r1",
+            None,
+            403,
+        ),
+        (&req_write, Method::GET, "/api/v1/personas/dev", None, 403),
+        (
+            &req_write,
+            Method::DELETE,
+            "/api/v1/personas/dev",
+            None,
+            403,
+        ),
+        (
+            &req_write,
+            Method::GET,
+            "/api/v1/requirements/r1",
+            None,
+            200,
+        ),
+        (
+            &req_write,
+            Method::PATCH,
+            "/api/v1/requirements/r1",
+            Some(patch),
+            200,
+        ),
+        (
+            &req_write,
+            Method::POST,
+            "/api/v1/requirements",
+            Some(create),
+            201,
+        ),
+    ];
+    for (token, method, path, body, expected) in cases {
+        let r = h.call(method.clone(), path, Some(token), body).await;
+        assert_eq!(r.status, expected, "{method} {path}: {}", r.body);
+        if expected == 403 {
+            let (_, code, _) = r.error();
+            assert_eq!(code, "insufficient_scope");
+            let challenge = r.headers["www-authenticate"].to_str().unwrap();
+            assert!(
+                challenge.starts_with("Bearer error=\"insufficient_scope\""),
+                "{challenge}"
+            );
+        }
+    }
+    // The forbidden writes changed nothing.
+    let r1 = h.kubectl_json(0, &["get", "requirement", "r1"]);
+    assert_eq!(r1["spec"]["title"], "y");
+    assert_eq!(r1["spec"]["archived"], false);
+    assert_eq!(
+        h.kubectl_json(0, &["get", "persona", "dev"])["spec"]["archived"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn media_types_documents_and_limits() {
+    let h = Harness::start(
+        "api-media",
+        2,
+        &["--api-rate-limit", "2", "--api-burst", "40"],
+    )
+    .await;
+    let token = h.token(0, "writer", &["*:write"]).await;
+    let url = format!("{}/api/v1/requirements", h.base);
+    let good = json!({"data": {"type": "requirement", "attributes": {"title": "x"}}}).to_string();
+    let post = |content_type: Option<&str>, accept: Option<&str>, body: String| {
+        let mut r = h.http.post(&url).bearer_auth(&token).body(body);
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        if let Some(a) = accept {
+            r = r.header("accept", a);
+        }
+        r
+    };
+    // 415: a body must be JSON:API without extensions or other parameters.
+    for ct in [
+        None,
+        Some("application/json"),
+        Some("application/vnd.api+json; charset=utf-8"),
+        Some("application/vnd.api+json; ext=\"https://jsonapi.org/ext/atomic\""),
+    ] {
+        let r = h.send(post(ct, None, good.clone())).await;
+        assert_eq!(
+            r.error(),
+            (
+                415,
+                "unsupported_media_type".into(),
+                json!({"header": "Content-Type"})
+            ),
+            "{ct:?}"
+        );
+    }
+    // 406: the response must be acceptable.
+    for accept in [
+        "application/json",
+        "application/vnd.api+json; charset=utf-8",
+    ] {
+        let r = h
+            .send(
+                h.http
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .header("accept", accept),
+            )
+            .await;
+        assert_eq!(
+            r.error(),
+            (406, "not_acceptable".into(), json!({"header": "Accept"})),
+            "{accept}"
+        );
+    }
+    let r = h
+        .send(
+            h.http
+                .get(&url)
+                .bearer_auth(&token)
+                .header("accept", "application/vnd.api+json; profile=\"x\", */*"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], MEDIA);
+    // 400 for a document that is not one, 409 for type and id conflicts,
+    // 403 for client-made ids.
+    let r = h.send(post(Some(MEDIA), None, "{\"data\": ".into())).await;
+    assert_eq!(r.error().0, 400);
+    let r = h
+        .send(post(
+            Some(MEDIA),
+            None,
+            json!({"data": {"type": "persona", "attributes": {"name": "x"}}}).to_string(),
+        ))
+        .await;
+    assert_eq!(
+        r.error(),
+        (
+            409,
+            "type_conflict".into(),
+            json!({"pointer": "/data/type"})
+        )
+    );
+    let r = h
+        .send(post(
+            Some(MEDIA),
+            None,
+            json!({"data": {"type": "requirement", "id": "mine", "attributes": {"title": "x"}}})
+                .to_string(),
+        ))
+        .await;
+    assert_eq!(
+        r.error(),
+        (
+            403,
+            "client_id_unsupported".into(),
+            json!({"pointer": "/data/id"})
+        )
+    );
+    h.apply(
+        0,
+        "apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: r1}\nspec: {title: One}\n",
+    );
+    h.wait_for(&token, "/api/v1/requirements", &["r1"]).await;
+    let r = h
+        .call(
+            Method::PATCH,
+            "/api/v1/requirements/r1",
+            Some(&token),
+            Some(
+                json!({"data": {"type": "requirement", "id": "r2", "attributes": {"title": "x"}}}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        r.error(),
+        (409, "id_conflict".into(), json!({"pointer": "/data/id"}))
+    );
+    // 422 with a pointer per invalid member: ours, and the API server's own
+    // schema checks mapped back to attribute names.
+    let r = h
+        .call(Method::POST, "/api/v1/requirements", Some(&token),
+              Some(json!({"data": {"type": "requirement", "attributes": {"priority": "urgent", "colour": "red"}}})))
+        .await;
+    assert_eq!(r.status, 422);
+    let mut pointers: Vec<&str> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["source"]["pointer"].as_str().unwrap())
+        .collect();
+    pointers.sort();
+    assert_eq!(
+        pointers,
+        [
+            "/data/attributes/colour",
+            "/data/attributes/priority",
+            "/data/attributes/title"
+        ]
+    );
+    let long = "x".repeat(600);
+    let r = h
+        .call(
+            Method::PATCH,
+            "/api/v1/requirements/r1",
+            Some(&token),
+            Some(
+                json!({"data": {"type": "requirement", "id": "r1", "attributes": {"title": long}}}),
+            ),
+        )
+        .await;
+    let (status, code, source) = r.error();
+    assert_eq!((status, code.as_str()), (422, "invalid_attribute"));
+    assert_eq!(source, json!({"pointer": "/data/attributes/title"}));
+    assert!(
+        r.body["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("512"),
+        "{}",
+        r.body
+    );
+    // 404 for a related id that does not exist.
+    let r = h
+        .call(Method::POST, "/api/v1/use_cases", Some(&token),
+              Some(json!({"data": {"type": "use_case", "attributes": {"title": "x"},
+                  "relationships": {"requirement": {"data": {"type": "requirement", "id": "nope"}}}}})))
+        .await;
+    assert_eq!(
+        r.error(),
+        (
+            404,
+            "related_not_found".into(),
+            json!({"pointer": "/data/relationships/requirement/data"})
+        )
+    );
+    // 413 past the body limit, answered without reading the body.
+    let mut conn = tokio::net::TcpStream::connect(h.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/requirements HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {MEDIA}\r\nContent-Length: 8388608\r\n\r\n{{"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut status_line = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut status_line))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    assert_eq!(&status_line, b"HTTP/1.1 413");
+    // Unknown endpoints and methods.
+    assert_eq!(h.get(&token, "/api/v1/widgets").await.error().0, 404);
+    assert_eq!(
+        h.get(&token, "/api/v1/requirements/r1/persona")
+            .await
+            .error()
+            .0,
+        404
+    );
+    let r = h
+        .call(Method::PUT, "/api/v1/requirements/r1", Some(&token), None)
+        .await;
+    assert_eq!(r.error().0, 405);
+    assert_eq!(r.headers["allow"], "GET, PATCH, DELETE");
+    let r = h
+        .call(Method::DELETE, "/api/v1/requirements", Some(&token), None)
+        .await;
+    assert_eq!(r.headers["allow"], "GET, POST");
+    // Nothing above changed r1, nor created anything.
+    assert_eq!(
+        h.kubectl_json(0, &["get", "requirement", "r1"])["spec"]["title"],
+        "One"
+    );
+    assert_eq!(
+        h.kubectl_json(0, &["get", "requirements"])["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // 429 per organization: this operator allows a burst of 40 at 2/s.
+    let other = h.token(1, "other", &["*:read"]).await;
+    let mut limited = None;
+    for _ in 0..60 {
+        let r = h.get(&token, "/api/v1/requirements").await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 200);
+    }
+    let r = limited.expect("rate limited within 60 requests");
+    assert_eq!(r.error().1, "rate_limited");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry, 1, "a request comes back every half second");
+    assert_eq!(
+        h.get(&other, "/api/v1/requirements").await.status,
+        200,
+        "another organization is not limited"
+    );
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(
+        h.get(&token, "/api/v1/requirements").await.status,
+        200,
+        "served again after Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_valid_and_describes_every_endpoint() {
+    let h = Harness::start("api-openapi", 1, &[]).await;
+    let r = h
+        .http
+        .get(format!("{}/api/v1/open_api", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    for ty in catalio_operator::api::registry::TYPES {
+        assert!(doc["paths"][format!("/api/v1/{}/{{id}}", ty.endpoint)]["patch"].is_object());
+    }
+    let file = std::env::temp_dir().join(format!("catalio-openapi-{}.json", std::process::id()));
+    std::fs::write(&file, &text).unwrap();
+    let out = std::process::Command::new(catalio_test_support::python())
+        .args([
+            "-c",
+            "import sys, json; from openapi_spec_validator import validate; \
+             validate(json.load(open(sys.argv[1]))); print('valid')",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
+    drop(h.operator);
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn every_bad_token_is_401_in_the_seed_format() {
+    use catalio_operator::token::{Algorithm, SigningKey, StoredKey};
+    let h = Harness::start("api-auth", 1, &[]).await;
+    h.apply(0, DATASET);
+    let good = h.token(0, "good", &["*:read"]).await;
+    h.wait_for(&good, "/api/v1/personas?sort=id", &["dev", "pm"])
+        .await;
+
+    // The operator's own signing key, read from its Secret, so forged
+    // tokens differ from good ones in exactly one respect.
+    let secret = Api::<Secret>::namespaced(h.client.clone(), h.org(0))
+        .get("catalio-operator-signing-keys")
+        .await
+        .unwrap();
+    let stored: Vec<StoredKey> =
+        serde_json::from_slice(&secret.data.unwrap()["keys.json"].0).unwrap();
+    let header: Value = {
+        use base64::Engine;
+        let head = good.split('.').next().unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(head)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let kid = header["kid"].as_str().unwrap();
+    let ours = SigningKey::load(stored.iter().find(|k| k.kid == kid).unwrap()).unwrap();
+    let claims = claims_of(&good);
+    let sign = |claims: &Value| ours.sign(claims.to_string().as_bytes()).unwrap();
+    let with = |field: &str, value: Value| {
+        let mut c = claims.clone();
+        c[field] = value;
+        sign(&c)
+    };
+    // Re-signing the good claims works: the forgeries below fail for the
+    // one thing they change.
+    assert_eq!(h.get(&sign(&claims), "/api/v1/personas").await.status, 200);
+
+    let now = jiff::Timestamp::now().as_second();
+    let mut impostor = StoredKey::generate(
+        Algorithm::Rs256,
+        jiff::Timestamp::now(),
+        jiff::Timestamp::now(),
+    )
+    .unwrap();
+    impostor.kid = kid.to_owned();
+    let impostor = SigningKey::load(&impostor).unwrap();
+    let body = b64(claims.to_string().as_bytes());
+    let none = format!(
+        "{}.{body}.",
+        b64(json!({"alg": "none", "typ": "JWT", "kid": kid})
+            .to_string()
+            .as_bytes())
+    );
+    // HS256 keyed with what an attacker has: the public key, as DER and as
+    // the published JWK.
+    let hs256 = |key: &[u8]| {
+        let signing_input = format!(
+            "{}.{body}",
+            b64(json!({"alg": "HS256", "typ": "JWT", "kid": kid})
+                .to_string()
+                .as_bytes())
+        );
+        let tag = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key),
+            signing_input.as_bytes(),
+        );
+        format!("{signing_input}.{}", b64(tag.as_ref()))
+    };
+    let public_der = {
+        use aws_lc_rs::signature::KeyPair;
+        use base64::Engine;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&stored.iter().find(|k| k.kid == kid).unwrap().pkcs8)
+            .unwrap();
+        aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&der)
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .to_vec()
+    };
+    let jwk = ours.jwk().to_string();
+    let mut expired = claims.clone();
+    expired["iat"] = (now - 7200).into();
+    expired["nbf"] = (now - 7200).into();
+    expired["exp"] = (now - 3600).into();
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing header", None),
+        ("empty bearer", Some("Bearer ".into())),
+        ("basic scheme", Some("Basic Y2k6c2VjcmV0".into())),
+        ("malformed", Some("Bearer not.a.jwt".into())),
+        (
+            "wrong signature",
+            Some(format!(
+                "Bearer {}",
+                impostor.sign(claims.to_string().as_bytes()).unwrap()
+            )),
+        ),
+        ("alg none", Some(format!("Bearer {none}"))),
+        (
+            "HS256 with the public key",
+            Some(format!("Bearer {}", hs256(&public_der))),
+        ),
+        (
+            "HS256 with the JWK",
+            Some(format!("Bearer {}", hs256(jwk.as_bytes()))),
+        ),
+        ("expired", Some(format!("Bearer {}", sign(&expired)))),
+        (
+            "wrong audience",
+            Some(format!(
+                "Bearer {}",
+                with("aud", "https://evil.example/api".into())
+            )),
+        ),
+        (
+            "wrong issuer",
+            Some(format!(
+                "Bearer {}",
+                with("iss", "https://evil.example".into())
+            )),
+        ),
+        (
+            "another organization",
+            Some(format!("Bearer {}", with("org", "kube-system".into()))),
+        ),
+    ];
+    let expect_401 = |what: &str, r: &Reply| {
+        assert_eq!(r.status, 401, "{what}: {}", r.body);
+        let e = &r.body["errors"][0];
+        assert_eq!(e["status"], "401", "{what}");
+        assert_eq!(e["title"], "Unauthorized", "{what}");
+        assert_eq!(e["detail"], "Invalid or expired token", "{what}");
+        assert_eq!(r.body["errors"].as_array().unwrap().len(), 1);
+        let challenge = r.headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.starts_with("Bearer realm=\"catalio\""),
+            "{what}: {challenge}"
+        );
+    };
+    for (what, authorization) in cases {
+        for (method, path) in [
+            (Method::GET, "/api/v1/personas"),
+            (Method::GET, "/api/v1/personas/dev"),
+            (Method::DELETE, "/api/v1/personas/dev"),
+        ] {
+            let mut request = h
+                .http
+                .request(method, format!("{}{path}", h.base))
+                .header("accept", MEDIA);
+            if let Some(a) = &authorization {
+                request = request.header("authorization", a);
+            }
+            expect_401(what, &h.send(request).await);
+        }
+    }
+
+    // A revoked credential's tokens stop at once.
+    let doomed = h.token(0, "doomed", &["*:read"]).await;
+    assert_eq!(h.get(&doomed, "/api/v1/personas").await.status, 200);
+    cluster().kubectl_ok(&[
+        "-n",
+        h.org(0),
+        "patch",
+        "apicred",
+        "doomed",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"revoked":true}}"#,
+    ]);
+    eventually(WAIT, "the revoked token to be refused", || async {
+        (h.get(&doomed, "/api/v1/personas").await.status == 401).then_some(())
+    })
+    .await;
+    expect_401("revoked", &h.get(&doomed, "/api/v1/personas").await);
+
+    // Rotating the secret away ends tokens issued under the old counter;
+    // tokens of the new secret work.
+    let (id, old_secret) = h.credential(0, "rotating", &["*:read"]).await;
+    let old = h.token_for(&id, &old_secret).await;
+    assert_eq!(claims_of(&old)["rot"], 0);
+    assert_eq!(h.get(&old, "/api/v1/personas").await.status, 200);
+    cluster().kubectl_ok(&[
+        "-n",
+        h.org(0),
+        "patch",
+        "apicred",
+        "rotating",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"rotation":{"counter":1}}}"#,
+    ]);
+    let new_secret = eventually(WAIT, "the rotated secret", || async {
+        let (_, s) = h.secret(0, "rotating").await;
+        (s != old_secret).then_some(s)
+    })
+    .await;
+    eventually(WAIT, "the old token to be refused", || async {
+        (h.get(&old, "/api/v1/personas").await.status == 401).then_some(())
+    })
+    .await;
+    expect_401("rotated away", &h.get(&old, "/api/v1/personas").await);
+    let new = h.token_for(&id, &new_secret).await;
+    assert_eq!(claims_of(&new)["rot"], 1);
+    assert_eq!(h.get(&new, "/api/v1/personas").await.status, 200);
+    // The good token was never affected.
+    assert_eq!(h.get(&good, "/api/v1/personas").await.status, 200);
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["missing", "malformed", "invalid", "expired", "inactive"] {
+        assert!(
+            metrics.contains(&format!(
+                "catalio_api_auth_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "no {reason} in metrics"
+        );
+    }
+}
