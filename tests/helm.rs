@@ -252,7 +252,7 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
     }
 
     let creds = Api::<ApiCredential>::namespaced(admin.clone(), org);
-    let yaml = "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: ci}\nspec: {displayName: CI}\n";
+    let yaml = "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: ci}\nspec: {displayName: CI, scopes: [\"*:write\"]}\n";
     let out = cluster().kubectl_stdin(&["-n", org, "apply", "-f", "-"], Some(yaml));
     assert!(
         out.status.success(),
@@ -273,16 +273,48 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
         "client_id": text("client_id"), "client_secret": text("client_secret"),
         "grant_type": "client_credentials",
     });
-    eventually(WAIT, "a token under the chart's RBAC", || async {
+    let token = eventually(WAIT, "a token under the chart's RBAC", || async {
         let r = http
             .post(format!("{}/oauth/token", endpoints.base))
             .json(&body)
             .send()
             .await
             .ok()?;
-        (r.status() == 200).then_some(())
+        let body: serde_json::Value = r.json().await.ok()?;
+        body["access_token"].as_str().map(str::to_owned)
     })
     .await;
+    // The JSON:API writes and reads business objects under the same RBAC.
+    let created = http
+        .post(format!("{}/api/v1/requirements", endpoints.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/vnd.api+json")
+        .body(r#"{"data":{"type":"requirement","attributes":{"title":"Under RBAC"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let id = created.json::<serde_json::Value>().await.unwrap()["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let archived = http
+        .delete(format!("{}/api/v1/requirements/{id}", endpoints.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(archived.status(), 204);
+    let title = cluster().kubectl_ok(&[
+        "-n",
+        org,
+        "get",
+        "requirement",
+        &id,
+        "-o",
+        "jsonpath={.spec.title}/{.spec.archived}",
+    ]);
+    assert_eq!(title, "Under RBAC/true");
     let out = cluster().kubectl(&[
         "-n",
         org,

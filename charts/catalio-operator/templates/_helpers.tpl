@@ -60,4 +60,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# The JSON:API's data: read through watches, written by POST, PATCH and
+# DELETE (which archives, so no delete verb).
+- apiGroups: [catalio.ai]
+  resources: [requirements, personas, usecases, testcases, testresults, components, processes, policies, capabilities, teams]
+  verbs: [get, list, watch, create, patch]
 {{- end -}}
