@@ -1108,6 +1108,32 @@ async fn scopes_limit_types_and_writes() {
             );
         }
     }
+    // Including objects of a type needs that type's read scope too.
+    let r = h
+        .get(&req_read, "/api/v1/requirements/r1?include=persona")
+        .await;
+    assert_eq!(
+        r.error(),
+        (
+            403,
+            "insufficient_scope".into(),
+            json!({"parameter": "include"})
+        )
+    );
+    let r = h
+        .get(
+            &req_read,
+            "/api/v1/requirements?include=use_cases.test_cases",
+        )
+        .await;
+    assert_eq!(r.error().0, 403);
+    let r = h
+        .get(
+            &read_all,
+            "/api/v1/requirements/r1?include=persona,use_cases.test_cases",
+        )
+        .await;
+    assert_eq!(r.status, 200);
     // The forbidden writes changed nothing.
     let r1 = h.kubectl_json(0, &["get", "requirement", "r1"]);
     assert_eq!(r1["spec"]["title"], "y");

@@ -231,6 +231,24 @@ impl ApiService {
                     .parameter(e.parameter),
             )
         })?;
+        // Included objects are read too: each type needs its read scope.
+        if let Some(hidden) = query
+            .include
+            .types(ty)
+            .into_iter()
+            .find(|t| !scope::allows(&scopes, t.name, Access::Read))
+        {
+            return Err(ErrorObject::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!(
+                    "including {} objects needs the scope {}:read",
+                    hidden.name, hidden.name
+                ),
+            )
+            .parameter("include")
+            .into());
+        }
         let body = || -> Result<&Bytes, Problem> {
             if !media::content_type_ok(header(&request.headers, header::CONTENT_TYPE)) {
                 return Err(ErrorObject::new(

@@ -66,6 +66,22 @@ impl Include {
     pub fn is_empty(&self) -> bool {
         self.children.is_empty()
     }
+
+    /// Every type this tree includes objects of, below `root`.
+    pub fn types(&self, root: &'static ResourceType) -> Vec<&'static ResourceType> {
+        let mut out: Vec<&'static ResourceType> = Vec::new();
+        for (field, child) in &self.children {
+            let Some(target) = root.related(*field) else {
+                continue;
+            };
+            for t in std::iter::once(target).chain(child.types(target)) {
+                if !out.iter().any(|o| o.name == t.name) {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -434,6 +450,8 @@ mod tests {
         assert!(q.wants(req(), Field::Attribute(0)));
         assert!(!q.wants(req(), Field::Attribute(1)));
         assert!(q.wants(by_name("persona").unwrap(), Field::Attribute(1)));
+        let included: Vec<&str> = q.include.types(req()).iter().map(|t| t.name).collect();
+        assert_eq!(included, ["persona", "use_case", "test_case"]);
         let use_cases = q.include.child(Field::Inverse(0)).unwrap();
         assert_eq!(
             use_cases.children,
