@@ -29,6 +29,7 @@ build:
 bench: controlplane
 	bench/token.sh
 	bench/credentials.sh
+	bench/api.sh
 
 ## Regenerates crds/ from the Rust types (a test fails when they drift).
 crds: build
@@ -61,15 +62,18 @@ cluster-env:
 dev: build cluster-up
 	@eval "$$($(CLUSTER) env $(CLUSTER_DIR))"; \
 	kubectl apply --server-side -f crds/ > /dev/null; \
-	kubectl apply -f examples/apicredential.yaml; \
+	kubectl apply -f examples/apicredential.yaml -f examples/requirements.yaml; \
 	echo; \
 	echo "The operator runs below (Ctrl-C stops it; 'make cluster-down' stops the cluster)."; \
 	echo "In another shell:"; \
 	echo '  eval "$$(make -s cluster-env)"'; \
 	echo '  ID=$$(kubectl get secret ci-pipeline -o jsonpath={.data.client_id} | base64 -d)'; \
 	echo '  SECRET=$$(kubectl get secret ci-pipeline -o jsonpath={.data.client_secret} | base64 -d)'; \
-	echo '  curl -s -X POST http://127.0.0.1:8080/oauth/token -H "Content-Type: application/json" \'; \
-	echo '    -d "{\"client_id\":\"$$ID\",\"client_secret\":\"$$SECRET\",\"audience\":\"https://catalio.ai/api/v1\",\"grant_type\":\"client_credentials\"}"'; \
+	echo '  TOKEN=$$(curl -s -X POST http://127.0.0.1:8080/oauth/token -H "Content-Type: application/json" \'; \
+	echo '    -d "{\"client_id\":\"$$ID\",\"client_secret\":\"$$SECRET\",\"audience\":\"https://catalio.ai/api/v1\",\"grant_type\":\"client_credentials\"}" \'; \
+	echo '    | sed -E '"'"'s/.*"access_token":"([^"]+)".*/\1/'"'"')'; \
+	echo '  curl -s "http://127.0.0.1:8080/api/v1/requirements?include=persona" \'; \
+	echo '    -H "Accept: application/vnd.api+json" -H "Authorization: Bearer $$TOKEN"'; \
 	echo; \
 	exec $(OPERATOR) run --listen 127.0.0.1:8080 --admin-listen 127.0.0.1:9090 \
 	  --token-url http://127.0.0.1:8080/oauth/token
