@@ -31,8 +31,9 @@ fn collection_link(ty: &ResourceType, params: &[(String, String)]) -> String {
     format!("{path}?{}", query.finish())
 }
 
-/// The objects a collection request selects, in order, before paging.
-pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> Vec<&'o Arc<Entry>> {
+/// How many objects a collection request selects, and the page of them it
+/// asked for, in order.
+pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> (usize, Vec<&'o Arc<Entry>>) {
     let table = org.table(ty);
     // Inverse filters become sets of names once, not a lookup per object.
     let inverse_sets: Vec<Option<HashSet<&str>>> = query
@@ -84,13 +85,36 @@ pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> Vec<&'o Arc
                     }
                 })
     };
-    let mut selected: Vec<&Arc<Entry>> = table.iter().filter(|e| matches(e)).collect();
-    if !query.sort.is_empty() {
-        // The table's order (oldest first, then id) breaks ties, as the
-        // sort is stable.
-        selected.sort_by(|a, b| compare(ty, &query.sort, a, b));
+    let (skip, take) = query.page.window();
+    if query.filters.is_empty() && query.search.is_none() && query.sort.is_empty() {
+        // The common request: the table knows the total, and the page is
+        // a walk of skip + take objects.
+        let page = table
+            .iter()
+            .filter(|e| e.archived == query.archived)
+            .skip(skip)
+            .take(take)
+            .collect();
+        return (table.count(query.archived), page);
     }
-    selected
+    if query.sort.is_empty() {
+        // The table's own order: one pass counts and keeps the page.
+        let mut total = 0;
+        let mut page = Vec::with_capacity(take);
+        for e in table.iter().filter(|e| matches(e)) {
+            if total >= skip && page.len() < take {
+                page.push(e);
+            }
+            total += 1;
+        }
+        return (total, page);
+    }
+    let mut selected: Vec<&Arc<Entry>> = table.iter().filter(|e| matches(e)).collect();
+    // The table's order (oldest first, then id) breaks ties, as the sort is
+    // stable.
+    selected.sort_by(|a, b| compare(ty, &query.sort, a, b));
+    let total = selected.len();
+    (total, selected.into_iter().skip(skip).take(take).collect())
 }
 
 fn compare(ty: &ResourceType, keys: &[SortKey], a: &Entry, b: &Entry) -> Ordering {
@@ -189,10 +213,8 @@ fn related_names(ty: &ResourceType, org: &Org, e: &Entry, field: Field) -> Vec<S
             else {
                 return Vec::new();
             };
-            let table = org.table(source);
-            table
+            org.table(source)
                 .referring(via, &e.name)
-                .filter(|n| table.get(n).is_some_and(|s| !s.archived))
                 .map(str::to_owned)
                 .collect()
         }
@@ -252,15 +274,25 @@ pub fn resource(
                 .map(|n| linkage(r.target, n))
                 .unwrap_or(Value::Null)
         };
-        relationships.insert(r.name.to_owned(), json!({ "data": data }));
+        let mut rel = Map::new();
+        rel.insert("data".to_owned(), data);
+        relationships.insert(r.name.to_owned(), Value::Object(rel));
     }
     for (i, inv) in ty.inverses.iter().enumerate() {
         let field = Field::Inverse(i);
         if !query.wants(ty, field) {
             continue;
         }
-        let names = related_names(ty, org, e, field);
-        let endpoint = registry::by_name(inv.source).map_or(inv.source, |s| s.endpoint);
+        let Some(source) = registry::by_name(inv.source) else {
+            continue;
+        };
+        let via = source
+            .relationships
+            .iter()
+            .position(|r| r.name == inv.via)
+            .unwrap_or(0);
+        let count = org.table(source).referring_count(via, &e.name);
+        let endpoint = source.endpoint;
         let related = format!(
             "{API_PREFIX}/{endpoint}?{}",
             form_urlencoded::Serializer::new(String::new())
@@ -269,10 +301,11 @@ pub fn resource(
         );
         let mut rel = json!({
             "links": {"related": related},
-            "meta": {"count": names.len()},
+            "meta": {"count": count},
         });
         if include.and_then(|i| i.child(field)).is_some() {
-            rel["data"] = Value::Array(names.iter().map(|n| linkage(inv.source, n)).collect());
+            let names = org.table(source).referring(via, &e.name);
+            rel["data"] = Value::Array(names.map(|n| linkage(inv.source, n)).collect());
         }
         relationships.insert(inv.name.to_owned(), rel);
     }
@@ -307,9 +340,9 @@ pub fn single(ty: &'static ResourceType, org: &Org, e: &Entry, query: &Query) ->
     }
     let mut doc = json!({
         "jsonapi": {"version": JSONAPI_VERSION},
-        "data": data,
         "links": {"self": self_href},
     });
+    doc["data"] = data;
     if !query.include.is_empty() {
         doc["included"] = Value::Array(compound.included);
     }
@@ -318,10 +351,7 @@ pub fn single(ty: &'static ResourceType, org: &Org, e: &Entry, query: &Query) ->
 
 /// The document for a collection request.
 pub fn collection(ty: &'static ResourceType, org: &Org, query: &Query) -> Value {
-    let selected = select(ty, org, query);
-    let total = selected.len();
-    let (skip, take) = query.page.window();
-    let page: Vec<&Arc<Entry>> = selected.into_iter().skip(skip).take(take).collect();
+    let (total, page) = select(ty, org, query);
     let mut compound = Compound::new(org);
     for e in &page {
         compound.primary(ty, e);
@@ -333,12 +363,14 @@ pub fn collection(ty: &'static ResourceType, org: &Org, query: &Query) -> Value 
     for e in &page {
         compound.walk(ty, e, &query.include, query);
     }
+    // Documents are assembled by moving values in: `json!` would serialize
+    // (deep-copy) an interpolated `Value`.
     let mut doc = json!({
         "jsonapi": {"version": JSONAPI_VERSION},
-        "data": data,
-        "links": page_links(ty, query, total),
         "meta": {"total": total},
     });
+    doc["data"] = Value::Array(data);
+    doc["links"] = page_links(ty, query, total);
     if !query.include.is_empty() {
         doc["included"] = Value::Array(compound.included);
     }
@@ -392,4 +424,147 @@ fn page_links(ty: &ResourceType, query: &Query, total: usize) -> Value {
         "next": next.map_or(Value::Null, link),
         "last": link(last),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::query::{self, Target};
+    use crate::api::registry::by_name;
+    use jiff::Timestamp;
+
+    fn requirement(
+        name: &str,
+        created: i64,
+        assignee: Option<&str>,
+        persona: Option<&str>,
+    ) -> Entry {
+        let mut attributes = vec![Value::Null; 9];
+        attributes[0] = format!("Title {name}").into();
+        attributes[8] = assignee.map_or(Value::Null, Value::from);
+        Entry {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            resource_version: "1".into(),
+            created: Timestamp::from_second(created).unwrap(),
+            updated: Timestamp::from_second(created).unwrap(),
+            archived: false,
+            attributes: attributes.into(),
+            relationships: vec![
+                persona.map(|p| vec![p.to_owned()]).unwrap_or_default(),
+                vec![],
+                vec![],
+                vec![],
+            ]
+            .into(),
+            search_text: format!("title {name}\n"),
+        }
+    }
+
+    fn persona(name: &str) -> Entry {
+        Entry {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            resource_version: "1".into(),
+            created: Timestamp::from_second(1).unwrap(),
+            updated: Timestamp::from_second(1).unwrap(),
+            archived: false,
+            attributes: vec![Value::from("P"), Value::Null, Value::Null].into(),
+            relationships: Vec::new().into(),
+            search_text: String::new(),
+        }
+    }
+
+    fn org() -> Org {
+        let (req, per) = (by_name("requirement").unwrap(), by_name("persona").unwrap());
+        let mut org = Org::default();
+        org.upsert(req, requirement("b", 10, Some("bob"), Some("p1")));
+        org.upsert(req, requirement("a", 10, None, Some("p1")));
+        org.upsert(req, requirement("c", 5, Some("alice"), None));
+        let mut archived = requirement("d", 1, Some("zed"), Some("p1"));
+        archived.archived = true;
+        org.upsert(req, archived);
+        org.upsert(per, persona("p1"));
+        org
+    }
+
+    fn ids(ty: &'static ResourceType, org: &Org, raw: &str) -> Vec<String> {
+        let q = query::parse(ty, raw, Target::Collection).unwrap();
+        collection(ty, org, &q)["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn default_order_is_oldest_first_then_id_and_unset_values_sort_last() {
+        let (req, org) = (by_name("requirement").unwrap(), org());
+        assert_eq!(ids(req, &org, ""), ["c", "a", "b"]);
+        assert_eq!(ids(req, &org, "sort=assignee"), ["c", "b", "a"]);
+        assert_eq!(ids(req, &org, "sort=-assignee"), ["b", "c", "a"]);
+        assert_eq!(ids(req, &org, "sort=-created_at,-id"), ["b", "a", "c"]);
+        assert_eq!(ids(req, &org, "filter[archived]=true"), ["d"]);
+    }
+
+    #[test]
+    fn offset_links_at_both_edges() {
+        let (req, org) = (by_name("requirement").unwrap(), org());
+        let q = query::parse(req, "page[offset]=0&page[limit]=2", Target::Collection).unwrap();
+        let doc = collection(req, &org, &q);
+        assert_eq!(doc["meta"]["total"], 3);
+        assert_eq!(doc["links"]["prev"], Value::Null);
+        assert_eq!(
+            doc["links"]["next"],
+            "/api/v1/requirements?page%5Boffset%5D=2&page%5Blimit%5D=2"
+        );
+        assert_eq!(
+            doc["links"]["last"],
+            "/api/v1/requirements?page%5Boffset%5D=1&page%5Blimit%5D=2"
+        );
+        let q = query::parse(req, "page[offset]=2&page[limit]=2", Target::Collection).unwrap();
+        let doc = collection(req, &org, &q);
+        assert_eq!(doc["data"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["links"]["next"], Value::Null);
+        assert_eq!(
+            doc["links"]["prev"],
+            "/api/v1/requirements?page%5Boffset%5D=0&page%5Blimit%5D=2"
+        );
+    }
+
+    #[test]
+    fn includes_are_unique_and_inverses_leave_archived_objects_out() {
+        let (req, per, org) = (
+            by_name("requirement").unwrap(),
+            by_name("persona").unwrap(),
+            org(),
+        );
+        let q = query::parse(req, "include=persona", Target::Collection).unwrap();
+        let doc = collection(req, &org, &q);
+        assert_eq!(doc["included"].as_array().unwrap().len(), 1, "{doc}");
+        assert_eq!(doc["included"][0]["id"], "p1");
+        let q = query::parse(per, "include=requirements", Target::Single).unwrap();
+        let p1 = org.table(per).get("p1").unwrap();
+        let doc = single(per, &org, p1, &q);
+        let rel = &doc["data"]["relationships"]["requirements"];
+        assert_eq!(rel["meta"]["count"], 2);
+        assert_eq!(
+            rel["data"],
+            json!([{"type": "requirement", "id": "a"}, {"type": "requirement", "id": "b"}])
+        );
+        assert_eq!(
+            rel["links"]["related"],
+            "/api/v1/requirements?filter%5Bpersona%5D=p1"
+        );
+        // Without the include, an inverse carries its count and link only.
+        let q = query::parse(per, "", Target::Single).unwrap();
+        let doc = single(per, &org, p1, &q);
+        assert!(
+            doc["data"]["relationships"]["requirements"]
+                .get("data")
+                .is_none()
+        );
+        assert!(doc.get("included").is_none());
+    }
 }

@@ -139,9 +139,11 @@ pub struct Table {
     by_name: HashMap<String, Arc<Entry>>,
     /// Default order: oldest first, then by name.
     order: BTreeMap<(Timestamp, String), Arc<Entry>>,
-    /// Per relationship of this type: related name -> names of objects here
-    /// that point at it.
+    /// Per relationship of this type: related name -> names of the live
+    /// (not archived) objects here that point at it. Inverse relationships
+    /// are read from here, and leave archived objects out as collections do.
     refs: Vec<HashMap<String, BTreeSet<String>>>,
+    archived: usize,
 }
 
 impl Table {
@@ -157,12 +159,22 @@ impl Table {
         self.by_name.is_empty()
     }
 
+    /// How many objects are archived (`true`) or live (`false`).
+    pub fn count(&self, archived: bool) -> usize {
+        if archived {
+            self.archived
+        } else {
+            self.by_name.len() - self.archived
+        }
+    }
+
     /// Every object, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> {
         self.order.values()
     }
 
-    /// Names of the objects whose relationship `rel` includes `target`.
+    /// Names of the live objects whose relationship `rel` includes
+    /// `target`, in name order.
     pub fn referring(&self, rel: usize, target: &str) -> impl Iterator<Item = &str> {
         self.refs
             .get(rel)
@@ -172,6 +184,14 @@ impl Table {
             .map(String::as_str)
     }
 
+    /// How many live objects' relationship `rel` includes `target`.
+    pub fn referring_count(&self, rel: usize, target: &str) -> usize {
+        self.refs
+            .get(rel)
+            .and_then(|m| m.get(target))
+            .map_or(0, BTreeSet::len)
+    }
+
     fn insert(&mut self, entry: Arc<Entry>) {
         if let Some(old) = self.by_name.get(&entry.name)
             && (entry.older_than(old) || **old == *entry)
@@ -179,7 +199,12 @@ impl Table {
             return;
         }
         self.remove(&entry.name.clone());
-        for (i, names) in entry.relationships.iter().enumerate() {
+        let live = if entry.archived {
+            &[][..]
+        } else {
+            &entry.relationships[..]
+        };
+        for (i, names) in live.iter().enumerate() {
             if self.refs.len() <= i {
                 self.refs.resize_with(i + 1, HashMap::new);
             }
@@ -190,6 +215,7 @@ impl Table {
                     .insert(entry.name.clone());
             }
         }
+        self.archived += usize::from(entry.archived);
         self.order
             .insert((entry.created, entry.name.clone()), entry.clone());
         self.by_name.insert(entry.name.clone(), entry);
@@ -199,6 +225,7 @@ impl Table {
         let Some(old) = self.by_name.remove(name) else {
             return;
         };
+        self.archived -= usize::from(old.archived);
         self.order.remove(&(old.created, old.name.clone()));
         for (i, names) in old.relationships.iter().enumerate() {
             for target in names {
@@ -434,8 +461,18 @@ mod tests {
         org.upsert(req, entry("Requirement", "r1", 8, spec("p3")));
         assert_eq!(referring(&org, "p2"), ["r1"]);
         assert!(referring(&org, "p3").is_empty());
+        // Archiving takes an object out of the reverse index.
+        let archived = serde_json::json!({"title": "t", "persona": "p2", "archived": true});
+        org.upsert(req, entry("Requirement", "r1", 10, archived));
+        assert!(referring(&org, "p2").is_empty());
+        assert_eq!(org.table(req).referring_count(0, "p1"), 1);
         org.remove(req, "r2");
         assert!(referring(&org, "p1").is_empty());
+        assert_eq!(org.table(req).referring_count(0, "p1"), 0);
+        assert_eq!(
+            (org.table(req).count(true), org.table(req).count(false)),
+            (1, 0)
+        );
         assert_eq!(org.table(req).len(), 1);
     }
 
