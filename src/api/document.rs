@@ -109,39 +109,71 @@ pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> (usize, Vec
         }
         return (total, page);
     }
-    let mut selected: Vec<&Arc<Entry>> = table.iter().filter(|e| matches(e)).collect();
+    let mut keyed: Vec<(Vec<SortValue<'o>>, &'o Arc<Entry>)> = table
+        .iter()
+        .filter(|e| matches(e))
+        .map(|e| {
+            let keys = query
+                .sort
+                .iter()
+                .map(|k| sort_value(ty, k.field, e))
+                .collect();
+            (keys, e)
+        })
+        .collect();
     // The table's order (oldest first, then id) breaks ties, as the sort is
     // stable.
-    selected.sort_by(|a, b| compare(ty, &query.sort, a, b));
-    let total = selected.len();
-    (total, selected.into_iter().skip(skip).take(take).collect())
+    keyed.sort_by(|(a, _), (b, _)| compare(&query.sort, a, b));
+    let total = keyed.len();
+    let page = keyed
+        .into_iter()
+        .skip(skip)
+        .take(take)
+        .map(|(_, e)| e)
+        .collect();
+    (total, page)
 }
 
-fn compare(ty: &ResourceType, keys: &[SortKey], a: &Entry, b: &Entry) -> Ordering {
-    for key in keys {
-        let order = match key.field {
-            SortField::Id => a.name.cmp(&b.name),
-            SortField::Field(Field::CreatedAt) => a.created.cmp(&b.created),
-            SortField::Field(Field::UpdatedAt) => a.updated.cmp(&b.updated),
-            SortField::Field(Field::Archived) => a.archived.cmp(&b.archived),
-            SortField::Field(Field::Attribute(i)) => {
-                match (&a.attributes[i], &b.attributes[i]) {
-                    // Unset values come last whichever the direction.
-                    (Value::Null, Value::Null) => Ordering::Equal,
-                    (Value::Null, _) => return Ordering::Greater,
-                    (_, Value::Null) => return Ordering::Less,
-                    (x, y) => match ty.attributes[i].kind {
-                        AttrKind::Enum(values) => rank(values, x).cmp(&rank(values, y)),
-                        _ => x.as_str().cmp(&y.as_str()),
-                    },
+/// One object's value for one sort key, computed once per request rather
+/// than at every comparison.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SortValue<'e> {
+    Rank(usize),
+    Text(&'e str),
+    Time(jiff::Timestamp),
+    Flag(bool),
+    Unset,
+}
+
+fn sort_value<'e>(ty: &ResourceType, field: SortField, e: &'e Entry) -> SortValue<'e> {
+    match field {
+        SortField::Id => SortValue::Text(&e.name),
+        SortField::Field(Field::CreatedAt) => SortValue::Time(e.created),
+        SortField::Field(Field::UpdatedAt) => SortValue::Time(e.updated),
+        SortField::Field(Field::Archived) => SortValue::Flag(e.archived),
+        SortField::Field(Field::Attribute(i)) => {
+            let value = &e.attributes[i];
+            match (ty.attributes[i].kind, value.as_str()) {
+                (_, None) => SortValue::Unset,
+                (AttrKind::Enum(values), Some(_)) => {
+                    rank(values, value).map_or(SortValue::Unset, SortValue::Rank)
                 }
+                (_, Some(text)) => SortValue::Text(text),
             }
-            SortField::Field(_) => Ordering::Equal,
-        };
-        let order = if key.descending {
-            order.reverse()
-        } else {
-            order
+        }
+        SortField::Field(_) => SortValue::Unset,
+    }
+}
+
+fn compare(keys: &[SortKey], a: &[SortValue<'_>], b: &[SortValue<'_>]) -> Ordering {
+    for (key, (x, y)) in keys.iter().zip(a.iter().zip(b)) {
+        let order = match (x, y) {
+            // Unset values come last whichever the direction.
+            (SortValue::Unset, SortValue::Unset) => continue,
+            (SortValue::Unset, _) => return Ordering::Greater,
+            (_, SortValue::Unset) => return Ordering::Less,
+            _ if key.descending => y.cmp(x),
+            _ => x.cmp(y),
         };
         if order != Ordering::Equal {
             return order;
