@@ -2,7 +2,7 @@
 //! value comes from a fixed set (result, error reason, OAuth error code,
 //! route, status), never from request data, so cardinality stays bounded.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::api::registry::TYPES;
 use crate::index::CredentialIndex;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -182,49 +183,30 @@ impl Metrics {
     }
 }
 
-/// `/api/v1/<endpoint>` and `/api/v1/<endpoint>/{id}` as fixed route names.
+/// `/api/v1/<endpoint>` and `/api/v1/<endpoint>/{id}` as fixed route names,
+/// one pair per declared type.
 fn api_route(path: &str) -> Option<&'static str> {
+    static ROUTES: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+        TYPES
+            .iter()
+            .map(|t| {
+                (
+                    format!("api:{}", t.endpoint),
+                    format!("api:{}/{{id}}", t.endpoint),
+                )
+            })
+            .collect()
+    });
     let rest = path.strip_prefix("/api/v1/")?;
     let (endpoint, item) = match rest.split_once('/') {
         Some((e, id)) if !id.is_empty() && !id.contains('/') => (e, true),
         Some(_) => return None,
         None => (rest, false),
     };
-    let i = crate::api::registry::TYPES
-        .iter()
-        .position(|t| t.endpoint == endpoint)?;
-    Some(if item {
-        API_ITEM_ROUTES[i]
-    } else {
-        API_ROUTES[i]
-    })
+    let i = TYPES.iter().position(|t| t.endpoint == endpoint)?;
+    let (list, one) = &ROUTES[i];
+    Some(if item { one.as_str() } else { list.as_str() })
 }
-
-const API_ROUTES: [&str; 10] = [
-    "api:requirements",
-    "api:personas",
-    "api:use_cases",
-    "api:test_cases",
-    "api:test_results",
-    "api:components",
-    "api:processes",
-    "api:policies",
-    "api:capabilities",
-    "api:teams",
-];
-
-const API_ITEM_ROUTES: [&str; 10] = [
-    "api:requirements/{id}",
-    "api:personas/{id}",
-    "api:use_cases/{id}",
-    "api:test_cases/{id}",
-    "api:test_results/{id}",
-    "api:components/{id}",
-    "api:processes/{id}",
-    "api:policies/{id}",
-    "api:capabilities/{id}",
-    "api:teams/{id}",
-];
 
 #[cfg(test)]
 mod tests {
@@ -253,7 +235,7 @@ mod tests {
 
     #[test]
     fn api_routes_are_named_per_endpoint_never_per_id() {
-        for t in crate::api::registry::TYPES {
+        for t in TYPES {
             let list = format!("/api/v1/{}", t.endpoint);
             assert_eq!(
                 api_route(&list),
