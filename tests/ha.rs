@@ -132,6 +132,29 @@ async fn one_leader_reconciles_both_serve_and_leadership_moves() {
     let from_follower = token(&http, &follower.base, &client, &ns.name, "first").await;
     verify_with_jwks_of(&http, &follower.base, &from_leader).await;
     verify_with_jwks_of(&http, &leader.base, &from_follower).await;
+    // Both serve the JSON:API from their own caches, with either one's
+    // tokens.
+    let out = cluster().kubectl_stdin(
+        &["-n", &ns.name, "apply", "-f", "-"],
+        Some("apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: r1}\nspec: {title: Shared}\n"),
+    );
+    assert!(out.status.success());
+    for (base, token) in [
+        (&leader.base, &from_follower),
+        (&follower.base, &from_leader),
+    ] {
+        eventually(WAIT, "the requirement served by each replica", || async {
+            let r = http
+                .get(format!("{base}/api/v1/requirements/r1"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?;
+            let body: Value = r.json().await.ok()?;
+            (body["data"]["attributes"]["title"] == "Shared").then_some(())
+        })
+        .await;
+    }
 
     // A leader whose lease is taken away stops writing.
     let steal = |renew: &str| {
