@@ -193,7 +193,19 @@ struct Compound<'o> {
     org: &'o Org,
     seen: HashSet<(usize, String)>,
     included: Vec<Value>,
+    overflow: bool,
 }
+
+/// Objects one document may include; inverse relationships can be large,
+/// and one request should not render a whole organization.
+pub const MAX_INCLUDED: usize = 1000;
+
+/// The include asked for more than [`MAX_INCLUDED`] objects.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "include would add more than {MAX_INCLUDED} objects; use a smaller page or filter the related collection"
+)]
+pub struct TooManyIncluded;
 
 impl<'o> Compound<'o> {
     fn new(org: &'o Org) -> Self {
@@ -201,6 +213,7 @@ impl<'o> Compound<'o> {
             org,
             seen: HashSet::new(),
             included: Vec::new(),
+            overflow: false,
         }
     }
 
@@ -214,11 +227,18 @@ impl<'o> Compound<'o> {
                 continue;
             };
             for name in related_names(ty, self.org, e, *field) {
+                if self.overflow {
+                    return;
+                }
                 let Some(related) = self.org.table(target).get(&name).cloned() else {
                     // A dangling name: linkage shows it, nothing to include.
                     continue;
                 };
                 if self.seen.insert((target.index(), name)) {
+                    if self.included.len() == MAX_INCLUDED {
+                        self.overflow = true;
+                        return;
+                    }
                     let rendered = resource(target, self.org, &related, query, Some(child));
                     self.included.push(rendered);
                 }
@@ -356,7 +376,12 @@ pub fn resource(
 }
 
 /// The document for one object.
-pub fn single(ty: &'static ResourceType, org: &Org, e: &Entry, query: &Query) -> Value {
+pub fn single(
+    ty: &'static ResourceType,
+    org: &Org,
+    e: &Entry,
+    query: &Query,
+) -> Result<Value, TooManyIncluded> {
     let mut compound = Compound::new(org);
     compound.primary(ty, e);
     let data = resource(ty, org, e, query, Some(&query.include));
@@ -375,14 +400,21 @@ pub fn single(ty: &'static ResourceType, org: &Org, e: &Entry, query: &Query) ->
         "links": {"self": self_href},
     });
     doc["data"] = data;
+    if compound.overflow {
+        return Err(TooManyIncluded);
+    }
     if !query.include.is_empty() {
         doc["included"] = Value::Array(compound.included);
     }
-    doc
+    Ok(doc)
 }
 
 /// The document for a collection request.
-pub fn collection(ty: &'static ResourceType, org: &Org, query: &Query) -> Value {
+pub fn collection(
+    ty: &'static ResourceType,
+    org: &Org,
+    query: &Query,
+) -> Result<Value, TooManyIncluded> {
     let (total, page) = select(ty, org, query);
     let mut compound = Compound::new(org);
     for e in &page {
@@ -403,10 +435,13 @@ pub fn collection(ty: &'static ResourceType, org: &Org, query: &Query) -> Value 
     });
     doc["data"] = Value::Array(data);
     doc["links"] = page_links(ty, query, total);
+    if compound.overflow {
+        return Err(TooManyIncluded);
+    }
     if !query.include.is_empty() {
         doc["included"] = Value::Array(compound.included);
     }
-    doc
+    Ok(doc)
 }
 
 fn page_links(ty: &ResourceType, query: &Query, total: usize) -> Value {
@@ -522,7 +557,7 @@ mod tests {
 
     fn ids(ty: &'static ResourceType, org: &Org, raw: &str) -> Vec<String> {
         let q = query::parse(ty, raw, Target::Collection).unwrap();
-        collection(ty, org, &q)["data"]
+        collection(ty, org, &q).unwrap()["data"]
             .as_array()
             .unwrap()
             .iter()
@@ -544,7 +579,7 @@ mod tests {
     fn offset_links_at_both_edges() {
         let (req, org) = (by_name("requirement").unwrap(), org());
         let q = query::parse(req, "page[offset]=0&page[limit]=2", Target::Collection).unwrap();
-        let doc = collection(req, &org, &q);
+        let doc = collection(req, &org, &q).unwrap();
         assert_eq!(doc["meta"]["total"], 3);
         assert_eq!(doc["links"]["prev"], Value::Null);
         assert_eq!(
@@ -556,7 +591,7 @@ mod tests {
             "/api/v1/requirements?page%5Boffset%5D=1&page%5Blimit%5D=2"
         );
         let q = query::parse(req, "page[offset]=2&page[limit]=2", Target::Collection).unwrap();
-        let doc = collection(req, &org, &q);
+        let doc = collection(req, &org, &q).unwrap();
         assert_eq!(doc["data"].as_array().unwrap().len(), 1);
         assert_eq!(doc["links"]["next"], Value::Null);
         assert_eq!(
@@ -573,12 +608,12 @@ mod tests {
             org(),
         );
         let q = query::parse(req, "include=persona", Target::Collection).unwrap();
-        let doc = collection(req, &org, &q);
+        let doc = collection(req, &org, &q).unwrap();
         assert_eq!(doc["included"].as_array().unwrap().len(), 1, "{doc}");
         assert_eq!(doc["included"][0]["id"], "p1");
         let q = query::parse(per, "include=requirements", Target::Single).unwrap();
         let p1 = org.table(per).get("p1").unwrap();
-        let doc = single(per, &org, p1, &q);
+        let doc = single(per, &org, p1, &q).unwrap();
         let rel = &doc["data"]["relationships"]["requirements"];
         assert_eq!(rel["meta"]["count"], 2);
         assert_eq!(
@@ -591,12 +626,30 @@ mod tests {
         );
         // Without the include, an inverse carries its count and link only.
         let q = query::parse(per, "", Target::Single).unwrap();
-        let doc = single(per, &org, p1, &q);
+        let doc = single(per, &org, p1, &q).unwrap();
         assert!(
             doc["data"]["relationships"]["requirements"]
                 .get("data")
                 .is_none()
         );
         assert!(doc.get("included").is_none());
+    }
+
+    #[test]
+    fn includes_are_capped() {
+        let (req, per) = (by_name("requirement").unwrap(), by_name("persona").unwrap());
+        let mut org = Org::default();
+        org.upsert(per, persona("p1"));
+        for i in 0..MAX_INCLUDED {
+            org.upsert(req, requirement(&format!("r{i:04}"), 1, None, Some("p1")));
+        }
+        let q = query::parse(per, "include=requirements", Target::Single).unwrap();
+        let p1 = org.table(per).get("p1").unwrap().clone();
+        let doc = single(per, &org, &p1, &q).unwrap();
+        assert_eq!(doc["included"].as_array().unwrap().len(), MAX_INCLUDED);
+        org.upsert(req, requirement("r9999", 1, None, Some("p1")));
+        assert_eq!(single(per, &org, &p1, &q), Err(TooManyIncluded));
+        let q = query::parse(per, "include=requirements", Target::Collection).unwrap();
+        assert_eq!(collection(per, &org, &q), Err(TooManyIncluded));
     }
 }

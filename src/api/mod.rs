@@ -276,7 +276,7 @@ impl ApiService {
         match (method, id) {
             (Method::GET, None) => {
                 let snapshot = self.store.read();
-                let doc = document::collection(ty, snapshot.org(org), &query);
+                let doc = document::collection(ty, snapshot.org(org), &query).map_err(too_many)?;
                 Ok(respond(StatusCode::OK, Some(&doc)))
             }
             (Method::GET, Some(id)) => {
@@ -286,7 +286,7 @@ impl ApiService {
                     .table(ty)
                     .get(id)
                     .ok_or_else(|| Problem::not_found(ty.name, id))?;
-                let doc = document::single(ty, org, entry, &query);
+                let doc = document::single(ty, org, entry, &query).map_err(too_many)?;
                 Ok(with_etag(respond(StatusCode::OK, Some(&doc)), entry))
             }
             (Method::POST, None) => {
@@ -316,7 +316,7 @@ impl ApiService {
                     .map_err(|e| write_error(ty, e, false))?;
                 let entry = self.remember(ty, org, &created)?;
                 let snapshot = self.store.read();
-                let doc = document::single(ty, snapshot.org(org), &entry, &query);
+                let doc = written(ty, snapshot.org(org), &entry, &query);
                 let mut response = with_etag(respond(StatusCode::CREATED, Some(&doc)), &entry);
                 if let Ok(location) = HeaderValue::from_str(&document::self_link(ty, &entry.name)) {
                     response.headers_mut().insert(header::LOCATION, location);
@@ -331,7 +331,7 @@ impl ApiService {
                     .patch(ty, org, id, changes.merge_patch(ty), precondition)
                     .await?;
                 let snapshot = self.store.read();
-                let doc = document::single(ty, snapshot.org(org), &entry, &query);
+                let doc = written(ty, snapshot.org(org), &entry, &query);
                 Ok(with_etag(respond(StatusCode::OK, Some(&doc)), &entry))
             }
             (Method::DELETE, Some(id)) => {
@@ -470,6 +470,28 @@ impl ApiService {
             Err(Problem::many(StatusCode::NOT_FOUND, errors))
         }
     }
+}
+
+fn too_many(e: document::TooManyIncluded) -> Problem {
+    ErrorObject::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+        .parameter("include")
+        .into()
+}
+
+/// The document answering a write, which has happened by now: if its
+/// include is too large, it is answered without one rather than as an error.
+fn written(
+    ty: &'static ResourceType,
+    org: &crate::index::resources::Org,
+    entry: &Entry,
+    query: &query::Query,
+) -> Value {
+    document::single(ty, org, entry, query).unwrap_or_else(|_| {
+        let mut plain = query.clone();
+        plain.include = query::Include::default();
+        plain.kept.retain(|(k, _)| k != "include");
+        document::single(ty, org, entry, &plain).unwrap_or_default()
+    })
 }
 
 fn method_not_allowed(allowed: &'static str) -> Problem {
