@@ -536,6 +536,18 @@ async fn every_type_is_created_read_updated_and_archived_and_kubectl_sees_the_sa
     cluster().kubectl_ok(&["-n", h.org(0), "delete", "team", "platform"]);
     h.wait_for(&token, "/api/v1/teams", &[]).await;
     assert_eq!(h.get(&token, "/api/v1/teams/platform").await.error().0, 404);
+
+    // Writes are logged with who made them; the token never is.
+    let logs = h.operator.logs();
+    let client = claims_of(&token)["sub"].as_str().unwrap().to_owned();
+    for action in ["created", "updated", "archived"] {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&format!("{action} through the JSON:API")) && l.contains(&req))
+            .unwrap_or_else(|| panic!("no {action} line for {req} in\n{logs}"));
+        assert!(line.contains(&client), "{line}");
+    }
+    assert!(!logs.contains(&token));
 }
 
 const DATASET: &str = r#"
@@ -1659,6 +1671,10 @@ async fn every_bad_token_is_401_in_the_seed_format() {
     assert_eq!(h.get(&new, "/api/v1/personas").await.status, 200);
     // The good token was never affected.
     assert_eq!(h.get(&good, "/api/v1/personas").await.status, 200);
+    let logs = h.operator.logs();
+    for secret in [&good, &doomed, &old, &new] {
+        assert!(!logs.contains(secret.as_str()), "a token reached the logs");
+    }
     let metrics = h
         .http
         .get(format!("{}/metrics", h.admin))

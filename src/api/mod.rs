@@ -25,7 +25,7 @@ use jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ObjectMeta, TypeMeta};
 use serde_json::{Value, json};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 
@@ -315,6 +315,7 @@ impl ApiService {
                     .await
                     .map_err(|e| write_error(ty, e, false))?;
                 let entry = self.remember(ty, org, &created)?;
+                info!(org, client = %verified.claims.sub, kind = ty.kind, name = %entry.name, "created through the JSON:API");
                 let snapshot = self.store.read();
                 let doc = written(ty, snapshot.org(org), &entry, &query);
                 let mut response = with_etag(respond(StatusCode::CREATED, Some(&doc)), &entry);
@@ -330,6 +331,7 @@ impl ApiService {
                 let entry = self
                     .patch(ty, org, id, changes.merge_patch(ty), precondition)
                     .await?;
+                info!(org, client = %verified.claims.sub, kind = ty.kind, name = id, "updated through the JSON:API");
                 let snapshot = self.store.read();
                 let doc = written(ty, snapshot.org(org), &entry, &query);
                 Ok(with_etag(respond(StatusCode::OK, Some(&doc)), &entry))
@@ -341,6 +343,7 @@ impl ApiService {
                 let mut spec = serde_json::Map::new();
                 spec.insert("archived".into(), Value::Bool(true));
                 self.patch(ty, org, id, spec, precondition).await?;
+                info!(org, client = %verified.claims.sub, kind = ty.kind, name = id, "archived through the JSON:API");
                 Ok(respond(StatusCode::NO_CONTENT, None))
             }
             _ => Err(method_not_allowed(allowed)),
