@@ -184,33 +184,9 @@ impl ApiService {
             (&Method::POST, None) | (&Method::PATCH | &Method::DELETE, Some(_)) => Access::Write,
             _ => return Err(method_not_allowed(allowed)),
         };
-        let verified = self.authenticate(&request.headers)?;
+        let verified = self.admit(&request.headers, ty, access)?;
         let org = verified.claims.org.as_str();
-        if let Err(wait) = self.limit.take(org, Instant::now()) {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests for this organization; retry later",
-            )
-            .with_header(header::RETRY_AFTER, seconds.max(1).to_string()));
-        }
         let scopes: Vec<&str> = verified.claims.scopes().collect();
-        if !scope::allows(&scopes, ty.name, access) {
-            let needed = match access {
-                Access::Read => format!("{}:read", ty.name),
-                Access::Write => format!("{}:write", ty.name),
-            };
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                format!("the token's scopes do not include {needed}"),
-            )
-            .with_header(
-                header::WWW_AUTHENTICATE,
-                format!("Bearer error=\"insufficient_scope\", scope=\"{needed}\""),
-            ));
-        }
         if !media::accept_ok(header(&request.headers, header::ACCEPT)) {
             return Err(ErrorObject::new(
                 StatusCode::NOT_ACCEPTABLE,
@@ -291,38 +267,8 @@ impl ApiService {
             }
             (Method::POST, None) => {
                 let changes = input::parse(ty, body()?, Intent::Create, None)?;
-                self.check_related(ty, org, &changes).await?;
-                let name = new_id().map_err(|_| Problem::internal("no randomness available"))?;
-                let object = DynamicObject {
-                    types: Some(TypeMeta {
-                        api_version: format!("{GROUP}/{VERSION}"),
-                        kind: ty.kind.to_owned(),
-                    }),
-                    metadata: ObjectMeta {
-                        name: Some(name),
-                        namespace: Some(org.to_owned()),
-                        ..ObjectMeta::default()
-                    },
-                    data: json!({ "spec": changes.spec(ty) }),
-                };
-                let params = PostParams {
-                    field_manager: Some(FIELD_MANAGER.to_owned()),
-                    ..PostParams::default()
-                };
-                let created = self
-                    .api(ty, org)
-                    .create(&params, &object)
+                self.create(ty, org, &verified.claims.sub, changes, &query)
                     .await
-                    .map_err(|e| write_error(ty, e, false))?;
-                let entry = self.remember(ty, org, &created)?;
-                info!(org, client = %verified.claims.sub, kind = ty.kind, name = %entry.name, "created through the JSON:API");
-                let snapshot = self.store.read();
-                let doc = written(ty, snapshot.org(org), &entry, &query);
-                let mut response = with_etag(respond(StatusCode::CREATED, Some(&doc)), &entry);
-                if let Ok(location) = HeaderValue::from_str(&document::self_link(ty, &entry.name)) {
-                    response.headers_mut().insert(header::LOCATION, location);
-                }
-                Ok(response)
             }
             (Method::PATCH, Some(id)) => {
                 let changes = input::parse(ty, body()?, Intent::Update, Some(id))?;
@@ -348,6 +294,86 @@ impl ApiService {
             }
             _ => Err(method_not_allowed(allowed)),
         }
+    }
+
+    /// The token's verdict, the organization's rate limit and the scope,
+    /// in that order.
+    fn admit(
+        &self,
+        headers: &HeaderMap,
+        ty: &ResourceType,
+        access: Access,
+    ) -> Result<crate::token::Verified, Problem> {
+        let verified = self.authenticate(headers)?;
+        let org = verified.claims.org.as_str();
+        if let Err(wait) = self.limit.take(org, Instant::now()) {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests for this organization; retry later",
+            )
+            .with_header(header::RETRY_AFTER, seconds.max(1).to_string()));
+        }
+        let scopes: Vec<&str> = verified.claims.scopes().collect();
+        if !scope::allows(&scopes, ty.name, access) {
+            let needed = match access {
+                Access::Read => format!("{}:read", ty.name),
+                Access::Write => format!("{}:write", ty.name),
+            };
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("the token's scopes do not include {needed}"),
+            )
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                format!("Bearer error=\"insufficient_scope\", scope=\"{needed}\""),
+            ));
+        }
+        Ok(verified)
+    }
+
+    async fn create(
+        &self,
+        ty: &'static ResourceType,
+        org: &str,
+        client: &str,
+        changes: input::Changes,
+        query: &query::Query,
+    ) -> Result<Response, Problem> {
+        self.check_related(ty, org, &changes).await?;
+        let name = new_id().map_err(|_| Problem::internal("no randomness available"))?;
+        let object = DynamicObject {
+            types: Some(TypeMeta {
+                api_version: format!("{GROUP}/{VERSION}"),
+                kind: ty.kind.to_owned(),
+            }),
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(org.to_owned()),
+                ..ObjectMeta::default()
+            },
+            data: json!({ "spec": changes.spec(ty) }),
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        let created = self
+            .api(ty, org)
+            .create(&params, &object)
+            .await
+            .map_err(|e| write_error(ty, e, false))?;
+        let entry = self.remember(ty, org, &created)?;
+        info!(org, client, kind = ty.kind, name = %entry.name, "created through the JSON:API");
+        let snapshot = self.store.read();
+        let doc = written(ty, snapshot.org(org), &entry, query);
+        let mut response = with_etag(respond(StatusCode::CREATED, Some(&doc)), &entry);
+        if let Ok(location) = HeaderValue::from_str(&document::self_link(ty, &entry.name)) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        Ok(response)
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<crate::token::Verified, Problem> {
