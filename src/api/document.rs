@@ -109,27 +109,34 @@ pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> (usize, Vec
         }
         return (total, page);
     }
-    let mut keyed: Vec<(Vec<SortValue<'o>>, &'o Arc<Entry>)> = table
-        .iter()
-        .filter(|e| matches(e))
-        .map(|e| {
-            let keys = query
-                .sort
-                .iter()
-                .map(|k| sort_value(ty, k.field, e))
-                .collect();
-            (keys, e)
-        })
-        .collect();
-    // The table's order (oldest first, then id) breaks ties, as the sort is
-    // stable.
-    keyed.sort_by(|(a, _), (b, _)| compare(&query.sort, a, b));
-    let total = keyed.len();
-    let page = keyed
+    let selected: Vec<&'o Arc<Entry>> = table.iter().filter(|e| matches(e)).collect();
+    // Each object's sort keys, computed once, side by side in one buffer.
+    let k = query.sort.len();
+    let mut keys = Vec::with_capacity(selected.len() * k);
+    for e in &selected {
+        keys.extend(query.sort.iter().map(|key| sort_value(ty, key.field, e)));
+    }
+    // `selected` is in the table's order (oldest first, then id), so ties
+    // fall back to the position: the order is total, and only the objects
+    // up to the page's end need sorting once partitioned off.
+    let order = |a: &usize, b: &usize| {
+        compare(&query.sort, &keys[a * k..][..k], &keys[b * k..][..k]).then(a.cmp(b))
+    };
+    let total = selected.len();
+    let end = skip.saturating_add(take).min(total);
+    let mut positions: Vec<usize> = (0..total).collect();
+    if end == 0 {
+        return (total, Vec::new());
+    }
+    if end < total {
+        positions.select_nth_unstable_by(end - 1, order);
+        positions.truncate(end);
+    }
+    positions.sort_unstable_by(order);
+    let page = positions
         .into_iter()
         .skip(skip)
-        .take(take)
-        .map(|(_, e)| e)
+        .map(|i| selected[i])
         .collect();
     (total, page)
 }
@@ -573,6 +580,55 @@ mod tests {
         assert_eq!(ids(req, &org, "sort=-assignee"), ["b", "c", "a"]);
         assert_eq!(ids(req, &org, "sort=-created_at,-id"), ["b", "a", "c"]);
         assert_eq!(ids(req, &org, "filter[archived]=true"), ["d"]);
+    }
+
+    #[test]
+    fn sorted_pages_partition_the_whole_order() {
+        let req = by_name("requirement").unwrap();
+        let mut org = Org::default();
+        // Many ties on the sort key, so the fallback order decides.
+        for i in 0..37 {
+            let assignee = ["ann", "bob", "cy"][i % 3];
+            let unset = i % 5 == 0;
+            org.upsert(
+                req,
+                requirement(
+                    &format!("r{i:02}"),
+                    (i % 4) as i64,
+                    (!unset).then_some(assignee),
+                    None,
+                ),
+            );
+        }
+        for sort in [
+            "assignee",
+            "-assignee",
+            "-assignee,-id",
+            "created_at",
+            "-created_at,assignee",
+        ] {
+            let all = ids(req, &org, &format!("sort={sort}&page[size]=100"));
+            assert_eq!(all.len(), 37);
+            for size in [1, 4, 10] {
+                let mut paged = Vec::new();
+                for number in 1..=37usize.div_ceil(size) {
+                    paged.extend(ids(
+                        req,
+                        &org,
+                        &format!("sort={sort}&page[number]={number}&page[size]={size}"),
+                    ));
+                }
+                assert_eq!(paged, all, "sort={sort} size={size}");
+            }
+        }
+        // Unset values last, ties by creation then id.
+        let all = ids(req, &org, "sort=assignee&page[size]=100");
+        assert_eq!(&all[..3], ["r12", "r24", "r36"].map(String::from));
+        assert!(
+            all[29..]
+                .iter()
+                .all(|id| id[1..].parse::<usize>().unwrap() % 5 == 0)
+        );
     }
 
     #[test]
