@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use catalio_operator::crd::{ApiCredential, Phase};
-use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually};
+use catalio_test_support::{
+    OperatorProcess, TestNamespace, access_token, cluster, credential_secret, eventually,
+};
 use jsonwebtoken::{DecodingKey, Validation, decode, decode_header, jwk::JwkSet};
-use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_catalio-operator");
 const WAIT: Duration = Duration::from_secs(30);
@@ -51,37 +52,9 @@ async fn create_and_wait(client: &Client, ns: &str, name: &str, timeout: Duratio
     .await;
 }
 
-async fn token(
-    http: &reqwest::Client,
-    base: &str,
-    client: &Client,
-    ns: &str,
-    name: &str,
-) -> String {
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap();
-    let data = secret.data.unwrap();
-    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-    let body = json!({"client_id": text("client_id"), "client_secret": text("client_secret"), "grant_type": "client_credentials"});
-    eventually(WAIT, "a token", || async {
-        let r = http
-            .post(format!("{base}/oauth/token"))
-            .json(&body)
-            .send()
-            .await
-            .ok()?;
-        if r.status() != 200 {
-            return None;
-        }
-        Some(
-            r.json::<Value>().await.ok()?["access_token"]
-                .as_str()?
-                .to_owned(),
-        )
-    })
-    .await
+async fn token(base: &str, client: &Client, ns: &str, name: &str) -> String {
+    let (id, secret) = credential_secret(client, ns, name).await;
+    access_token(base, &id, &secret, WAIT).await
 }
 
 /// Verifies `token` with the JWKS served by `base`, using jsonwebtoken.
@@ -128,8 +101,8 @@ async fn one_leader_reconciles_both_serve_and_leadership_moves() {
     );
 
     // Both serve, and each one's tokens verify with the other's JWKS.
-    let from_leader = token(&http, &leader.base, &client, &ns.name, "first").await;
-    let from_follower = token(&http, &follower.base, &client, &ns.name, "first").await;
+    let from_leader = token(&leader.base, &client, &ns.name, "first").await;
+    let from_follower = token(&follower.base, &client, &ns.name, "first").await;
     verify_with_jwks_of(&http, &follower.base, &from_leader).await;
     verify_with_jwks_of(&http, &leader.base, &from_follower).await;
     // Both serve the JSON:API from their own caches, with either one's

@@ -7,7 +7,10 @@ use std::process::Output;
 use std::time::Duration;
 
 use catalio_operator::crd::{ApiCredential, Phase};
-use catalio_test_support::{OperatorProcess, REPO, TestNamespace, cluster, eventually, free_port};
+use catalio_test_support::{
+    OperatorProcess, REPO, TestNamespace, access_token, cluster, credential_secret, eventually,
+    free_port,
+};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{ListParams, PostParams};
@@ -236,20 +239,8 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
         args.extend(["--watch-namespaces", watch]);
     }
     let (operator, endpoints) = OperatorProcess::run_serving(OPERATOR, kubeconfig, &args);
+    operator.wait_ready(&endpoints, WAIT).await;
     let http = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let ready = http.get(format!("{}/readyz", endpoints.admin)).send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the operator did not become ready:\n{}",
-            operator.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let creds = Api::<ApiCredential>::namespaced(admin.clone(), org);
     let yaml = "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: ci}\nspec: {displayName: CI, scopes: [\"*:write\"]}\n";
@@ -263,27 +254,8 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
         (creds.get("ci").await.ok()?.status?.phase == Some(Phase::Active)).then_some(())
     })
     .await;
-    let secret = Api::<Secret>::namespaced(admin.clone(), org)
-        .get("ci")
-        .await
-        .unwrap();
-    let data = secret.data.unwrap();
-    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-    let body = json!({
-        "client_id": text("client_id"), "client_secret": text("client_secret"),
-        "grant_type": "client_credentials",
-    });
-    let token = eventually(WAIT, "a token under the chart's RBAC", || async {
-        let r = http
-            .post(format!("{}/oauth/token", endpoints.base))
-            .json(&body)
-            .send()
-            .await
-            .ok()?;
-        let body: serde_json::Value = r.json().await.ok()?;
-        body["access_token"].as_str().map(str::to_owned)
-    })
-    .await;
+    let (id, secret) = credential_secret(&admin, org, "ci").await;
+    let token = access_token(&endpoints.base, &id, &secret, WAIT).await;
     // The JSON:API writes and reads business objects under the same RBAC.
     let created = http
         .post(format!("{}/api/v1/requirements", endpoints.base))

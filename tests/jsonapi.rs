@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use catalio_operator::crd::{ApiCredential, Phase};
-use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually};
+use catalio_test_support::{
+    OperatorProcess, TestNamespace, access_token, cluster, credential_secret, eventually,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use reqwest::Method;
@@ -86,20 +88,14 @@ impl Harness {
         args.extend_from_slice(extra);
         let (operator, endpoints) =
             OperatorProcess::run_serving(OPERATOR, &cluster().kubeconfig, &args);
-        let http = reqwest::Client::new();
-        let readyz = format!("{}/readyz", endpoints.admin);
-        eventually(WAIT, "the operator to be ready", || async {
-            let r = http.get(&readyz).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
+        operator.wait_ready(&endpoints, WAIT).await;
         Harness {
             orgs: namespaces,
             client,
             operator,
             base: endpoints.base,
             admin: endpoints.admin,
-            http,
+            http: reqwest::Client::new(),
         }
     }
 
@@ -153,32 +149,11 @@ impl Harness {
     }
 
     async fn secret(&self, org: usize, name: &str) -> (String, String) {
-        let secret = Api::<Secret>::namespaced(self.client.clone(), self.org(org))
-            .get(name)
-            .await
-            .unwrap();
-        let data = secret.data.unwrap();
-        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-        (text("client_id"), text("client_secret"))
+        credential_secret(&self.client, self.org(org), name).await
     }
 
     async fn token_for(&self, id: &str, secret: &str) -> String {
-        let url = format!("{}/oauth/token", self.base);
-        eventually(WAIT, "a token", || async {
-            let r = self
-                .http
-                .post(&url)
-                .json(&json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret}))
-                .send()
-                .await
-                .ok()?;
-            if r.status() != 200 {
-                return None;
-            }
-            let body: Value = r.json().await.ok()?;
-            body["access_token"].as_str().map(str::to_owned)
-        })
-        .await
+        access_token(&self.base, id, secret, WAIT).await
     }
 
     async fn call(

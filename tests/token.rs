@@ -9,8 +9,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use catalio_operator::crd::{ApiCredential, Phase};
 use catalio_operator::index::{self, CredentialIndex};
 use catalio_operator::token::{KeyStore, Verifier, VerifyError, keystore};
-use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually, python};
-use k8s_openapi::api::core::v1::Secret;
+use catalio_test_support::{
+    OperatorProcess, TestNamespace, cluster, credential_secret, eventually, python,
+};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,21 +51,14 @@ impl Server {
         args.extend_from_slice(extra);
         let (operator, endpoints) =
             OperatorProcess::run_serving(OPERATOR, &cluster().kubeconfig, &args);
-        let base = endpoints.base;
-        let http = reqwest::Client::new();
-        let readyz = format!("{}/readyz", endpoints.admin);
-        eventually(WAIT, "the server to be ready", || async {
-            let r = http.get(&readyz).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
+        operator.wait_ready(&endpoints, WAIT).await;
         Self {
             ns,
             client,
             operator,
-            base,
-            readyz,
-            http,
+            base: endpoints.base,
+            readyz: format!("{}/readyz", endpoints.admin),
+            http: reqwest::Client::new(),
         }
     }
 
@@ -116,16 +110,8 @@ impl Server {
     }
 
     async fn read_secret(&self, name: &str) -> Credential {
-        let secret = Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
-            .get(name)
-            .await
-            .unwrap();
-        let data = secret.data.unwrap();
-        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-        Credential {
-            id: text("client_id"),
-            secret: text("client_secret"),
-        }
+        let (id, secret) = credential_secret(&self.client, &self.ns.name, name).await;
+        Credential { id, secret }
     }
 
     /// The Catalio-documented JSON request, with `extra` fields merged in.

@@ -258,6 +258,26 @@ impl OperatorProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until `endpoints.admin` answers `/readyz` with 200; panics with
+    /// the operator's logs after `timeout`.
+    pub async fn wait_ready(&self, endpoints: &Endpoints, timeout: Duration) {
+        let http = reqwest::Client::new();
+        let url = format!("{}/readyz", endpoints.admin);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = http.get(&url).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator did not become ready:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops the process the hard way, as a crash or an OOM kill would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -291,6 +311,38 @@ impl Drop for OperatorProcess {
         let _ = self.watchdog.wait();
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// The `client_id` and `client_secret` in a credential's Secret.
+pub async fn credential_secret(client: &Client, namespace: &str, name: &str) -> (String, String) {
+    use k8s_openapi::api::core::v1::Secret;
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .expect("the credential's Secret");
+    let data = secret.data.expect("Secret data");
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("UTF-8");
+    (text("client_id"), text("client_secret"))
+}
+
+/// An access token from the operator at `base` (JSON body, as Catalio
+/// documents it), retried until the server knows the client or `timeout`
+/// passes.
+pub async fn access_token(base: &str, client_id: &str, secret: &str, timeout: Duration) -> String {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/oauth/token");
+    let body = serde_json::json!({
+        "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret,
+    });
+    eventually(timeout, "an access token", || async {
+        let r = http.post(&url).json(&body).send().await.ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        let body: serde_json::Value = r.json().await.ok()?;
+        body["access_token"].as_str().map(str::to_owned)
+    })
+    .await
 }
 
 /// A loopback port nothing listens on right now.
