@@ -41,12 +41,7 @@ pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> (usize, Vec
         .iter()
         .map(|f| match f {
             Filter::Related(Field::Inverse(i), ids) => {
-                let inverse = &ty.inverses[*i];
-                let source = registry::by_name(inverse.source)?;
-                let via = source
-                    .relationships
-                    .iter()
-                    .position(|r| r.name == inverse.via)?;
+                let (source, via) = ty.inverses[*i].resolve();
                 let sources = org.table(source);
                 Some(
                     ids.iter()
@@ -261,17 +256,7 @@ fn related_names(ty: &ResourceType, org: &Org, e: &Entry, field: Field) -> Vec<S
     match field {
         Field::Relationship(i) => e.relationships[i].clone(),
         Field::Inverse(i) => {
-            let inverse = &ty.inverses[i];
-            let Some(source) = registry::by_name(inverse.source) else {
-                return Vec::new();
-            };
-            let Some(via) = source
-                .relationships
-                .iter()
-                .position(|r| r.name == inverse.via)
-            else {
-                return Vec::new();
-            };
+            let (source, via) = ty.inverses[i].resolve();
             org.table(source)
                 .referring(via, &e.name)
                 .map(str::to_owned)
@@ -342,14 +327,7 @@ pub fn resource(
         if !query.wants(ty, field) {
             continue;
         }
-        let Some(source) = registry::by_name(inv.source) else {
-            continue;
-        };
-        let via = source
-            .relationships
-            .iter()
-            .position(|r| r.name == inv.via)
-            .unwrap_or(0);
+        let (source, via) = inv.resolve();
         let count = org.table(source).referring_count(via, &e.name);
         let endpoint = source.endpoint;
         let related = format!(

@@ -50,6 +50,21 @@ pub struct Inverse {
     pub via: &'static str,
 }
 
+impl Inverse {
+    /// The source type and the position of the relationship in it. The
+    /// registry is static and a unit test resolves every inverse, so this
+    /// cannot fail at run time.
+    pub fn resolve(&self) -> (&'static ResourceType, usize) {
+        let source = by_name(self.source).expect("inverse source is a declared type");
+        let via = source
+            .relationships
+            .iter()
+            .position(|r| r.name == self.via)
+            .expect("inverse names a relationship of its source");
+        (source, via)
+    }
+}
+
 #[derive(Debug)]
 pub struct ResourceType {
     /// JSON:API type, as in scopes.
@@ -414,9 +429,12 @@ mod tests {
                 assert!(by_name(r.target).is_some());
             }
             for i in t.inverses {
-                let source = by_name(i.source).unwrap();
-                let via = source.relationships.iter().find(|r| r.name == i.via);
-                assert_eq!(via.map(|r| r.target), Some(t.name), "{}.{}", t.name, i.name);
+                let (source, via) = i.resolve();
+                assert_eq!(
+                    source.relationships[via].target, t.name,
+                    "{}.{}",
+                    t.name, i.name
+                );
             }
             let mut in_schema: Vec<&str> = props.keys().map(String::as_str).collect();
             in_schema.sort_unstable();
