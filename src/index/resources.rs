@@ -4,7 +4,6 @@
 //! watches and by the API's own writes; read by the JSON:API without I/O.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use jiff::Timestamp;
@@ -277,8 +276,8 @@ impl Org {
 pub struct ResourceStore {
     orgs: RwLock<HashMap<String, Org>>,
     watches: usize,
+    /// The watches that have listed once.
     synced: Mutex<BTreeSet<usize>>,
-    synced_count: AtomicUsize,
 }
 
 /// A read view of the store; hold it only while building one response.
@@ -302,7 +301,6 @@ impl ResourceStore {
             orgs: RwLock::default(),
             watches,
             synced: Mutex::default(),
-            synced_count: AtomicUsize::new(0),
         })
     }
 
@@ -349,15 +347,15 @@ impl ResourceStore {
         }
         orgs.retain(|_, org| !org.is_empty());
         drop(orgs);
-        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
-        if synced.insert(watch) {
-            self.synced_count.store(synced.len(), Ordering::Release);
-        }
+        self.synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(watch);
     }
 
     /// Whether every watch has listed once.
     pub fn is_synced(&self) -> bool {
-        self.synced_count.load(Ordering::Acquire) >= self.watches
+        self.synced.lock().unwrap_or_else(|e| e.into_inner()).len() >= self.watches
     }
 }
 
