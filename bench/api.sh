@@ -10,15 +10,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seconds=${1:-10}
 count=${2:-10000}
 conns=32
-command -v wrk > /dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-
-kubectl create namespace bench > /dev/null
+require_wrk
+bench_credential
 kubectl -n bench apply -f - > /dev/null <<YAML
-apiVersion: catalio.ai/v1
-kind: ApiCredential
-metadata: {name: load}
-spec: {displayName: Load test, scopes: ["*:read"]}
----
 apiVersion: v1
 kind: ServiceAccount
 metadata: {name: reader}
@@ -90,6 +84,7 @@ total=$(curl -s "$api/requirements?page[size]=1" -g -H "Authorization: Bearer $t
   | python3 -c 'import sys, json; print(json.load(sys.stdin)["meta"]["total"])')
 [[ $total == "$count" ]] || { echo "the API lists $total requirements, not $count" >&2; exit 1; }
 
+one=req-$(printf '%05d' $((count / 2)))
 lua=$(mktemp)
 run_case() { # name url bearer
   cat > "$lua" <<LUA
@@ -99,20 +94,15 @@ LUA
   curl -sfk -o /dev/null -H "Authorization: Bearer $3" "$2" || { echo "$1: $2 does not answer 200" >&2; exit 1; }
   wrk -t1 -c$conns -d2s -s "$lua" "$2" > /dev/null
   wrk -t1 -c$conns -d"${seconds}s" --latency -s "$lua" "$2" > /tmp/bench-wrk-api.txt
-  local rps p50 p99 errors
-  rps=$(awk '/Requests\/sec/ {print $2}' /tmp/bench-wrk-api.txt)
-  p50=$(awk '$1=="50%" {print $2}' /tmp/bench-wrk-api.txt)
-  p99=$(awk '$1=="99%" {print $2}' /tmp/bench-wrk-api.txt)
-  errors=$(awk '/Non-2xx/ {print $NF}' /tmp/bench-wrk-api.txt)
-  printf '%-44s\t%s\t%s\t%s\t%s\n' "$1" "$rps" "$p50" "$p99" "${errors:-0}"
+  printf '%-44s\t%s\n' "$1" "$(wrk_figures /tmp/bench-wrk-api.txt)"
 }
 
 printf 'operator ready (10 type watches listed) %.1fs after start; resident memory %s MiB\n\n' \
   "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" "$(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$op_pid/status")"
 printf '%-44s\t%s\t%s\t%s\t%s\n' "case ($conns connections, ${seconds}s)" "req/s" "p50" "p99" "non-2xx"
-run_case "JSON:API GET one requirement" "$api/requirements/req-04242" "$token"
+run_case "JSON:API GET one requirement" "$api/requirements/$one" "$token"
 run_case "kube-apiserver GET the same object" \
-  "$server/apis/catalio.ai/v1/namespaces/bench/requirements/req-04242" "$sa_token"
+  "$server/apis/catalio.ai/v1/namespaces/bench/requirements/$one" "$sa_token"
 run_case "JSON:API GET 20 requirements include=persona" "$api/requirements?include=persona" "$token"
 run_case "kube-apiserver LIST 20 requirements" \
   "$server/apis/catalio.ai/v1/namespaces/bench/requirements?limit=20" "$sa_token"

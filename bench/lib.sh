@@ -26,3 +26,24 @@ wait_ready() { # admin-port
   done
   echo "operator not ready" >&2; return 1
 }
+
+require_wrk() {
+  command -v wrk > /dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+}
+
+# Namespace "bench" with the read-only credential "load".
+bench_credential() {
+  kubectl create namespace bench > /dev/null
+  kubectl -n bench apply -f - > /dev/null <<YAML
+apiVersion: catalio.ai/v1
+kind: ApiCredential
+metadata: {name: load}
+spec: {displayName: Load test, scopes: ["*:read"]}
+YAML
+}
+
+# req/s, p50, p99 and non-2xx of a `wrk --latency` report, tab-separated.
+wrk_figures() { # report-file
+  awk '/Requests\/sec/ {rps = $2} $1 == "50%" {p50 = $2} $1 == "99%" {p99 = $2} /Non-2xx/ {errors = $NF}
+       END {printf "%s\t%s\t%s\t%s", rps, p50, p99, errors == "" ? 0 : errors}' "$1"
+}

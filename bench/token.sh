@@ -6,15 +6,8 @@
 #   bench/token.sh [SECONDS]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seconds=${1:-20}
-command -v wrk > /dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-
-kubectl create namespace bench > /dev/null
-kubectl -n bench apply -f - > /dev/null <<YAML
-apiVersion: catalio.ai/v1
-kind: ApiCredential
-metadata: {name: load}
-spec: {displayName: Load test, scopes: ["*:read"]}
-YAML
+require_wrk
+bench_credential
 
 lua=$(mktemp)
 run_case() { # alg
@@ -43,14 +36,9 @@ LUA
   wrk -t1 -c64 -d"${seconds}s" --latency -s "$lua" "http://127.0.0.1:$port/oauth/token" > "/tmp/bench-wrk-$alg.txt"
   cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-  local rps p50 p99 errors
-  rps=$(awk '/Requests\/sec/ {print $2}' "/tmp/bench-wrk-$alg.txt")
-  p50=$(awk '$1=="50%" {print $2}' "/tmp/bench-wrk-$alg.txt")
-  p99=$(awk '$1=="99%" {print $2}' "/tmp/bench-wrk-$alg.txt")
-  errors=$(awk '/Non-2xx/ {print $NF}' "/tmp/bench-wrk-$alg.txt")
   local cores
   cores=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks" -v s="$seconds" 'BEGIN {printf "%.2f", (b - a) / t / s}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$alg" "$rps" "$p50" "$p99" "${errors:-0}" "$cores"
+  printf '%s\t%s\t%s\n' "$alg" "$(wrk_figures "/tmp/bench-wrk-$alg.txt")" "$cores"
 }
 
 echo "raw signing rate on this machine (openssl speed -multi 2, 10s each):"
