@@ -193,6 +193,19 @@ impl Harness {
         }
     }
 
+    /// PATCH with `If-Match: etag`.
+    async fn patch_if_match(&self, token: &str, path: &str, etag: &str, doc: Value) -> Reply {
+        self.send(
+            self.http
+                .patch(format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .header("content-type", MEDIA)
+                .header("if-match", etag)
+                .body(doc.to_string()),
+        )
+        .await
+    }
+
     async fn get(&self, token: &str, path: &str) -> Reply {
         self.call(Method::GET, path, Some(token), None).await
     }
@@ -205,15 +218,6 @@ impl Harness {
         })
         .await;
     }
-}
-
-fn ids_of(r: &Reply) -> Vec<&str> {
-    r.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap())
-        .collect()
 }
 
 /// Decodes a link's query into sorted key=value pairs.
@@ -397,14 +401,7 @@ async fn every_type_is_created_read_updated_and_archived_and_kubectl_sees_the_sa
         "attributes": {"status": "active", "as_a": null},
         "relationships": {"persona": {"data": {"type": "persona", "id": second}}, "components": {"data": []}}}});
     let r = h
-        .send(
-            h.http
-                .patch(format!("{}/api/v1/requirements/{req}", h.base))
-                .bearer_auth(&token)
-                .header("content-type", MEDIA)
-                .header("if-match", &etag)
-                .body(patch.to_string()),
-        )
+        .patch_if_match(&token, &format!("/api/v1/requirements/{req}"), &etag, patch)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let attrs = &r.body["data"]["attributes"];
@@ -439,13 +436,11 @@ async fn every_type_is_created_read_updated_and_archived_and_kubectl_sees_the_sa
 
     // The ETag read before that write is stale now.
     let r = h
-        .send(
-            h.http
-                .patch(format!("{}/api/v1/requirements/{req}", h.base))
-                .bearer_auth(&token)
-                .header("content-type", MEDIA)
-                .header("if-match", &etag)
-                .body(json!({"data": {"type": "requirement", "id": req, "attributes": {"title": "lost"}}}).to_string()),
+        .patch_if_match(
+            &token,
+            &format!("/api/v1/requirements/{req}"),
+            &etag,
+            json!({"data": {"type": "requirement", "id": req, "attributes": {"title": "lost"}}}),
         )
         .await;
     assert_eq!(r.error().0, 412);
@@ -853,7 +848,7 @@ async fn the_query_language_gives_exact_results() {
         u1["relationships"]["test_cases"]["data"],
         json!([{"type": "test_case", "id": "t1"}, {"type": "test_case", "id": "t2"}])
     );
-    assert_eq!(ids_of(&r), ["r1", "r2", "r3"]);
+    assert_eq!(r.ids(), ["r1", "r2", "r3"]);
 
     // Bad queries are 400 naming the parameter.
     for (path, parameter) in [
@@ -1418,7 +1413,6 @@ async fn the_openapi_document_is_valid_and_describes_every_endpoint() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
-    drop(h.operator);
 }
 
 fn b64(bytes: &[u8]) -> String {
