@@ -19,22 +19,10 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// The spec for a new object (unset values omitted).
+    /// The spec for a new object: the merge patch without its removals.
     pub fn spec(&self, ty: &ResourceType) -> Map<String, Value> {
-        let mut spec = Map::new();
-        for (field, value) in &self.fields {
-            if !value.is_null() {
-                spec.insert((*field).to_owned(), value.clone());
-            }
-        }
-        for (i, names) in &self.relationships {
-            let r = &ty.relationships[*i];
-            if r.many {
-                spec.insert(r.field.to_owned(), names.clone().into());
-            } else if let Some(name) = names.first() {
-                spec.insert(r.field.to_owned(), name.clone().into());
-            }
-        }
+        let mut spec = self.merge_patch(ty);
+        spec.retain(|_, v| !v.is_null());
         spec
     }
 
