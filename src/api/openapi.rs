@@ -307,22 +307,20 @@ pub fn document(token_url: &str) -> Value {
                 }
             }),
         );
-        let mut item_params = vec![id_param];
-        item_params.extend(shape_parameters());
         paths.insert(
             format!("{API_PREFIX}/{}/{{id}}", ty.endpoint),
             json!({
+                "parameters": [id_param],
                 "get": {
                     "operationId": format!("get_{name}"),
                     "summary": format!("Get a {name}"),
-                    "parameters": item_params,
+                    "parameters": shape_parameters(),
                     "security": security("read"),
                     "responses": common(one),
                 },
                 "patch": {
                     "operationId": format!("update_{name}"),
                     "summary": format!("Update a {name}; only the given members change"),
-                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                     "requestBody": {"required": true, "content": content(schema_ref(&format!("{name}_update")))},
                     "security": security("write"),
                     "responses": common(update),
@@ -330,7 +328,6 @@ pub fn document(token_url: &str) -> Value {
                 "delete": {
                     "operationId": format!("archive_{name}"),
                     "summary": format!("Archive a {name}"),
-                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                     "security": security("write"),
                     "responses": common(archive),
                 }
