@@ -279,9 +279,10 @@ pub fn resource(
     query: &Query,
     include: Option<&Include>,
 ) -> Value {
+    let wants = query.wanted(ty);
     let mut attributes = Map::new();
     for (i, a) in ty.attributes.iter().enumerate() {
-        if query.wants(ty, Field::Attribute(i)) {
+        if wants(Field::Attribute(i)) {
             let value = match (&e.attributes[i], a.kind) {
                 (Value::Null, AttrKind::List) => Value::Array(Vec::new()),
                 (v, _) => v.clone(),
@@ -289,16 +290,16 @@ pub fn resource(
             attributes.insert(a.name.to_owned(), value);
         }
     }
-    if query.wants(ty, Field::Archived) {
+    if wants(Field::Archived) {
         attributes.insert(registry::ARCHIVED.to_owned(), Value::Bool(e.archived));
     }
-    if query.wants(ty, Field::CreatedAt) {
+    if wants(Field::CreatedAt) {
         attributes.insert(
             registry::CREATED_AT.to_owned(),
             e.created.to_string().into(),
         );
     }
-    if query.wants(ty, Field::UpdatedAt) {
+    if wants(Field::UpdatedAt) {
         attributes.insert(
             registry::UPDATED_AT.to_owned(),
             e.updated.to_string().into(),
@@ -306,7 +307,7 @@ pub fn resource(
     }
     let mut relationships = Map::new();
     for (i, r) in ty.relationships.iter().enumerate() {
-        if !query.wants(ty, Field::Relationship(i)) {
+        if !wants(Field::Relationship(i)) {
             continue;
         }
         let names = &e.relationships[i];
@@ -324,7 +325,7 @@ pub fn resource(
     }
     for (i, inv) in ty.inverses.iter().enumerate() {
         let field = Field::Inverse(i);
-        if !query.wants(ty, field) {
+        if !wants(field) {
             continue;
         }
         let (source, via) = inv.resolve();

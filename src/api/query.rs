@@ -101,11 +101,11 @@ pub struct Query {
 }
 
 impl Query {
-    pub fn wants(&self, ty: &ResourceType, field: Field) -> bool {
-        match &self.fields[ty.index()] {
-            None => true,
-            Some(fields) => fields.contains(&field),
-        }
+    /// Whether `fields[...]` keeps `field` of `ty`: a test for each field
+    /// of one type, looked up once.
+    pub fn wanted(&self, ty: &ResourceType) -> impl Fn(Field) -> bool + '_ {
+        let fields = self.fields[ty.index()].as_deref();
+        move |field| fields.is_none_or(|f| f.contains(&field))
     }
 }
 
@@ -447,9 +447,9 @@ mod tests {
             q.fields[0],
             Some(vec![Field::Attribute(0), Field::Relationship(0)])
         );
-        assert!(q.wants(req(), Field::Attribute(0)));
-        assert!(!q.wants(req(), Field::Attribute(1)));
-        assert!(q.wants(by_name("persona").unwrap(), Field::Attribute(1)));
+        assert!(q.wanted(req())(Field::Attribute(0)));
+        assert!(!q.wanted(req())(Field::Attribute(1)));
+        assert!(q.wanted(by_name("persona").unwrap())(Field::Attribute(1)));
         let included: Vec<&str> = q.include.types(req()).iter().map(|t| t.name).collect();
         assert_eq!(included, ["persona", "use_case", "test_case"]);
         let use_cases = q.include.child(Field::Inverse(0)).unwrap();
