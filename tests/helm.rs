@@ -238,7 +238,7 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
     if !watch.is_empty() {
         args.extend(["--watch-namespaces", watch]);
     }
-    let (operator, endpoints) = OperatorProcess::run_serving(OPERATOR, kubeconfig, &args);
+    let (mut operator, endpoints) = OperatorProcess::run_serving(OPERATOR, kubeconfig, &args);
     operator.wait_ready(&endpoints, WAIT).await;
     let http = reqwest::Client::new();
 

@@ -86,7 +86,7 @@ impl Harness {
             "3s",
         ];
         args.extend_from_slice(extra);
-        let (operator, endpoints) =
+        let (mut operator, endpoints) =
             OperatorProcess::run_serving(OPERATOR, &cluster().kubeconfig, &args);
         operator.wait_ready(&endpoints, WAIT).await;
         Harness {

@@ -49,7 +49,7 @@ impl Server {
             "{base}/oauth/token",
         ];
         args.extend_from_slice(extra);
-        let (operator, endpoints) =
+        let (mut operator, endpoints) =
             OperatorProcess::run_serving(OPERATOR, &cluster().kubeconfig, &args);
         operator.wait_ready(&endpoints, WAIT).await;
         Self {

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -259,8 +260,8 @@ impl OperatorProcess {
     }
 
     /// Waits until `endpoints.admin` answers `/readyz` with 200; panics with
-    /// the operator's logs after `timeout`.
-    pub async fn wait_ready(&self, endpoints: &Endpoints, timeout: Duration) {
+    /// the operator's logs after `timeout`, or at once if it exits.
+    pub async fn wait_ready(&mut self, endpoints: &Endpoints, timeout: Duration) {
         let http = reqwest::Client::new();
         let url = format!("{}/readyz", endpoints.admin);
         let deadline = Instant::now() + timeout;
@@ -268,6 +269,12 @@ impl OperatorProcess {
             let ready = http.get(&url).send().await;
             if ready.is_ok_and(|r| r.status() == 200) {
                 return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the operator exited ({status}) before it was ready:\n{}",
+                    self.logs()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -345,12 +352,31 @@ pub async fn access_token(base: &str, client_id: &str, secret: &str, timeout: Du
     .await
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, for a process to bind.
+///
+/// The kernel's ephemeral port (`127.0.0.1:0`) would be free only until the
+/// next outgoing connection: with tests running in parallel, one of their
+/// connections can take it before the operator binds it. So the ports come
+/// from below the ephemeral range, which connections never use, and never
+/// the same one twice in a process; `cluster.sh` picks its ports the same way.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(LOWEST).max(1);
+    // Test binaries run one after another, each from its own place.
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "no free loopback port below {ephemeral}");
+        let port = u16::try_from(LOWEST + (start + n) % span).expect("a port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The Python with the OAuth/JOSE client libraries (`make pyclients`).
