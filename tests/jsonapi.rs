@@ -790,7 +790,11 @@ async fn the_query_language_gives_exact_results() {
     );
     assert_eq!(
         r.body["data"]["relationships"],
-        json!({"persona": {"data": {"type": "persona", "id": "dev"}}})
+        json!({"persona": {
+            "data": {"type": "persona", "id": "dev"},
+            "links": {"self": "/api/v1/requirements/r1/relationships/persona",
+                      "related": "/api/v1/requirements/r1/persona"}
+        }})
     );
     assert_eq!(
         r.body["included"],
@@ -1324,7 +1328,7 @@ async fn media_types_documents_and_limits() {
     // Unknown endpoints and methods.
     assert_eq!(h.get(&token, "/api/v1/widgets").await.error().0, 404);
     assert_eq!(
-        h.get(&token, "/api/v1/requirements/r1/persona")
+        h.get(&token, "/api/v1/requirements/r1/persona/more")
             .await
             .error()
             .0,
@@ -1669,9 +1673,17 @@ async fn garbage_gets_errors_never_a_crash() {
     let token = h.token(0, "fuzz", &["*:write"]).await;
     h.apply(
         0,
-        "apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: r1}\nspec: {title: One}\n",
+        "apiVersion: catalio.ai/v1\nkind: Persona\nmetadata: {name: p1}\nspec: {name: One}\n---\n\
+         apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: r1}\nspec: {title: One, persona: p1}\n",
     );
     h.wait_for(&token, "/api/v1/requirements", &["r1"]).await;
+    h.wait_for(&token, "/api/v1/personas", &["p1"]).await;
+    // Collections: a type's own, a to-many relationship's, an inverse's.
+    let collections = [
+        "/api/v1/requirements",
+        "/api/v1/requirements/r1/components",
+        "/api/v1/personas/p1/requirements",
+    ];
     // Garbage never breaks the server: random queries and mangled bodies
     // get 2xx or a 4xx error document, never a 5xx.
     let fragments = [
@@ -1713,6 +1725,10 @@ async fn garbage_gets_errors_never_a_crash() {
         "relationships": {"persona": {"data": null}}}})
     .to_string()
     .into_bytes();
+    let linkage =
+        json!({"data": [{"type": "persona", "id": "p1"}, {"type": "component", "id": "c1"}]})
+            .to_string()
+            .into_bytes();
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = move |n: usize| {
         seed ^= seed << 13;
@@ -1724,19 +1740,32 @@ async fn garbage_gets_errors_never_a_crash() {
         let query: String = (0..1 + next(8))
             .map(|_| fragments[next(fragments.len())])
             .collect();
-        let r = h
-            .get(&token, &format!("/api/v1/requirements?{query}"))
-            .await;
+        let collection = collections[round % collections.len()];
+        let r = h.get(&token, &format!("{collection}?{query}")).await;
         assert!(
             r.status == 200 || r.status == 400,
-            "GET ?{query}: {} {}",
+            "GET {collection}?{query}: {} {}",
             r.status,
             r.body
         );
         if r.status == 400 {
             r.error();
         }
-        let mut body = valid.clone();
+        // Mangled resource documents, and mangled linkage for the
+        // relationship endpoints' writes.
+        let (method, path, mut body) = match round % 4 {
+            0 => (
+                Method::POST,
+                "/api/v1/requirements/r1/relationships/components",
+                linkage.clone(),
+            ),
+            1 => (
+                Method::PATCH,
+                "/api/v1/requirements/r1/relationships/persona",
+                linkage.clone(),
+            ),
+            _ => (Method::PATCH, "/api/v1/requirements/r1", valid.clone()),
+        };
         match round % 3 {
             0 => body.truncate(next(body.len())),
             1 => {
@@ -1750,7 +1779,7 @@ async fn garbage_gets_errors_never_a_crash() {
         let r = h
             .send(
                 h.http
-                    .patch(format!("{}/api/v1/requirements/r1", h.base))
+                    .request(method.clone(), format!("{}{path}", h.base))
                     .bearer_auth(&token)
                     .header("content-type", MEDIA)
                     .body(body.clone()),
@@ -1758,7 +1787,7 @@ async fn garbage_gets_errors_never_a_crash() {
             .await;
         assert!(
             r.status < 500,
-            "PATCH {}: {} {}",
+            "{method} {path} {}: {} {}",
             String::from_utf8_lossy(&body),
             r.status,
             r.body
@@ -1769,4 +1798,414 @@ async fn garbage_gets_errors_never_a_crash() {
     let r = h.get(&token, "/api/v1/requirements/r1").await;
     assert_eq!(r.status, 200);
     assert!(r.body["data"]["attributes"]["title"].is_string());
+}
+
+const LINKED: &str = r#"
+apiVersion: catalio.ai/v1
+kind: Persona
+metadata: {name: dev}
+spec: {name: Developer}
+---
+apiVersion: catalio.ai/v1
+kind: Persona
+metadata: {name: ops}
+spec: {name: Operator}
+---
+apiVersion: catalio.ai/v1
+kind: Component
+metadata: {name: c1}
+spec: {name: One}
+---
+apiVersion: catalio.ai/v1
+kind: Component
+metadata: {name: c2}
+spec: {name: Two}
+---
+apiVersion: catalio.ai/v1
+kind: Component
+metadata: {name: c3}
+spec: {name: Three}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r1}
+spec: {title: A, persona: dev, priority: high, components: [c1, c2]}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r2}
+spec: {title: B, persona: dev, priority: low}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r3}
+spec: {title: C}
+---
+apiVersion: catalio.ai/v1
+kind: Requirement
+metadata: {name: r4}
+spec: {title: D, persona: dev, archived: true}
+"#;
+
+#[tokio::test]
+async fn relationship_endpoints_read_and_change_linkage() {
+    let h = Harness::start("api-rel", 2, &[]).await;
+    let reader = h.token(0, "reader", &["*:read"]).await;
+    let writer = h.token(0, "writer", &["*:write"]).await;
+    let only_requirements = h.token(0, "narrow", &["requirement:write"]).await;
+    let other = h.token(1, "other", &["*:write"]).await;
+    h.apply(0, LINKED);
+    h.apply(
+        1,
+        "apiVersion: catalio.ai/v1\nkind: Persona\nmetadata: {name: dev}\nspec: {name: Theirs}\n---\n\
+         apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: rx}\nspec: {title: X, persona: dev}\n",
+    );
+    h.wait_for(&reader, "/api/v1/requirements?sort=id", &["r1", "r2", "r3"])
+        .await;
+    h.wait_for(&reader, "/api/v1/components?sort=id", &["c1", "c2", "c3"])
+        .await;
+    h.wait_for(&other, "/api/v1/requirements", &["rx"]).await;
+
+    // Related resources: to-one, empty to-one, to-many, inverse.
+    let r = h.get(&reader, "/api/v1/requirements/r1/persona").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (&r.body["data"]["type"], &r.body["data"]["id"]),
+        (&json!("persona"), &json!("dev"))
+    );
+    assert_eq!(r.body["data"]["attributes"]["name"], "Developer");
+    assert_eq!(r.body["links"]["self"], "/api/v1/requirements/r1/persona");
+    let r = h.get(&reader, "/api/v1/requirements/r3/persona").await;
+    assert_eq!(
+        (r.status, &r.body["data"]),
+        (200, &Value::Null),
+        "{}",
+        r.body
+    );
+    let r = h
+        .get(&reader, "/api/v1/requirements/r1/components?sort=-id")
+        .await;
+    assert_eq!(r.ids(), ["c2", "c1"]);
+    assert_eq!(r.body["meta"]["total"], 2);
+    // The inverse is the live requirements pointing here, with the full
+    // query language and links that stay on this path.
+    let r = h
+        .get(&reader, "/api/v1/personas/dev/requirements?sort=-priority")
+        .await;
+    assert_eq!(r.ids(), ["r1", "r2"], "{}", r.body);
+    let r = h
+        .get(
+            &reader,
+            "/api/v1/personas/dev/requirements?sort=-priority&page[size]=1&include=persona&fields[requirement]=title",
+        )
+        .await;
+    assert_eq!(r.ids(), ["r1"]);
+    assert_eq!(r.body["meta"]["total"], 2);
+    assert_eq!(r.body["included"][0]["id"], "dev");
+    assert_eq!(
+        r.body["data"][0]["attributes"],
+        json!({"title": "A"}),
+        "fields[requirement] applies"
+    );
+    let next = r.body["links"]["next"].as_str().unwrap();
+    assert!(
+        next.starts_with("/api/v1/personas/dev/requirements?"),
+        "{next}"
+    );
+    assert_eq!(
+        page_of(&r.body["links"]["next"], "page[number]"),
+        Some("2".into())
+    );
+    assert_eq!(h.get(&reader, next).await.ids(), ["r2"]);
+    assert_eq!(
+        h.get(
+            &reader,
+            "/api/v1/personas/dev/requirements?filter[archived]=true"
+        )
+        .await
+        .ids(),
+        ["r4"]
+    );
+    // Relationship objects link to both endpoints.
+    let r = h.get(&reader, "/api/v1/requirements/r1").await;
+    assert_eq!(
+        r.body["data"]["relationships"]["persona"]["links"],
+        json!({"self": "/api/v1/requirements/r1/relationships/persona",
+               "related": "/api/v1/requirements/r1/persona"})
+    );
+    let r = h.get(&reader, "/api/v1/personas/dev").await;
+    assert_eq!(
+        r.body["data"]["relationships"]["requirements"]["links"]["related"],
+        "/api/v1/personas/dev/requirements"
+    );
+
+    // Linkage, with the owner's ETag for forward relationships.
+    let r = h
+        .get(&reader, "/api/v1/requirements/r1/relationships/components")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["data"],
+        json!([{"type": "component", "id": "c1"}, {"type": "component", "id": "c2"}])
+    );
+    assert_eq!(
+        r.body["links"]["related"],
+        "/api/v1/requirements/r1/components"
+    );
+    let etag = r.headers["etag"].to_str().unwrap().to_owned();
+    let r = h
+        .get(&reader, "/api/v1/personas/dev/relationships/requirements")
+        .await;
+    let mut linked: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    linked.sort_unstable();
+    assert_eq!(linked, ["r1", "r2"], "archived r4 is left out");
+
+    // Writes: to-one set and clear, to-many replace, add and remove; each
+    // answer is the linkage as stored, and kubectl sees it.
+    let write = |method: Method, path: &'static str, data: Value| {
+        let h = &h;
+        let writer = &writer;
+        async move {
+            h.call(method, path, Some(writer), Some(json!({"data": data})))
+                .await
+        }
+    };
+    let spec = |name: &str| h.kubectl_json(0, &["get", "requirement", name])["spec"].clone();
+    let r = write(
+        Method::PATCH,
+        "/api/v1/requirements/r3/relationships/persona",
+        json!({"type": "persona", "id": "ops"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["data"], json!({"type": "persona", "id": "ops"}));
+    assert_eq!(spec("r3")["persona"], "ops");
+    let r = write(
+        Method::PATCH,
+        "/api/v1/requirements/r3/relationships/persona",
+        Value::Null,
+    )
+    .await;
+    assert_eq!((r.status, &r.body["data"]), (200, &Value::Null));
+    assert!(spec("r3").get("persona").is_none());
+    let c = |id: &str| json!({"type": "component", "id": id});
+    let r = write(
+        Method::POST,
+        "/api/v1/requirements/r1/relationships/components",
+        json!([c("c3"), c("c1")]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["data"], json!([c("c1"), c("c2"), c("c3")]));
+    assert_eq!(spec("r1")["components"], json!(["c1", "c2", "c3"]));
+    let r = write(
+        Method::DELETE,
+        "/api/v1/requirements/r1/relationships/components",
+        json!([c("c1"), c("gone")]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(spec("r1")["components"], json!(["c2", "c3"]));
+    let r = write(
+        Method::PATCH,
+        "/api/v1/requirements/r1/relationships/components",
+        json!([c("c1")]),
+    )
+    .await;
+    assert_eq!(r.body["data"], json!([c("c1")]));
+    assert_eq!(spec("r1")["components"], json!(["c1"]));
+    // The ETag read before these writes is stale now.
+    let r = h
+        .patch_if_match(
+            &writer,
+            "/api/v1/requirements/r1/relationships/components",
+            &etag,
+            json!({"data": []}),
+        )
+        .await;
+    assert_eq!(r.error().1, "precondition_failed");
+    assert_eq!(spec("r1")["components"], json!(["c1"]));
+
+    // Errors: unknown related id, wrong type, wrong shape, a method the
+    // relationship does not take, a computed relationship, unknown names.
+    let r = write(
+        Method::POST,
+        "/api/v1/requirements/r1/relationships/components",
+        json!([c("c2"), c("c9")]),
+    )
+    .await;
+    assert_eq!(
+        r.error(),
+        (
+            404,
+            "related_not_found".into(),
+            json!({"pointer": "/data/1"})
+        )
+    );
+    let r = write(
+        Method::PATCH,
+        "/api/v1/requirements/r1/relationships/persona",
+        json!({"type": "team", "id": "dev"}),
+    )
+    .await;
+    assert_eq!(
+        r.error(),
+        (
+            422,
+            "invalid_attribute".into(),
+            json!({"pointer": "/data/type"})
+        )
+    );
+    let r = write(
+        Method::PATCH,
+        "/api/v1/requirements/r1/relationships/persona",
+        json!([{"type": "persona", "id": "dev"}]),
+    )
+    .await;
+    assert_eq!(
+        r.error(),
+        (422, "invalid_attribute".into(), json!({"pointer": "/data"}))
+    );
+    let r = write(
+        Method::POST,
+        "/api/v1/requirements/r1/relationships/persona",
+        json!({"type": "persona", "id": "dev"}),
+    )
+    .await;
+    assert_eq!(r.error().0, 405);
+    assert_eq!(r.headers["allow"], "GET, PATCH");
+    let r = write(
+        Method::PATCH,
+        "/api/v1/personas/dev/relationships/requirements",
+        json!([]),
+    )
+    .await;
+    assert_eq!(r.error().1, "read_only_relationship");
+    assert_eq!(r.status, 403);
+    let r = write(
+        Method::PATCH,
+        "/api/v1/requirements/r1/persona",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.error().0, 405);
+    assert_eq!(r.headers["allow"], "GET");
+    assert_eq!(
+        h.get(&reader, "/api/v1/requirements/r1/owner")
+            .await
+            .error()
+            .1,
+        "not_found"
+    );
+    assert_eq!(
+        h.get(&reader, "/api/v1/requirements/r1/relationships/title")
+            .await
+            .error()
+            .1,
+        "not_found"
+    );
+    assert_eq!(
+        h.get(&reader, "/api/v1/requirements/nope/persona")
+            .await
+            .status,
+        404
+    );
+    let r = h
+        .get(
+            &reader,
+            "/api/v1/requirements/r1/relationships/persona?include=persona",
+        )
+        .await;
+    assert_eq!(
+        r.error(),
+        (400, "invalid_query".into(), json!({"parameter": "include"}))
+    );
+    assert_eq!(spec("r1")["persona"], "dev", "no failed write changed r1");
+
+    // Scopes: writes need the owner's write scope; reading related objects
+    // needs their read scope, a forward linkage only the owner's.
+    let r = h
+        .call(
+            Method::PATCH,
+            "/api/v1/requirements/r1/relationships/persona",
+            Some(&reader),
+            Some(json!({"data": null})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error().1.as_str()),
+        (403, "insufficient_scope")
+    );
+    let r = h
+        .get(&only_requirements, "/api/v1/requirements/r1/persona")
+        .await;
+    assert_eq!(
+        (r.status, r.error().1.as_str()),
+        (403, "insufficient_scope")
+    );
+    assert_eq!(
+        h.get(
+            &only_requirements,
+            "/api/v1/requirements/r1/relationships/persona"
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        h.get(
+            &only_requirements,
+            "/api/v1/personas/dev/relationships/requirements"
+        )
+        .await
+        .status,
+        403
+    );
+
+    // Another organization: its own objects only, and ours are unknown.
+    assert_eq!(
+        h.get(&other, "/api/v1/personas/dev/requirements")
+            .await
+            .ids(),
+        ["rx"]
+    );
+    assert_eq!(
+        h.get(&other, "/api/v1/requirements/r1/persona")
+            .await
+            .status,
+        404
+    );
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/requirements/r1/relationships/components",
+            Some(&other),
+            Some(json!({"data": [c("c2")]})),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(spec("r1")["components"], json!(["c1"]));
+
+    // Concurrent additions all land: each re-reads and retries when
+    // another write came between.
+    let adds = ["c2", "c3"].map(|id| {
+        h.call(
+            Method::POST,
+            "/api/v1/requirements/r2/relationships/components",
+            Some(&writer),
+            Some(json!({"data": [c(id)]})),
+        )
+    });
+    for r in futures::future::join_all(adds).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let mut components: Vec<String> =
+        serde_json::from_value(spec("r2")["components"].clone()).unwrap();
+    components.sort();
+    assert_eq!(components, ["c2", "c3"]);
 }

@@ -19,10 +19,31 @@ pub fn self_link(ty: &ResourceType, id: &str) -> String {
     format!("{API_PREFIX}/{}/{id}", ty.endpoint)
 }
 
-fn collection_link(ty: &ResourceType, params: &[(String, String)]) -> String {
-    let path = format!("{API_PREFIX}/{}", ty.endpoint);
+pub fn collection_path(ty: &ResourceType) -> String {
+    format!("{API_PREFIX}/{}", ty.endpoint)
+}
+
+/// `/api/v1/requirements/{id}/persona`: the object or objects a
+/// relationship points at.
+pub fn related_path(ty: &ResourceType, id: &str, relationship: &str) -> String {
+    format!("{}/{relationship}", self_link(ty, id))
+}
+
+/// `/api/v1/requirements/{id}/relationships/persona`: the linkage itself.
+pub fn relationship_path(ty: &ResourceType, id: &str, relationship: &str) -> String {
+    format!("{}/relationships/{relationship}", self_link(ty, id))
+}
+
+fn relationship_links(ty: &ResourceType, id: &str, relationship: &str) -> Value {
+    json!({
+        "self": relationship_path(ty, id, relationship),
+        "related": related_path(ty, id, relationship),
+    })
+}
+
+fn with_params(path: &str, params: &[(String, String)]) -> String {
     if params.is_empty() {
-        return path;
+        return path.to_owned();
     }
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {
@@ -270,6 +291,29 @@ fn linkage(ty: &str, id: &str) -> Value {
     json!({"type": ty, "id": id})
 }
 
+/// The document of `/{type}/{id}/relationships/{name}`: the relationship's
+/// linkage (for an inverse, the live objects pointing here) and its links.
+pub fn relationship(ty: &ResourceType, org: &Org, e: &Entry, field: Field) -> Value {
+    let (name, target, many) = match field {
+        Field::Relationship(i) => {
+            let r = &ty.relationships[i];
+            (r.name, r.target, r.many)
+        }
+        Field::Inverse(i) => (ty.inverses[i].name, ty.inverses[i].source, true),
+        _ => return Value::Null,
+    };
+    let names = related_names(ty, org, e, field);
+    let data = if many {
+        Value::Array(names.iter().map(|n| linkage(target, n)).collect())
+    } else {
+        names.first().map_or(Value::Null, |n| linkage(target, n))
+    };
+    let mut doc = json!({"jsonapi": {"version": JSONAPI_VERSION}});
+    doc["links"] = relationship_links(ty, &e.name, name);
+    doc["data"] = data;
+    doc
+}
+
 /// One resource object. `include` is the include tree at this object, so
 /// inverse relationships carry linkage exactly where they are included.
 pub fn resource(
@@ -320,6 +364,7 @@ pub fn resource(
                 .unwrap_or(Value::Null)
         };
         let mut rel = Map::new();
+        rel.insert("links".to_owned(), relationship_links(ty, &e.name, r.name));
         rel.insert("data".to_owned(), data);
         relationships.insert(r.name.to_owned(), Value::Object(rel));
     }
@@ -330,17 +375,8 @@ pub fn resource(
         }
         let (source, via) = inv.resolve();
         let count = org.table(source).referring_count(via, &e.name);
-        let endpoint = source.endpoint;
-        let related = format!(
-            "{API_PREFIX}/{endpoint}?{}",
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair(&format!("filter[{}]", inv.via), &e.name)
-                .finish()
-        );
-        let mut rel = json!({
-            "links": {"related": related},
-            "meta": {"count": count},
-        });
+        let mut rel = json!({"meta": {"count": count}});
+        rel["links"] = relationship_links(ty, &e.name, inv.name);
         if include.and_then(|i| i.child(field)).is_some() {
             let names = org.table(source).referring(via, &e.name);
             rel["data"] = Value::Array(names.map(|n| linkage(inv.source, n)).collect());
@@ -368,22 +404,33 @@ pub fn single(
     e: &Entry,
     query: &Query,
 ) -> Result<Value, TooManyIncluded> {
+    single_at(ty, org, Some(e), query, &self_link(ty, &e.name))
+}
+
+/// The document for at most one object, read at `path`: a to-one related
+/// resource is `null` when the relationship is empty.
+pub fn single_at(
+    ty: &'static ResourceType,
+    org: &Org,
+    e: Option<&Entry>,
+    query: &Query,
+    path: &str,
+) -> Result<Value, TooManyIncluded> {
     let mut compound = Compound::new(org);
-    compound.primary(ty, e);
-    let data = resource(ty, org, e, query, Some(&query.include));
-    compound.walk(ty, e, &query.include, query);
+    let data = match e {
+        Some(e) => {
+            compound.primary(ty, e);
+            let data = resource(ty, org, e, query, Some(&query.include));
+            compound.walk(ty, e, &query.include, query);
+            data
+        }
+        None => Value::Null,
+    };
     let mut params = query.kept.clone();
     params.retain(|(k, _)| k == "include" || k.starts_with("fields["));
-    let mut self_href = self_link(ty, &e.name);
-    if !params.is_empty() {
-        let q = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(params.iter())
-            .finish();
-        self_href = format!("{self_href}?{q}");
-    }
     let mut doc = json!({
         "jsonapi": {"version": JSONAPI_VERSION},
-        "links": {"self": self_href},
+        "links": {"self": with_params(path, &params)},
     });
     doc["data"] = data;
     if compound.overflow {
@@ -400,6 +447,17 @@ pub fn collection(
     ty: &'static ResourceType,
     org: &Org,
     query: &Query,
+) -> Result<Value, TooManyIncluded> {
+    collection_at(ty, org, query, &collection_path(ty))
+}
+
+/// A collection read at `path`, which its links repeat: the type's own
+/// endpoint, or a to-many related resource.
+pub fn collection_at(
+    ty: &'static ResourceType,
+    org: &Org,
+    query: &Query,
+    path: &str,
 ) -> Result<Value, TooManyIncluded> {
     let (total, page) = select(ty, org, query);
     let mut compound = Compound::new(org);
@@ -420,7 +478,7 @@ pub fn collection(
         "meta": {"total": total},
     });
     doc["data"] = Value::Array(data);
-    doc["links"] = page_links(ty, query, total);
+    doc["links"] = page_links(path, query, total);
     if compound.overflow {
         return Err(TooManyIncluded);
     }
@@ -430,7 +488,7 @@ pub fn collection(
     Ok(doc)
 }
 
-fn page_links(ty: &ResourceType, query: &Query, total: usize) -> Value {
+fn page_links(path: &str, query: &Query, total: usize) -> Value {
     let link = |page: Page| {
         let mut params = query.kept.clone();
         match page {
@@ -443,7 +501,7 @@ fn page_links(ty: &ResourceType, query: &Query, total: usize) -> Value {
                 params.push(("page[limit]".into(), limit.to_string()));
             }
         }
-        Value::String(collection_link(ty, &params))
+        Value::String(with_params(path, &params))
     };
     let (first, prev, next, last) = match query.page {
         Page::Number { number, size } => {
@@ -655,9 +713,10 @@ mod tests {
             rel["data"],
             json!([{"type": "requirement", "id": "a"}, {"type": "requirement", "id": "b"}])
         );
+        assert_eq!(rel["links"]["related"], "/api/v1/personas/p1/requirements");
         assert_eq!(
-            rel["links"]["related"],
-            "/api/v1/requirements?filter%5Bpersona%5D=p1"
+            rel["links"]["self"],
+            "/api/v1/personas/p1/relationships/requirements"
         );
         // Without the include, an inverse carries its count and link only.
         let q = query::parse(per, "", Target::Single).unwrap();

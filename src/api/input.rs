@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use warp::http::StatusCode;
 
 use super::error::{ErrorObject, Problem};
-use super::registry::{self, AttrKind, Field, ResourceType};
+use super::registry::{self, AttrKind, Field, Relationship, ResourceType};
 
 /// What a request document asks to set. `Null` removes an optional value.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -261,6 +261,37 @@ fn check_relationship(
     let data = value
         .get("data")
         .ok_or_else(|| bad("a relationship needs a data member", &pointer))?;
+    if let Some(names) = linkage_names(rel, data, &format!("{pointer}/data"), errors) {
+        changes.relationships.push((i, names));
+    }
+    Ok(())
+}
+
+/// The body of a write to `/{type}/{id}/relationships/{name}`: linkage for
+/// the forward relationship `i` of `ty`, one object or `null` for to-one,
+/// an array for to-many. Returns the names, without duplicates.
+pub fn parse_linkage(ty: &ResourceType, i: usize, body: &[u8]) -> Result<Vec<String>, Problem> {
+    let doc: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the body is not valid JSON: {e}"), ""))?;
+    let data = doc
+        .get("data")
+        .ok_or_else(|| bad("the document has no data member", ""))?;
+    let mut errors = Vec::new();
+    match linkage_names(&ty.relationships[i], data, "/data", &mut errors) {
+        Some(names) if errors.is_empty() => Ok(names),
+        _ => Err(Problem::many(StatusCode::UNPROCESSABLE_ENTITY, errors)),
+    }
+}
+
+/// The names a relationship's `data` (at `pointer`) links to, or `None`
+/// with the problems in `errors`.
+fn linkage_names(
+    rel: &Relationship,
+    data: &Value,
+    pointer: &str,
+    errors: &mut Vec<ErrorObject>,
+) -> Option<Vec<String>> {
+    let name = rel.name;
     let linkage = |v: &Value, at: String, errors: &mut Vec<ErrorObject>| -> Option<String> {
         let (Some(t), Some(id)) = (
             v.get("type").and_then(Value::as_str),
@@ -282,16 +313,14 @@ fn check_relationship(
         }
         Some(id.to_owned())
     };
-    let names = match (rel.many, data) {
+    match (rel.many, data) {
         (false, Value::Null) => Some(Vec::new()),
-        (false, Value::Object(_)) => {
-            linkage(data, format!("{pointer}/data"), errors).map(|n| vec![n])
-        }
+        (false, Value::Object(_)) => linkage(data, pointer.to_owned(), errors).map(|n| vec![n]),
         (true, Value::Array(items)) => {
             let mut names: Vec<String> = Vec::new();
             let mut ok = true;
             for (j, item) in items.iter().enumerate() {
-                match linkage(item, format!("{pointer}/data/{j}"), errors) {
+                match linkage(item, format!("{pointer}/{j}"), errors) {
                     Some(n) if !names.contains(&n) => names.push(n),
                     Some(_) => {}
                     None => ok = false,
@@ -302,22 +331,18 @@ fn check_relationship(
         (false, _) => {
             errors.push(invalid(
                 format!("{name} takes one linkage object or null"),
-                format!("{pointer}/data"),
+                pointer.to_owned(),
             ));
             None
         }
         (true, _) => {
             errors.push(invalid(
                 format!("{name} takes an array of linkage objects"),
-                format!("{pointer}/data"),
+                pointer.to_owned(),
             ));
             None
         }
-    };
-    if let Some(names) = names {
-        changes.relationships.push((i, names));
     }
-    Ok(())
 }
 
 /// Where a field of the spec, as the API server names it in a validation

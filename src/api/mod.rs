@@ -38,8 +38,8 @@ use crate::token::Verifier;
 use error::{ErrorObject, MEDIA_TYPE, Problem};
 use input::Intent;
 use limit::RateLimit;
-use query::Target;
-use registry::ResourceType;
+use query::{Filter, Target};
+use registry::{Field, Relationship, ResourceType};
 
 /// Field manager of the API's writes, as `kubectl get --show-managed-fields`
 /// shows it.
@@ -47,6 +47,9 @@ pub const FIELD_MANAGER: &str = "catalio-operator-api";
 /// Request bodies above this answer 413.
 pub const BODY_LIMIT: u64 = 1024 * 1024;
 const VERSION: &str = "v1";
+/// Reads and writes of a to-many relationship's members before giving up
+/// to concurrent writers.
+const EDIT_ATTEMPTS: usize = 5;
 
 pub fn api_resource(ty: &ResourceType) -> ApiResource {
     ApiResource {
@@ -161,32 +164,29 @@ impl ApiService {
             );
             return Ok(response);
         }
-        let (ty, id) = match segments.as_slice() {
-            [endpoint] => (registry::by_endpoint(endpoint), None),
-            [endpoint, id] => (registry::by_endpoint(endpoint), Some(*id)),
-            _ => (None, None),
-        };
-        let Some(ty) = ty else {
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint",
-            ));
-        };
-        let allowed = if id.is_some() {
-            "GET, PATCH, DELETE"
-        } else {
-            "GET, POST"
-        };
+        let (ty, at) = route(&segments)?;
         let method = request.method.clone();
-        let access = match (&method, id) {
-            (&Method::GET, _) => Access::Read,
-            (&Method::POST, None) | (&Method::PATCH | &Method::DELETE, Some(_)) => Access::Write,
+        let allowed = at.allowed(ty);
+        let access = match &method {
+            &Method::GET => Access::Read,
+            m if allowed.split(", ").any(|a| a == m.as_str()) => Access::Write,
             _ => return Err(method_not_allowed(allowed)),
         };
         let verified = self.admit(&request.headers, ty, access)?;
         let org = verified.claims.org.as_str();
         let scopes: Vec<&str> = verified.claims.scopes().collect();
+        // Objects of the related type are read too, except for the linkage
+        // a forward relationship keeps in this object itself.
+        let related = match at {
+            At::Related(_, field) => ty.related(field),
+            At::Relationship(_, field @ Field::Inverse(_)) => ty.related(field),
+            _ => None,
+        };
+        if let Some(related) = related
+            && !scope::allows(&scopes, related.name, Access::Read)
+        {
+            return Err(insufficient_scope(related, Access::Read));
+        }
         if !media::accept_ok(header(&request.headers, header::ACCEPT)) {
             return Err(ErrorObject::new(
                 StatusCode::NOT_ACCEPTABLE,
@@ -196,12 +196,35 @@ impl ApiService {
             .header("Accept")
             .into());
         }
-        let target = if id.is_some() || method == Method::POST {
-            Target::Single
-        } else {
-            Target::Collection
+        // The type of the primary data and whether it is one object.
+        let (primary, target) = match at {
+            At::Collection if method == Method::POST => (ty, Target::Single),
+            At::Collection => (ty, Target::Collection),
+            At::One(_) => (ty, Target::Single),
+            At::Related(_, field) => (
+                ty.related(field).unwrap_or(ty),
+                if ty.is_to_one(field) {
+                    Target::Single
+                } else {
+                    Target::Collection
+                },
+            ),
+            At::Relationship(..) => {
+                if let Some((parameter, _)) =
+                    form_urlencoded::parse(request.query.as_bytes()).next()
+                {
+                    return Err(ErrorObject::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        "relationship endpoints take no query parameters",
+                    )
+                    .parameter(parameter)
+                    .into());
+                }
+                (ty, Target::Single)
+            }
         };
-        let query = query::parse(ty, &request.query, target).map_err(|e| {
+        let mut query = query::parse(primary, &request.query, target).map_err(|e| {
             Problem::from(
                 ErrorObject::new(StatusCode::BAD_REQUEST, "invalid_query", e.detail)
                     .parameter(e.parameter),
@@ -210,7 +233,7 @@ impl ApiService {
         // Included objects are read too: each type needs its read scope.
         if let Some(hidden) = query
             .include
-            .types(ty)
+            .types(primary)
             .into_iter()
             .find(|t| !scope::allows(&scopes, t.name, Access::Read))
         {
@@ -249,13 +272,13 @@ impl ApiService {
                 )),
             }
         };
-        match (method, id) {
-            (Method::GET, None) => {
+        match (method, at) {
+            (Method::GET, At::Collection) => {
                 let snapshot = self.store.read();
                 let doc = document::collection(ty, snapshot.org(org), &query).map_err(too_many)?;
                 Ok(respond(StatusCode::OK, Some(&doc)))
             }
-            (Method::GET, Some(id)) => {
+            (Method::GET, At::One(id)) => {
                 let snapshot = self.store.read();
                 let org = snapshot.org(org);
                 let entry = org
@@ -265,15 +288,15 @@ impl ApiService {
                 let doc = document::single(ty, org, entry, &query).map_err(too_many)?;
                 Ok(with_etag(respond(StatusCode::OK, Some(&doc)), entry))
             }
-            (Method::POST, None) => {
+            (Method::POST, At::Collection) => {
                 let changes = input::parse(ty, body()?, Intent::Create, None)?;
                 self.create(ty, org, &verified.claims.sub, changes, &query)
                     .await
             }
-            (Method::PATCH, Some(id)) => {
+            (Method::PATCH, At::One(id)) => {
                 let changes = input::parse(ty, body()?, Intent::Update, Some(id))?;
                 let precondition = if_match(&request.headers)?;
-                self.check_related(ty, org, &changes).await?;
+                self.check_related(ty, org, &changes, &in_document).await?;
                 let entry = self
                     .patch(ty, org, id, changes.merge_patch(ty), precondition)
                     .await?;
@@ -282,7 +305,7 @@ impl ApiService {
                 let doc = written(ty, snapshot.org(org), &entry, &query);
                 Ok(with_etag(respond(StatusCode::OK, Some(&doc)), &entry))
             }
-            (Method::DELETE, Some(id)) => {
+            (Method::DELETE, At::One(id)) => {
                 // DELETE archives: the object stays, for history and for
                 // `filter[archived]=true`.
                 let precondition = if_match(&request.headers)?;
@@ -291,6 +314,114 @@ impl ApiService {
                 self.patch(ty, org, id, spec, precondition).await?;
                 info!(org, client = %verified.claims.sub, kind = ty.kind, name = id, "archived through the JSON:API");
                 Ok(respond(StatusCode::NO_CONTENT, None))
+            }
+            (Method::GET, At::Related(id, field)) => {
+                let snapshot = self.store.read();
+                let org = snapshot.org(org);
+                let entry = org
+                    .table(ty)
+                    .get(id)
+                    .ok_or_else(|| Problem::not_found(ty.name, id))?;
+                let path = document::related_path(ty, id, ty.field_name(field));
+                let doc = match field {
+                    Field::Relationship(i) if !ty.relationships[i].many => {
+                        let related = entry.relationships[i]
+                            .first()
+                            .and_then(|name| org.table(primary).get(name));
+                        document::single_at(primary, org, related.map(|e| &**e), &query, &path)
+                    }
+                    Field::Relationship(i) => {
+                        query
+                            .filters
+                            .push(Filter::Id(entry.relationships[i].to_vec()));
+                        document::collection_at(primary, org, &query, &path)
+                    }
+                    _ => {
+                        let (_, via) =
+                            ty.inverse(field).map(|inv| inv.resolve()).ok_or_else(|| {
+                                Problem::internal("an inverse relationship without a source")
+                            })?;
+                        query.filters.push(Filter::Related(
+                            Field::Relationship(via),
+                            vec![id.to_owned()],
+                        ));
+                        document::collection_at(primary, org, &query, &path)
+                    }
+                }
+                .map_err(too_many)?;
+                Ok(respond(StatusCode::OK, Some(&doc)))
+            }
+            (Method::GET, At::Relationship(id, field)) => {
+                let snapshot = self.store.read();
+                let org = snapshot.org(org);
+                let entry = org
+                    .table(ty)
+                    .get(id)
+                    .ok_or_else(|| Problem::not_found(ty.name, id))?;
+                let doc = document::relationship(ty, org, entry, field);
+                let response = respond(StatusCode::OK, Some(&doc));
+                // A forward relationship is part of this object: its ETag
+                // guards a write here.
+                Ok(match field {
+                    Field::Relationship(_) => with_etag(response, entry),
+                    _ => response,
+                })
+            }
+            (method, At::Relationship(id, Field::Relationship(i))) => {
+                let names = input::parse_linkage(ty, i, body()?)?;
+                let precondition = if_match(&request.headers)?;
+                let changes = input::Changes {
+                    relationships: vec![(i, names)],
+                    ..input::Changes::default()
+                };
+                let entry = if method == Method::DELETE {
+                    // Removing a name that does not exist is no error.
+                    self.edit_members(
+                        ty,
+                        org,
+                        id,
+                        i,
+                        Edit::Remove(&changes.relationships[0].1),
+                        precondition,
+                    )
+                    .await?
+                } else {
+                    self.check_related(ty, org, &changes, &in_linkage).await?;
+                    if method == Method::POST {
+                        self.edit_members(
+                            ty,
+                            org,
+                            id,
+                            i,
+                            Edit::Add(&changes.relationships[0].1),
+                            precondition,
+                        )
+                        .await?
+                    } else {
+                        self.patch(ty, org, id, changes.merge_patch(ty), precondition)
+                            .await?
+                    }
+                };
+                let relationship = ty.relationships[i].name;
+                info!(org, client = %verified.claims.sub, kind = ty.kind, name = id, relationship, "relationship changed through the JSON:API");
+                let snapshot = self.store.read();
+                let doc =
+                    document::relationship(ty, snapshot.org(org), &entry, Field::Relationship(i));
+                Ok(with_etag(respond(StatusCode::OK, Some(&doc)), &entry))
+            }
+            (_, At::Relationship(_, field)) => {
+                let (source, via) = ty
+                    .inverse(field)
+                    .map(|inv| (inv.source, inv.via))
+                    .unwrap_or_default();
+                Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "read_only_relationship",
+                    format!(
+                        "{} is computed from {source}.{via}; change it there",
+                        ty.field_name(field)
+                    ),
+                ))
             }
             _ => Err(method_not_allowed(allowed)),
         }
@@ -317,19 +448,7 @@ impl ApiService {
         }
         let scopes: Vec<&str> = verified.claims.scopes().collect();
         if !scope::allows(&scopes, ty.name, access) {
-            let needed = match access {
-                Access::Read => format!("{}:read", ty.name),
-                Access::Write => format!("{}:write", ty.name),
-            };
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                format!("the token's scopes do not include {needed}"),
-            )
-            .with_header(
-                header::WWW_AUTHENTICATE,
-                format!("Bearer error=\"insufficient_scope\", scope=\"{needed}\""),
-            ));
+            return Err(insufficient_scope(ty, access));
         }
         Ok(verified)
     }
@@ -342,7 +461,7 @@ impl ApiService {
         changes: input::Changes,
         query: &query::Query,
     ) -> Result<Response, Problem> {
-        self.check_related(ty, org, &changes).await?;
+        self.check_related(ty, org, &changes, &in_document).await?;
         let name = new_id().map_err(|_| Problem::internal("no randomness available"))?;
         let object = DynamicObject {
             types: Some(TypeMeta {
@@ -445,6 +564,73 @@ impl ApiService {
         self.remember(ty, org, &updated)
     }
 
+    /// Adds names to, or removes them from, the to-many relationship `i`:
+    /// read from the API server, change, and write back at the version
+    /// read, again if another write came between (unless the client gave
+    /// the version with `If-Match`).
+    async fn edit_members(
+        &self,
+        ty: &'static ResourceType,
+        org: &str,
+        id: &str,
+        i: usize,
+        edit: Edit<'_>,
+        precondition: Option<String>,
+    ) -> Result<Entry, Problem> {
+        let field = ty.relationships[i].field;
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        for _ in 0..EDIT_ATTEMPTS {
+            let current = self
+                .api(ty, org)
+                .get_opt(id)
+                .await
+                .map_err(|e| write_error(ty, e, false))?
+                .ok_or_else(|| Problem::not_found(ty.name, id))?;
+            let version = current.metadata.resource_version.clone();
+            if precondition.is_some() && precondition != version {
+                return Err(precondition_failed());
+            }
+            let mut members: Vec<String> = current.data["spec"][field]
+                .as_array()
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| n.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            edit.apply(&mut members);
+            let changes = input::Changes {
+                relationships: vec![(i, members)],
+                ..input::Changes::default()
+            };
+            let patch = json!({
+                "metadata": {"resourceVersion": version},
+                "spec": changes.merge_patch(ty),
+            });
+            match self
+                .api(ty, org)
+                .patch(id, &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(updated) => return self.remember(ty, org, &updated),
+                Err(kube::Error::Api(s)) if s.code == 409 && precondition.is_none() => continue,
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    return Err(Problem::not_found(ty.name, id));
+                }
+                Err(e) => return Err(write_error(ty, e, precondition.is_some())),
+            }
+        }
+        Err(Problem::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the object kept changing meanwhile; retry",
+        ))
+    }
+
     /// Every related id a change points at must exist in the organization.
     /// The index answers almost always; an object created a moment ago may
     /// not have reached it, so a miss asks the API server.
@@ -453,6 +639,7 @@ impl ApiService {
         ty: &ResourceType,
         org: &str,
         changes: &input::Changes,
+        pointer: &(dyn Fn(&Relationship, usize) -> String + Sync),
     ) -> Result<(), Problem> {
         let mut unknown = Vec::new();
         {
@@ -465,12 +652,7 @@ impl ApiService {
                 };
                 for (j, name) in names.iter().enumerate() {
                     if org.table(target).get(name).is_none() {
-                        let pointer = if rel.many {
-                            format!("/data/relationships/{}/data/{j}", rel.name)
-                        } else {
-                            format!("/data/relationships/{}/data", rel.name)
-                        };
-                        unknown.push((target, name.clone(), pointer));
+                        unknown.push((target, name.clone(), pointer(rel, j)));
                     }
                 }
             }
@@ -521,6 +703,120 @@ fn written(
         plain.kept.retain(|(k, _)| k != "include");
         document::single(ty, org, entry, &plain).unwrap_or_default()
     })
+}
+
+fn precondition_failed() -> Problem {
+    Problem::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        "the object changed since the given ETag",
+    )
+}
+
+fn insufficient_scope(ty: &ResourceType, access: Access) -> Problem {
+    let needed = match access {
+        Access::Read => format!("{}:read", ty.name),
+        Access::Write => format!("{}:write", ty.name),
+    };
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+        format!("the token's scopes do not include {needed}"),
+    )
+    .with_header(
+        header::WWW_AUTHENTICATE,
+        format!("Bearer error=\"insufficient_scope\", scope=\"{needed}\""),
+    )
+}
+
+/// What a path below `/api/v1/{type}` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum At<'a> {
+    Collection,
+    One(&'a str),
+    /// `/{id}/{relationship}`: the objects it points at.
+    Related(&'a str, Field),
+    /// `/{id}/relationships/{relationship}`: its linkage.
+    Relationship(&'a str, Field),
+}
+
+impl At<'_> {
+    /// The methods served here, for 405's `Allow`.
+    fn allowed(self, ty: &ResourceType) -> &'static str {
+        match self {
+            At::Collection => "GET, POST",
+            At::One(_) => "GET, PATCH, DELETE",
+            At::Related(..) => "GET",
+            At::Relationship(_, field) if ty.is_to_one(field) => "GET, PATCH",
+            At::Relationship(..) => "GET, PATCH, POST, DELETE",
+        }
+    }
+}
+
+/// The type and what of it a path names; unknown types and relationships
+/// are 404 before anything else.
+fn route<'a>(segments: &[&'a str]) -> Result<(&'static ResourceType, At<'a>), Problem> {
+    let not_found = || Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+    let ty = segments
+        .first()
+        .and_then(|endpoint| registry::by_endpoint(endpoint))
+        .ok_or_else(not_found)?;
+    let relationship = |name: &str| match ty.field(name) {
+        Some(field @ (Field::Relationship(_) | Field::Inverse(_))) => Ok(field),
+        _ => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{} has no relationship {name:?}", ty.name),
+        )),
+    };
+    let at = match segments[1..] {
+        [] => At::Collection,
+        [id] => At::One(id),
+        [id, name] => At::Related(id, relationship(name)?),
+        [id, "relationships", name] => At::Relationship(id, relationship(name)?),
+        _ => return Err(not_found()),
+    };
+    Ok((ty, at))
+}
+
+/// Where a related id is in a resource document.
+fn in_document(rel: &Relationship, j: usize) -> String {
+    if rel.many {
+        format!("/data/relationships/{}/data/{j}", rel.name)
+    } else {
+        format!("/data/relationships/{}/data", rel.name)
+    }
+}
+
+/// Where a related id is in a relationship endpoint's linkage document.
+fn in_linkage(rel: &Relationship, j: usize) -> String {
+    if rel.many {
+        format!("/data/{j}")
+    } else {
+        "/data".to_owned()
+    }
+}
+
+/// A change to the members of a to-many relationship.
+#[derive(Clone, Copy, Debug)]
+enum Edit<'a> {
+    Add(&'a [String]),
+    Remove(&'a [String]),
+}
+
+impl Edit<'_> {
+    fn apply(self, members: &mut Vec<String>) {
+        match self {
+            Edit::Add(names) => {
+                for name in names {
+                    if !members.contains(name) {
+                        members.push(name.clone());
+                    }
+                }
+            }
+            Edit::Remove(names) => members.retain(|m| !names.contains(m)),
+        }
+    }
 }
 
 fn method_not_allowed(allowed: &'static str) -> Problem {
@@ -576,11 +872,7 @@ fn write_error(ty: &ResourceType, e: kube::Error, precondition: bool) -> Problem
             };
             Problem::many(StatusCode::UNPROCESSABLE_ENTITY, errors)
         }
-        409 if precondition => Problem::new(
-            StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
-            "the object changed since the given ETag",
-        ),
+        409 if precondition => precondition_failed(),
         409 => Problem::new(
             StatusCode::CONFLICT,
             "conflict",

@@ -61,6 +61,9 @@ fn type_schemas(ty: &ResourceType, schemas: &mut Map<String, Value>) {
         );
     }
     let mut read_relationships = relationships.clone();
+    for rel in read_relationships.values_mut() {
+        rel["properties"]["links"] = schema_ref("relationship_links");
+    }
     for i in ty.inverses {
         read_relationships.insert(
             i.name.into(),
@@ -70,7 +73,7 @@ fn type_schemas(ty: &ResourceType, schemas: &mut Map<String, Value>) {
                 "description": format!("Computed from {}.{}; data appears when included.", i.source, i.via),
                 "properties": {
                     "data": {"type": "array", "items": schema_ref(&format!("{}_linkage", i.source))},
-                    "links": {"type": "object", "properties": {"related": {"type": "string"}}},
+                    "links": schema_ref("relationship_links"),
                     "meta": {"type": "object", "properties": {"count": {"type": "integer"}}}
                 }
             }),
@@ -228,6 +231,142 @@ fn shape_parameters() -> Vec<Value> {
     params
 }
 
+/// The linkage a relationship of `many`-ness holds, pointing at `target`.
+fn linkage_data(target: &str, many: bool) -> Value {
+    let linkage = schema_ref(&format!("{target}_linkage"));
+    if many {
+        json!({"type": "array", "items": linkage})
+    } else {
+        json!({"oneOf": [linkage, {"type": "null"}]})
+    }
+}
+
+fn linkage_document(target: &str, many: bool) -> Value {
+    json!({
+        "type": "object",
+        "properties": {"data": linkage_data(target, many), "links": schema_ref("relationship_links")},
+        "required": ["data"]
+    })
+}
+
+/// The related-resource and relationship paths of every relationship of
+/// `ty`: reads for all, writes for the ones stored on `ty`.
+fn relationship_paths(
+    ty: &ResourceType,
+    common: &dyn Fn(Map<String, Value>) -> Value,
+    security: &dyn Fn(&str, &str) -> Value,
+    paths: &mut Map<String, Value>,
+) {
+    let name = ty.name;
+    let id_param =
+        json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let forward = ty
+        .relationships
+        .iter()
+        .map(|r| (r.name, r.target, r.many, None));
+    let inverse = ty.inverses.iter().map(|i| {
+        (
+            i.name,
+            i.source,
+            true,
+            Some(format!("{}.{}", i.source, i.via)),
+        )
+    });
+    for (rel, target, many, computed) in forward.chain(inverse) {
+        let mut related = Map::new();
+        let (content_schema, mut parameters) = if many {
+            let target_type = super::registry::by_name(target).unwrap_or(ty);
+            (
+                schema_ref(&format!("{target}_collection")),
+                collection_parameters(target_type),
+            )
+        } else {
+            (
+                json!({
+                    "type": "object",
+                    "properties": {"data": {"oneOf": [schema_ref(&format!("{target}_resource")), {"type": "null"}]}},
+                    "required": ["data"]
+                }),
+                Vec::new(),
+            )
+        };
+        parameters.extend(shape_parameters());
+        related.insert(
+            "200".into(),
+            json!({"description": format!("The {target} objects {rel} points at"), "content": content(content_schema)}),
+        );
+        related.insert("400".into(), error_response("Bad query parameter"));
+        related.insert("404".into(), error_response("Unknown id"));
+        paths.insert(
+            format!("{API_PREFIX}/{}/{{id}}/{rel}", ty.endpoint),
+            json!({
+                "parameters": [id_param.clone()],
+                "get": {
+                    "operationId": format!("get_{name}_{rel}"),
+                    "summary": format!("Get the {target} objects a {name}'s {rel} points at"),
+                    "parameters": parameters,
+                    "security": security("read", target),
+                    "responses": common(related),
+                }
+            }),
+        );
+        let mut read = Map::new();
+        read.insert(
+            "200".into(),
+            json!({"description": "The linkage", "content": content(linkage_document(target, many))}),
+        );
+        read.insert("400".into(), error_response("Query parameters given"));
+        read.insert("404".into(), error_response("Unknown id"));
+        let mut item = json!({
+            "parameters": [id_param.clone()],
+            "get": {
+                "operationId": format!("get_{name}_{rel}_relationship"),
+                "summary": format!("Get the linkage of a {name}'s {rel}"),
+                "security": security("read", if computed.is_some() { target } else { name }),
+                "responses": common(read.clone()),
+            }
+        });
+        if let Some(source) = computed {
+            item["get"]["description"] = format!("Computed from {source}; change it there.").into();
+            paths.insert(
+                format!("{API_PREFIX}/{}/{{id}}/relationships/{rel}", ty.endpoint),
+                item,
+            );
+            continue;
+        }
+        let mut write = read;
+        for (status, what) in [
+            ("400", "Malformed document"),
+            ("404", "Unknown id or related id"),
+            ("412", "If-Match does not match"),
+            ("413", "Body too large"),
+            ("415", "Content-Type is not the JSON:API media type"),
+            ("422", "Invalid linkage"),
+        ] {
+            write.insert(status.into(), error_response(what));
+        }
+        let body = json!({"required": true, "content": content(linkage_document(target, many))});
+        let mut operations = vec![("patch", "update", "Replace")];
+        if many {
+            operations.push(("post", "add_to", "Add to"));
+            operations.push(("delete", "remove_from", "Remove from"));
+        }
+        for (method, verb, summary) in operations {
+            item[method] = json!({
+                "operationId": format!("{verb}_{name}_{rel}_relationship"),
+                "summary": format!("{summary} a {name}'s {rel}"),
+                "requestBody": body,
+                "security": security("write", name),
+                "responses": common(write.clone()),
+            });
+        }
+        paths.insert(
+            format!("{API_PREFIX}/{}/{{id}}/relationships/{rel}", ty.endpoint),
+            item,
+        );
+    }
+}
+
 /// The document served at `/api/v1/open_api`.
 pub fn document(token_url: &str) -> Value {
     let mut schemas = Map::new();
@@ -246,8 +385,15 @@ pub fn document(token_url: &str) -> Value {
             format!("{name}:write"),
             format!("Read and write {}", ty.endpoint).into(),
         );
-        let security =
-            |access: &str| json!([{"bearer": []}, {"oauth2": [format!("{name}:{access}")]}]);
+        // Scopes: this type's, and for reads of related objects theirs.
+        let security_for = |access: &str, other: &str| {
+            let mut needed = vec![format!("{name}:{access}")];
+            if other != name {
+                needed.push(format!("{other}:read"));
+            }
+            json!([{"bearer": []}, {"oauth2": needed}])
+        };
+        let security = |access: &str| security_for(access, name);
         let common = |mut responses: Map<String, Value>| {
             for (status, what) in [
                 ("401", "Missing, invalid, expired or revoked token"),
@@ -333,7 +479,18 @@ pub fn document(token_url: &str) -> Value {
                 }
             }),
         );
+        relationship_paths(ty, &common, &security_for, &mut paths);
     }
+    schemas.insert(
+        "relationship_links".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "self": {"type": "string", "description": "The relationship's linkage"},
+                "related": {"type": "string", "description": "The objects it points at"}
+            }
+        }),
+    );
     schemas.insert(
         "pagination_links".into(),
         json!({
@@ -412,6 +569,26 @@ mod tests {
                     ["type"]["const"],
                 t.name
             );
+            for r in t.relationships {
+                let related = &doc["paths"][format!("/api/v1/{}/{{id}}/{}", t.endpoint, r.name)];
+                let linkage = &doc["paths"]
+                    [format!("/api/v1/{}/{{id}}/relationships/{}", t.endpoint, r.name)];
+                assert!(related["get"]["responses"]["200"].is_object(), "{}", r.name);
+                assert!(linkage["patch"]["requestBody"].is_object(), "{}", r.name);
+                assert_eq!(linkage["post"].is_object(), r.many, "{}", r.name);
+                assert_eq!(linkage["delete"].is_object(), r.many, "{}", r.name);
+            }
+            for i in t.inverses {
+                let linkage = &doc["paths"]
+                    [format!("/api/v1/{}/{{id}}/relationships/{}", t.endpoint, i.name)];
+                assert!(linkage["get"].is_object(), "{}", i.name);
+                assert!(linkage.get("patch").is_none(), "{} is computed", i.name);
+                assert_eq!(
+                    doc["paths"][format!("/api/v1/{}/{{id}}/{}", t.endpoint, i.name)]["get"]["security"]
+                        [1]["oauth2"],
+                    json!([format!("{}:read", t.name), format!("{}:read", i.source)])
+                );
+            }
         }
         assert_eq!(
             doc["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]["tokenUrl"],

@@ -124,6 +124,31 @@ impl ResourceType {
         }
     }
 
+    /// The JSON:API name of a field, as [`ResourceType::field`] takes it.
+    pub fn field_name(&self, field: Field) -> &'static str {
+        match field {
+            Field::Attribute(i) => self.attributes[i].name,
+            Field::Relationship(i) => self.relationships[i].name,
+            Field::Inverse(i) => self.inverses[i].name,
+            Field::Archived => ARCHIVED,
+            Field::CreatedAt => CREATED_AT,
+            Field::UpdatedAt => UPDATED_AT,
+        }
+    }
+
+    /// Whether `field` is a relationship to at most one object.
+    pub fn is_to_one(&self, field: Field) -> bool {
+        matches!(field, Field::Relationship(i) if !self.relationships[i].many)
+    }
+
+    /// The declaration of an inverse relationship field.
+    pub fn inverse(&self, field: Field) -> Option<&'static Inverse> {
+        match field {
+            Field::Inverse(i) => self.inverses.get(i),
+            _ => None,
+        }
+    }
+
     /// Position in [`TYPES`].
     pub fn index(&self) -> usize {
         TYPES.iter().position(|t| t.name == self.name).unwrap_or(0)
@@ -440,6 +465,20 @@ mod tests {
             in_schema.sort_unstable();
             declared.sort_unstable();
             assert_eq!(in_schema, declared, "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn field_names_name_their_fields() {
+        for t in TYPES {
+            let fields = (0..t.attributes.len())
+                .map(Field::Attribute)
+                .chain((0..t.relationships.len()).map(Field::Relationship))
+                .chain((0..t.inverses.len()).map(Field::Inverse))
+                .chain([Field::Archived, Field::CreatedAt, Field::UpdatedAt]);
+            for field in fields {
+                assert_eq!(t.field(t.field_name(field)), Some(field), "{}", t.name);
+            }
         }
     }
 
