@@ -61,9 +61,6 @@ fn type_schemas(ty: &ResourceType, schemas: &mut Map<String, Value>) {
         );
     }
     let mut read_relationships = relationships.clone();
-    for rel in read_relationships.values_mut() {
-        rel["properties"]["links"] = schema_ref("relationship_links");
-    }
     for i in ty.inverses {
         read_relationships.insert(
             i.name.into(),
