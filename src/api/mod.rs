@@ -30,7 +30,7 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 
 use crate::crd::GROUP;
-use crate::index::resources::{Entry, ResourceStore};
+use crate::index::resources::{Entry, Org, ResourceStore};
 use crate::metrics::Metrics;
 use crate::scope::{self, Access};
 use crate::server::body::BodyError;
@@ -281,10 +281,7 @@ impl ApiService {
             (Method::GET, At::One(id)) => {
                 let snapshot = self.store.read();
                 let org = snapshot.org(org);
-                let entry = org
-                    .table(ty)
-                    .get(id)
-                    .ok_or_else(|| Problem::not_found(ty.name, id))?;
+                let entry = lookup(org, ty, id)?;
                 let doc = document::single(ty, org, entry, &query).map_err(too_many)?;
                 Ok(with_etag(respond(StatusCode::OK, Some(&doc)), entry))
             }
@@ -318,10 +315,7 @@ impl ApiService {
             (Method::GET, At::Related(id, field)) => {
                 let snapshot = self.store.read();
                 let org = snapshot.org(org);
-                let entry = org
-                    .table(ty)
-                    .get(id)
-                    .ok_or_else(|| Problem::not_found(ty.name, id))?;
+                let entry = lookup(org, ty, id)?;
                 let path = document::related_path(ty, id, ty.field_name(field));
                 let doc = match field {
                     Field::Relationship(i) if !ty.relationships[i].many => {
@@ -354,10 +348,7 @@ impl ApiService {
             (Method::GET, At::Relationship(id, field)) => {
                 let snapshot = self.store.read();
                 let org = snapshot.org(org);
-                let entry = org
-                    .table(ty)
-                    .get(id)
-                    .ok_or_else(|| Problem::not_found(ty.name, id))?;
+                let entry = lookup(org, ty, id)?;
                 let doc = document::relationship(ty, org, entry, field);
                 let response = respond(StatusCode::OK, Some(&doc));
                 // A forward relationship is part of this object: its ETag
@@ -374,30 +365,23 @@ impl ApiService {
                     relationships: vec![(i, names)],
                     ..input::Changes::default()
                 };
-                let entry = if method == Method::DELETE {
-                    // Removing a name that does not exist is no error.
-                    self.edit_members(
-                        ty,
-                        org,
-                        id,
-                        i,
-                        Edit::Remove(&changes.relationships[0].1),
-                        precondition,
-                    )
-                    .await?
-                } else {
+                // Removing a name that does not exist is no error; adding
+                // or setting one is.
+                if method != Method::DELETE {
                     self.check_related(ty, org, &changes, &in_linkage).await?;
-                    if method == Method::POST {
-                        self.edit_members(
-                            ty,
-                            org,
-                            id,
-                            i,
-                            Edit::Add(&changes.relationships[0].1),
-                            precondition,
-                        )
-                        .await?
-                    } else {
+                }
+                let names = &changes.relationships[0].1;
+                let entry = match method {
+                    Method::POST | Method::DELETE => {
+                        let edit = if method == Method::POST {
+                            Edit::Add(names)
+                        } else {
+                            Edit::Remove(names)
+                        };
+                        self.edit_members(ty, org, id, i, edit, precondition)
+                            .await?
+                    }
+                    _ => {
                         self.patch(ty, org, id, changes.merge_patch(ty), precondition)
                             .await?
                     }
@@ -683,6 +667,13 @@ impl ApiService {
     }
 }
 
+/// The object `id` of `ty` in the organization, or 404.
+fn lookup<'o>(org: &'o Org, ty: &ResourceType, id: &str) -> Result<&'o Arc<Entry>, Problem> {
+    org.table(ty)
+        .get(id)
+        .ok_or_else(|| Problem::not_found(ty.name, id))
+}
+
 fn too_many(e: document::TooManyIncluded) -> Problem {
     ErrorObject::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
         .parameter("include")
@@ -691,12 +682,7 @@ fn too_many(e: document::TooManyIncluded) -> Problem {
 
 /// The document answering a write, which has happened by now: if its
 /// include is too large, it is answered without one rather than as an error.
-fn written(
-    ty: &'static ResourceType,
-    org: &crate::index::resources::Org,
-    entry: &Entry,
-    query: &query::Query,
-) -> Value {
+fn written(ty: &'static ResourceType, org: &Org, entry: &Entry, query: &query::Query) -> Value {
     document::single(ty, org, entry, query).unwrap_or_else(|_| {
         let mut plain = query.clone();
         plain.include = query::Include::default();
