@@ -162,7 +162,7 @@ pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> (usize, Vec
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum SortValue<'e> {
     Rank(usize),
-    Text(&'e str),
+    Text(Text<'e>),
     Time(jiff::Timestamp),
     Flag(bool),
     Unset,
@@ -170,7 +170,7 @@ enum SortValue<'e> {
 
 fn sort_value<'e>(ty: &ResourceType, field: SortField, e: &'e Entry) -> SortValue<'e> {
     match field {
-        SortField::Id => SortValue::Text(&e.name),
+        SortField::Id => SortValue::Text(Text(&e.name)),
         SortField::Field(Field::CreatedAt) => SortValue::Time(e.created),
         SortField::Field(Field::UpdatedAt) => SortValue::Time(e.updated),
         SortField::Field(Field::Archived) => SortValue::Flag(e.archived),
@@ -181,10 +181,31 @@ fn sort_value<'e>(ty: &ResourceType, field: SortField, e: &'e Entry) -> SortValu
                 (AttrKind::Enum(values), Some(_)) => {
                     rank(values, value).map_or(SortValue::Unset, SortValue::Rank)
                 }
-                (_, Some(text)) => SortValue::Text(text),
+                (_, Some(text)) => SortValue::Text(Text(text)),
             }
         }
         SortField::Field(_) => SortValue::Unset,
+    }
+}
+
+/// Text in the order people expect of a sorted list: letters regardless of
+/// case first ("apple" < "Banana" < "cherry"), then by code point, so the
+/// order stays total ("Apple" < "apple").
+#[derive(Debug, PartialEq, Eq)]
+struct Text<'e>(&'e str);
+
+impl<'e> Ord for Text<'e> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let folded = |s: &'e str| s.chars().flat_map(char::to_lowercase);
+        folded(self.0)
+            .cmp(folded(other.0))
+            .then_with(|| self.0.cmp(other.0))
+    }
+}
+
+impl PartialOrd for Text<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -621,6 +642,29 @@ mod tests {
         assert_eq!(ids(req, &org, "sort=-assignee"), ["b", "c", "a"]);
         assert_eq!(ids(req, &org, "sort=-created_at,-id"), ["b", "a", "c"]);
         assert_eq!(ids(req, &org, "filter[archived]=true"), ["d"]);
+    }
+
+    #[test]
+    fn text_sorts_regardless_of_case_then_by_code_point() {
+        let mut words = [
+            "cherry", "Banana", "apple", "Apple", "Éclair", "eclair", "zed", "Zed",
+        ];
+        words.sort_by(|a, b| Text(a).cmp(&Text(b)));
+        // Case folds, accents do not (that takes a collation table).
+        assert_eq!(
+            words,
+            [
+                "Apple", "apple", "Banana", "cherry", "eclair", "Zed", "zed", "Éclair"
+            ]
+        );
+        // In a collection, through sort=assignee and its reverse.
+        let req = by_name("requirement").unwrap();
+        let mut org = Org::default();
+        for (name, assignee) in [("a", "bob"), ("b", "Alice"), ("c", "alice"), ("d", "Carol")] {
+            org.upsert(req, requirement(name, 1, Some(assignee), None));
+        }
+        assert_eq!(ids(req, &org, "sort=assignee"), ["b", "c", "a", "d"]);
+        assert_eq!(ids(req, &org, "sort=-assignee"), ["d", "a", "c", "b"]);
     }
 
     #[test]

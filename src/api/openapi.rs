@@ -193,7 +193,7 @@ fn collection_parameters(ty: &ResourceType) -> Vec<Value> {
     }
     params.push(parameter(
         "sort",
-        "Comma-separated fields, - for descending (id, created_at, updated_at, archived or a non-list attribute).",
+        "Comma-separated fields, - for descending (id, created_at, updated_at, archived or a non-list attribute); enums sort in their declared order, text regardless of case.",
         json!({"type": "string"}),
     ));
     let size = json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE});
