@@ -94,7 +94,16 @@ async fn one_leader_reconciles_both_serve_and_leadership_moves() {
     } else {
         (&mut b, &mut a)
     };
-    assert!(leader.operator.logs().contains("Created Secret first"));
+    // The controller logs a transition after writing its status, so the
+    // line can trail the Active phase by a moment.
+    eventually(WAIT, "the leader to log creating the Secret", || async {
+        leader
+            .operator
+            .logs()
+            .contains("Created Secret first")
+            .then_some(())
+    })
+    .await;
     assert!(
         !follower.operator.logs().contains("Created Secret"),
         "the follower wrote"
