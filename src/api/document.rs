@@ -196,10 +196,28 @@ struct Text<'e>(&'e str);
 
 impl<'e> Ord for Text<'e> {
     fn cmp(&self, other: &Self) -> Ordering {
-        let folded = |s: &'e str| s.chars().flat_map(char::to_lowercase);
-        folded(self.0)
-            .cmp(folded(other.0))
-            .then_with(|| self.0.cmp(other.0))
+        // Byte by byte while both are ASCII (names and titles usually are,
+        // and sorting compares them thousands of times); from the first
+        // other character on, which is a character boundary in both, by
+        // folded characters.
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        let mut i = 0;
+        let folded = loop {
+            match (a.get(i), b.get(i)) {
+                (Some(x), Some(y)) if x.is_ascii() && y.is_ascii() => {
+                    match x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase()) {
+                        Ordering::Equal => i += 1,
+                        unequal => break unequal,
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    let fold = |s: &'e str| s.chars().flat_map(char::to_lowercase);
+                    break fold(&self.0[i..]).cmp(fold(&other.0[i..]));
+                }
+                (x, y) => break x.is_some().cmp(&y.is_some()),
+            }
+        };
+        folded.then_with(|| self.0.cmp(other.0))
     }
 }
 
@@ -657,6 +675,17 @@ mod tests {
                 "Apple", "apple", "Banana", "cherry", "eclair", "Zed", "zed", "Éclair"
             ]
         );
+        // Past a shared ASCII prefix, with other characters, and prefixes.
+        let order = |a: &str, b: &str| Text(a).cmp(&Text(b));
+        assert_eq!(order("Straße", "STRASSE"), Ordering::Greater);
+        assert_eq!(order("naïve", "NAÏVE"), Ordering::Greater);
+        assert_eq!(order("NAÏVE", "naïve"), Ordering::Less);
+        assert_eq!(order("Ärger", "ärger"), Ordering::Less);
+        assert_eq!(order("ärger", "Ärgerlich"), Ordering::Less);
+        assert_eq!(order("Req 10", "req 9"), Ordering::Less);
+        assert_eq!(order("req", "Req 1"), Ordering::Less);
+        assert_eq!(order("Même", "même"), Ordering::Less);
+        assert_eq!(order("même", "même"), Ordering::Equal);
         // In a collection, through sort=assignee and its reverse.
         let req = by_name("requirement").unwrap();
         let mut org = Org::default();
