@@ -183,29 +183,54 @@ impl Metrics {
     }
 }
 
-/// `/api/v1/<endpoint>` and `/api/v1/<endpoint>/{id}` as fixed route names,
-/// one pair per declared type.
+/// The JSON:API routes of one type, named as they are declared: never by
+/// id, so the label set is fixed.
+struct TypeRoutes {
+    list: String,
+    one: String,
+    /// Relationship name, its related route and its relationship route.
+    relationships: Vec<(&'static str, String, String)>,
+}
+
+/// `/api/v1/<endpoint>`, `/api/v1/<endpoint>/{id}`, and each relationship's
+/// `/{id}/<name>` and `/{id}/relationships/<name>` as fixed route names.
 fn api_route(path: &str) -> Option<&'static str> {
-    static ROUTES: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+    static ROUTES: LazyLock<Vec<TypeRoutes>> = LazyLock::new(|| {
         TYPES
             .iter()
             .map(|t| {
-                (
-                    format!("api:{}", t.endpoint),
-                    format!("api:{}/{{id}}", t.endpoint),
-                )
+                let names = t.relationships.iter().map(|r| r.name);
+                let inverses = t.inverses.iter().map(|i| i.name);
+                TypeRoutes {
+                    list: format!("api:{}", t.endpoint),
+                    one: format!("api:{}/{{id}}", t.endpoint),
+                    relationships: names
+                        .chain(inverses)
+                        .map(|name| {
+                            (
+                                name,
+                                format!("api:{}/{{id}}/{name}", t.endpoint),
+                                format!("api:{}/{{id}}/relationships/{name}", t.endpoint),
+                            )
+                        })
+                        .collect(),
+                }
             })
             .collect()
     });
     let rest = path.strip_prefix("/api/v1/")?;
-    let (endpoint, item) = match rest.split_once('/') {
-        Some((e, id)) if !id.is_empty() && !id.contains('/') => (e, true),
-        Some(_) => return None,
-        None => (rest, false),
+    let segments: Vec<&str> = rest.split('/').collect();
+    let i = TYPES.iter().position(|t| t.endpoint == segments[0])?;
+    let routes = &ROUTES[i];
+    let relationship = |name: &str| routes.relationships.iter().find(|(n, _, _)| *n == name);
+    let route = match segments[1..] {
+        [] => &routes.list,
+        [id] if !id.is_empty() => &routes.one,
+        [id, name] if !id.is_empty() => &relationship(name)?.1,
+        [id, "relationships", name] if !id.is_empty() => &relationship(name)?.2,
+        _ => return None,
     };
-    let i = TYPES.iter().position(|t| t.endpoint == endpoint)?;
-    let (list, one) = &ROUTES[i];
-    Some(if item { one.as_str() } else { list.as_str() })
+    Some(route.as_str())
 }
 
 #[cfg(test)]
@@ -247,7 +272,18 @@ mod tests {
                 Some(format!("api:{}/{{id}}", t.endpoint).as_str())
             );
         }
+        assert_eq!(
+            api_route("/api/v1/requirements/r1/persona"),
+            Some("api:requirements/{id}/persona")
+        );
+        assert_eq!(
+            api_route("/api/v1/personas/p1/relationships/requirements"),
+            Some("api:personas/{id}/relationships/requirements")
+        );
         assert_eq!(api_route("/api/v1/widgets"), None);
         assert_eq!(api_route("/api/v1/requirements/a/b"), None);
+        assert_eq!(api_route("/api/v1/requirements//persona"), None);
+        assert_eq!(api_route("/api/v1/requirements/a/relationships/b"), None);
+        assert_eq!(api_route("/api/v1/requirements/a/persona/x"), None);
     }
 }
