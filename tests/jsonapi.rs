@@ -2202,4 +2202,26 @@ async fn relationship_endpoints_read_and_change_linkage() {
         serde_json::from_value(spec("r2")["components"].clone()).unwrap();
     components.sort();
     assert_eq!(components, ["c2", "c3"]);
+
+    // Metrics name these routes by declaration, never by id.
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for route in [
+        "api:requirements/{id}/persona",
+        "api:personas/{id}/requirements",
+        "api:requirements/{id}/relationships/components",
+    ] {
+        assert!(
+            metrics.contains(&format!("route=\"{route}\",status=\"200\"")),
+            "no {route} in metrics"
+        );
+    }
+    assert!(!metrics.contains("r1/") && !metrics.contains("dev/"));
 }
