@@ -218,16 +218,24 @@ fn api_route(path: &str) -> Option<&'static str> {
             })
             .collect()
     });
-    let rest = path.strip_prefix("/api/v1/")?;
-    let segments: Vec<&str> = rest.split('/').collect();
-    let i = TYPES.iter().position(|t| t.endpoint == segments[0])?;
+    // Every served request passes here: split without allocating.
+    let mut segments = path.strip_prefix("/api/v1/")?.split('/');
+    let endpoint = segments.next()?;
+    let i = TYPES.iter().position(|t| t.endpoint == endpoint)?;
     let routes = &ROUTES[i];
     let relationship = |name: &str| routes.relationships.iter().find(|(n, _, _)| *n == name);
-    let route = match segments[1..] {
-        [] => &routes.list,
-        [id] if !id.is_empty() => &routes.one,
-        [id, name] if !id.is_empty() => &relationship(name)?.1,
-        [id, "relationships", name] if !id.is_empty() => &relationship(name)?.2,
+    let rest = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    );
+    let route = match rest {
+        (None, ..) => &routes.list,
+        (Some(""), ..) => return None,
+        (Some(_), None, ..) => &routes.one,
+        (Some(_), Some(name), None, _) => &relationship(name)?.1,
+        (Some(_), Some("relationships"), Some(name), None) => &relationship(name)?.2,
         _ => return None,
     };
     Some(route.as_str())
