@@ -330,27 +330,62 @@ fn linkage(ty: &str, id: &str) -> Value {
     json!({"type": ty, "id": id})
 }
 
+/// A relationship's `data`: one linkage object or `null` for a to-one, an
+/// array for the others.
+fn linkage_data<'n>(target: &str, to_one: bool, mut names: impl Iterator<Item = &'n str>) -> Value {
+    if to_one {
+        names.next().map_or(Value::Null, |n| linkage(target, n))
+    } else {
+        Value::Array(names.map(|n| linkage(target, n)).collect())
+    }
+}
+
 /// The document of `/{type}/{id}/relationships/{name}`: the relationship's
 /// linkage (for an inverse, the live objects pointing here) and its links.
 pub fn relationship(ty: &ResourceType, org: &Org, e: &Entry, field: Field) -> Value {
-    let (name, target, many) = match field {
-        Field::Relationship(i) => {
-            let r = &ty.relationships[i];
-            (r.name, r.target, r.many)
-        }
-        Field::Inverse(i) => (ty.inverses[i].name, ty.inverses[i].source, true),
-        _ => return Value::Null,
-    };
+    let target = ty.related(field).map_or("", |t| t.name);
     let names = related_names(ty, org, e, field);
-    let data = if many {
-        Value::Array(names.iter().map(|n| linkage(target, n)).collect())
-    } else {
-        names.first().map_or(Value::Null, |n| linkage(target, n))
-    };
     let mut doc = json!({"jsonapi": {"version": JSONAPI_VERSION}});
-    doc["links"] = relationship_links(ty, &e.name, name);
-    doc["data"] = data;
+    doc["links"] = relationship_links(ty, &e.name, ty.field_name(field));
+    doc["data"] = linkage_data(
+        target,
+        ty.is_to_one(field),
+        names.iter().map(String::as_str),
+    );
     doc
+}
+
+/// The document of `/{type}/{id}/{name}`: the object a to-one relationship
+/// points at (or `null`), or the collection a to-many or inverse one does,
+/// under the whole query language, with links on this path.
+pub fn related(
+    ty: &ResourceType,
+    org: &Org,
+    e: &Entry,
+    field: Field,
+    mut query: Query,
+) -> Result<Value, TooManyIncluded> {
+    let Some(target) = ty.related(field) else {
+        return Ok(Value::Null);
+    };
+    let path = related_path(ty, &e.name, ty.field_name(field));
+    let filter = match field {
+        Field::Relationship(i) if ty.is_to_one(field) => {
+            let one = e.relationships[i]
+                .first()
+                .and_then(|name| org.table(target).get(name));
+            return single_at(target, org, one.map(|e| &**e), &query, &path);
+        }
+        Field::Relationship(i) => Filter::Id(e.relationships[i].to_vec()),
+        // The source objects whose relationship points here.
+        Field::Inverse(i) => {
+            let (_, via) = ty.inverses[i].resolve();
+            Filter::Related(Field::Relationship(via), vec![e.name.clone()])
+        }
+        _ => return Ok(Value::Null),
+    };
+    query.filters.push(filter);
+    collection_at(target, org, &query, &path)
 }
 
 /// One resource object. `include` is the include tree at this object, so
@@ -393,15 +428,8 @@ pub fn resource(
         if !wants(Field::Relationship(i)) {
             continue;
         }
-        let names = &e.relationships[i];
-        let data = if r.many {
-            Value::Array(names.iter().map(|n| linkage(r.target, n)).collect())
-        } else {
-            names
-                .first()
-                .map(|n| linkage(r.target, n))
-                .unwrap_or(Value::Null)
-        };
+        let names = e.relationships[i].iter().map(String::as_str);
+        let data = linkage_data(r.target, !r.many, names);
         // Linkage only: a client follows it by type and id, and the links
         // would double the size of a page (and cost a third of its
         // throughput, measured with bench/api.sh).
@@ -422,7 +450,7 @@ pub fn resource(
         rel["links"] = relationship_links(ty, &e.name, inv.name);
         if include.and_then(|i| i.child(field)).is_some() {
             let names = org.table(source).referring(via, &e.name);
-            rel["data"] = Value::Array(names.map(|n| linkage(inv.source, n)).collect());
+            rel["data"] = linkage_data(inv.source, false, names);
         }
         relationships.insert(inv.name.to_owned(), rel);
     }

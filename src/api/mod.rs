@@ -38,7 +38,7 @@ use crate::token::Verifier;
 use error::{ErrorObject, MEDIA_TYPE, Problem};
 use input::Intent;
 use limit::RateLimit;
-use query::{Filter, Target};
+use query::Target;
 use registry::{Field, Relationship, ResourceType};
 
 /// Field manager of the API's writes, as `kubectl get --show-managed-fields`
@@ -224,7 +224,7 @@ impl ApiService {
                 (ty, Target::Single)
             }
         };
-        let mut query = query::parse(primary, &request.query, target).map_err(|e| {
+        let query = query::parse(primary, &request.query, target).map_err(|e| {
             Problem::from(
                 ErrorObject::new(StatusCode::BAD_REQUEST, "invalid_query", e.detail)
                     .parameter(e.parameter),
@@ -316,33 +316,7 @@ impl ApiService {
                 let snapshot = self.store.read();
                 let org = snapshot.org(org);
                 let entry = lookup(org, ty, id)?;
-                let path = document::related_path(ty, id, ty.field_name(field));
-                let doc = match field {
-                    Field::Relationship(i) if !ty.relationships[i].many => {
-                        let related = entry.relationships[i]
-                            .first()
-                            .and_then(|name| org.table(primary).get(name));
-                        document::single_at(primary, org, related.map(|e| &**e), &query, &path)
-                    }
-                    Field::Relationship(i) => {
-                        query
-                            .filters
-                            .push(Filter::Id(entry.relationships[i].to_vec()));
-                        document::collection_at(primary, org, &query, &path)
-                    }
-                    _ => {
-                        let (_, via) =
-                            ty.inverse(field).map(|inv| inv.resolve()).ok_or_else(|| {
-                                Problem::internal("an inverse relationship without a source")
-                            })?;
-                        query.filters.push(Filter::Related(
-                            Field::Relationship(via),
-                            vec![id.to_owned()],
-                        ));
-                        document::collection_at(primary, org, &query, &path)
-                    }
-                }
-                .map_err(too_many)?;
+                let doc = document::related(ty, org, entry, field, query).map_err(too_many)?;
                 Ok(respond(StatusCode::OK, Some(&doc)))
             }
             (Method::GET, At::Relationship(id, field)) => {
@@ -550,8 +524,8 @@ impl ApiService {
 
     /// Adds names to, or removes them from, the to-many relationship `i`:
     /// read from the API server, change, and write back at the version
-    /// read, again if another write came between (unless the client gave
-    /// the version with `If-Match`).
+    /// read (or the client's `If-Match`), again if another write came
+    /// between and the client named no version.
     async fn edit_members(
         &self,
         ty: &'static ResourceType,
@@ -562,10 +536,6 @@ impl ApiService {
         precondition: Option<String>,
     ) -> Result<Entry, Problem> {
         let field = ty.relationships[i].field;
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        };
         for _ in 0..EDIT_ATTEMPTS {
             let current = self
                 .api(ty, org)
@@ -573,10 +543,6 @@ impl ApiService {
                 .await
                 .map_err(|e| write_error(ty, e, false))?
                 .ok_or_else(|| Problem::not_found(ty.name, id))?;
-            let version = current.metadata.resource_version.clone();
-            if precondition.is_some() && precondition != version {
-                return Err(precondition_failed());
-            }
             let mut members: Vec<String> = current.data["spec"][field]
                 .as_array()
                 .map(|names| {
@@ -591,21 +557,17 @@ impl ApiService {
                 relationships: vec![(i, members)],
                 ..input::Changes::default()
             };
-            let patch = json!({
-                "metadata": {"resourceVersion": version},
-                "spec": changes.merge_patch(ty),
-            });
+            let version = precondition
+                .clone()
+                .or_else(|| current.metadata.resource_version.clone());
             match self
-                .api(ty, org)
-                .patch(id, &params, &Patch::Merge(&patch))
+                .patch(ty, org, id, changes.merge_patch(ty), version)
                 .await
             {
-                Ok(updated) => return self.remember(ty, org, &updated),
-                Err(kube::Error::Api(s)) if s.code == 409 && precondition.is_none() => continue,
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    return Err(Problem::not_found(ty.name, id));
+                Err(p) if p.status == StatusCode::PRECONDITION_FAILED && precondition.is_none() => {
+                    continue;
                 }
-                Err(e) => return Err(write_error(ty, e, precondition.is_some())),
+                written => return written,
             }
         }
         Err(Problem::new(
