@@ -6,15 +6,17 @@ CLUSTER_DIR ?= $(CURDIR)/.cluster
 CLUSTER := tests/controlplane/cluster.sh
 CRDS := crds/catalio-crds.yaml
 OPERATOR := target/debug/catalio-operator
-# Python OAuth/JOSE clients the tests check the server against.
+# Python and JavaScript OAuth/JOSE clients the tests check the server against.
 PYCLIENTS ?= $(HOME)/.cache/catalio-operator/pyclients
 export CATALIO_TEST_PYTHON := $(PYCLIENTS)/bin/python
+JSCLIENTS ?= $(HOME)/.cache/catalio-operator/jsclients
+export CATALIO_TEST_OAUTH4WEBAPI := $(JSCLIENTS)/node_modules/oauth4webapi
 
-.PHONY: test lint build bench crds controlplane pyclients cluster-up cluster-down cluster-env dev
+.PHONY: test lint build bench crds controlplane pyclients jsclients cluster-up cluster-down cluster-env dev
 
 ## Every test: formatting, lints, unit tests and the integration tests on a
 ## real control plane; then proof that no control-plane process outlived them.
-test: lint controlplane pyclients
+test: lint controlplane pyclients jsclients
 	cargo test --all-targets --locked
 	$(CLUSTER) leftovers
 
@@ -47,6 +49,14 @@ $(PYCLIENTS)/.installed: tests/clients/requirements.txt
 	python3 -m venv $(PYCLIENTS)
 	$(PYCLIENTS)/bin/pip install --quiet --disable-pip-version-check -r $<
 	cp $< $@
+
+jsclients: $(JSCLIENTS)/.installed
+
+$(JSCLIENTS)/.installed: tests/clients/package.json tests/clients/package-lock.json
+	mkdir -p $(JSCLIENTS)
+	cp $^ $(JSCLIENTS)/
+	cd $(JSCLIENTS) && npm ci --no-audit --no-fund --silent
+	touch $@
 
 cluster-up:
 	$(CLUSTER) up $(CLUSTER_DIR) --crds crds > /dev/null

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
+pub mod pki;
+pub mod webhook;
+
 /// The repository root.
 pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -237,6 +240,16 @@ impl OperatorProcess {
     /// (`{base}` in them becomes the public base URL), authenticating with
     /// `kubeconfig`.
     pub fn run_serving(binary: &str, kubeconfig: &Path, args: &[&str]) -> (Self, Endpoints) {
+        Self::run_serving_mode(binary, kubeconfig, "run", args)
+    }
+
+    /// As [`OperatorProcess::run_serving`], in `mode` (`run` or `server`).
+    pub fn run_serving_mode(
+        binary: &str,
+        kubeconfig: &Path,
+        mode: &str,
+        args: &[&str],
+    ) -> (Self, Endpoints) {
         let listen = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
         let endpoints = Endpoints {
@@ -247,7 +260,7 @@ impl OperatorProcess {
             .iter()
             .map(|a| a.replace("{base}", &endpoints.base))
             .collect();
-        let mut all = vec!["run", "--listen", &listen, "--admin-listen", &admin];
+        let mut all = vec![mode, "--listen", &listen, "--admin-listen", &admin];
         all.extend(args.iter().map(String::as_str));
         (
             Self::start_with_kubeconfig(binary, &all, kubeconfig),
@@ -332,6 +345,19 @@ pub async fn credential_secret(client: &Client, namespace: &str, name: &str) -> 
     (text("client_id"), text("client_secret"))
 }
 
+/// The secret hash key the operator keeps in its signing-key Secret
+/// (`catalio-operator-signing-keys` in `namespace`, the operator's own).
+pub async fn hash_key(client: &Client, namespace: &str) -> Vec<u8> {
+    use k8s_openapi::api::core::v1::Secret;
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get("catalio-operator-signing-keys")
+        .await
+        .expect("the signing-key Secret");
+    secret.data.expect("Secret data")["secret-hash-key"]
+        .0
+        .clone()
+}
+
 /// An access token from the operator at `base` (JSON body, as Catalio
 /// documents it), retried until the server knows the client or `timeout`
 /// passes.
@@ -387,4 +413,61 @@ pub fn python() -> PathBuf {
             let home = std::env::var_os("HOME").unwrap_or_default();
             Path::new(&home).join(".cache/catalio-operator/pyclients/bin/python")
         })
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// A rustls server configuration serving `leaf`.
+pub fn tls_server_config(leaf: &pki::Leaf) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate PEM");
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key PEM");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+    std::sync::Arc::new(config)
+}
+
+/// Applies an `ApiCredential` named `name` (display name the same) with
+/// `spec` (YAML lines under `spec:`, indented two spaces), waits until it is
+/// Active and returns the client id and secret from its Secret.
+pub async fn create_credential(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    spec: &str,
+) -> (String, String) {
+    let yaml = format!(
+        "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata:\n  name: {name}\nspec:\n  displayName: {name}\n{spec}"
+    );
+    let out = cluster().kubectl_stdin(&["-n", namespace, "apply", "-f", "-"], Some(&yaml));
+    assert!(
+        out.status.success(),
+        "applying {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster().kubectl_ok(&[
+        "-n",
+        namespace,
+        "wait",
+        "--for=jsonpath={.status.phase}=Active",
+        "--timeout=60s",
+        &format!("apicredential/{name}"),
+    ]);
+    credential_secret(client, namespace, name).await
 }
