@@ -52,7 +52,9 @@ pub struct Operator {
     pub audience: String,
 
     /// Token endpoint URL written into every Secret and published in the
-    /// metadata (default: ISSUER/oauth/token).
+    /// metadata. Default: this server's own, from --listen (a wildcard
+    /// address becomes 127.0.0.1). Behind a Service, set it to the
+    /// Service's URL.
     #[arg(long, env = "CATALIO_TOKEN_URL")]
     pub token_url: Option<String>,
 

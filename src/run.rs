@@ -1,5 +1,6 @@
 //! Wires the command line to the controller and the servers.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use kube::api::DynamicObject;
 use kube::core::DeserializeGuard;
 use kube::{Api, Client};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::api::{self, ApiService, limit::RateLimit, registry};
 use crate::config::{Cli, Command, Operator};
@@ -77,8 +78,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         // Credentials may ask for up to 24h whatever the server default is.
         max_token_lifetime: Duration::from_secs(86_400),
     };
-    let token_url =
-        token_url.unwrap_or_else(|| format!("{}/oauth/token", issuer.trim_end_matches('/')));
+    let token_url = token_url.unwrap_or_else(|| {
+        let url = default_token_url(listen);
+        if listen.ip().is_unspecified() {
+            warn!(%url, "--token-url is not set: Secrets name this server on this machine only; set the URL workloads reach it at");
+        }
+        url
+    });
 
     let client = Client::try_default()
         .await
@@ -107,6 +113,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         draining,
     };
 
+    // Every mode holds the keys: servers sign and verify with them, the
+    // controller hashes secrets with the hash key. Only the leader writes
+    // them.
+    let keys = KeyStore::new();
+    {
+        let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+        let (keys, name) = (keys.clone(), signing_key_secret.clone());
+        tokio::spawn(async move {
+            if let Err(e) = keystore::watch(secrets, name, keys).await {
+                error!(error = %e, "signing-key watch ended");
+            }
+        });
+    }
+
     if server {
         let scopes: Vec<Option<String>> = if watch_namespaces.is_empty() {
             vec![None]
@@ -116,7 +136,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         // One index per process, fed by one watch per scope; each relist
         // replaces only its own scope.
         let index = CredentialIndex::with_watches(scopes.len());
-        let keys = KeyStore::new();
         for scope in scopes.clone() {
             let api: Api<DeserializeGuard<ApiCredential>> = match &scope {
                 Some(ns) => Api::namespaced(client.clone(), ns),
@@ -145,25 +164,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 if let Err(e) = index::run_resource_watch(objects, ty, i, scope, resources).await {
                     error!(error = %e, kind = ty.kind, "resource watch ended");
-                }
-            });
-        }
-        let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-        if !controller {
-            // Without a controller there is no leader; optimistic concurrency
-            // keeps several servers maintaining the keys safe.
-            tokio::spawn(keystore::run_maintenance(
-                secrets.clone(),
-                signing_key_secret.clone(),
-                policy.clone(),
-            ));
-        }
-        {
-            let keys = keys.clone();
-            let name = signing_key_secret.clone();
-            tokio::spawn(async move {
-                if let Err(e) = keystore::watch(secrets, name, keys).await {
-                    error!(error = %e, "signing-key watch ended");
                 }
             });
         }
@@ -205,7 +205,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .push(server::serve(public, server::routes(service, jsonapi), drained.clone()).boxed());
         readiness.index = Some(index);
         readiness.resources = Some(resources);
-        readiness.keys = Some(keys);
+        readiness.keys = Some(keys.clone());
     }
 
     // Probes and metrics in every mode.
@@ -226,35 +226,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             token_url,
             audience,
         };
-        let ctx = Arc::new(controller::Context::new(client.clone(), settings, metrics));
+        let ctx = Arc::new(controller::Context::new(
+            client.clone(),
+            settings,
+            keys.clone(),
+            metrics,
+        ));
         let namespaces: Vec<Option<String>> = if watch_namespaces.is_empty() {
             vec![None]
         } else {
             watch_namespaces.into_iter().map(Some).collect()
         };
         let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-        // Only the leader reconciles and manages the signing keys.
+        // Only the leader reconciles and manages the keys; it reconciles
+        // once the hash key is loaded.
         let work = move || -> BoxFuture<'static, ()> {
-            let mut jobs: Vec<BoxFuture<'static, ()>> = Vec::new();
-            if server {
-                jobs.push(
-                    keystore::run_maintenance(
-                        secrets.clone(),
-                        signing_key_secret.clone(),
-                        policy.clone(),
-                    )
-                    .boxed(),
-                );
-            }
-            for ns in namespaces.clone() {
-                let ctx = ctx.clone();
-                info!(namespace = ?ns, "starting controller");
-                jobs.push(
-                    async move { controller::run(ctx, ns.as_deref(), futures::future::pending()).await }
-                        .boxed(),
-                );
-            }
-            join_all(jobs).map(|_| ()).boxed()
+            let maintenance = keystore::run_maintenance(
+                secrets.clone(),
+                signing_key_secret.clone(),
+                policy.clone(),
+            );
+            let (ctx, namespaces) = (ctx.clone(), namespaces.clone());
+            let controllers =
+                async move {
+                    ctx.keys.hasher_loaded().await;
+                    join_all(namespaces.into_iter().map(|ns| {
+                        let ctx = ctx.clone();
+                        info!(namespace = ?ns, "starting controller");
+                        async move {
+                            controller::run(ctx, ns.as_deref(), futures::future::pending()).await
+                        }
+                    }))
+                    .await;
+                };
+            futures::future::join(maintenance, controllers)
+                .map(|_| ())
+                .boxed()
         };
         let elector = Elector {
             api: Api::<Lease>::namespaced(client, &namespace),
@@ -270,6 +277,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The token endpoint on this server, from the address it listens on: never
+/// the public issuer's host, which would send workloads' secrets off the
+/// cluster.
+fn default_token_url(listen: SocketAddr) -> String {
+    let host = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_owned(),
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    format!("http://{host}:{}/oauth/token", listen.port())
+}
+
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     let mut term = match signal(SignalKind::terminate()) {
@@ -281,4 +301,17 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {},
     }
     info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_token_url_is_this_server() {
+        let url = |listen: &str| default_token_url(listen.parse().unwrap());
+        assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080/oauth/token");
+        assert_eq!(url("10.1.2.3:8443"), "http://10.1.2.3:8443/oauth/token");
+        assert_eq!(url("[::]:80"), "http://[::1]:80/oauth/token");
+    }
 }

@@ -1,20 +1,29 @@
-//! Client secrets and client ids: generation, hashing and comparison. The
-//! controller and the token endpoint both use these, so a secret hashed by one
-//! is recognised by the other.
+//! Client secrets and client ids: generation, keyed hashing and comparison.
+//! The controller and the token endpoint both use these, so a secret hashed by
+//! one is recognised by the other.
+//!
+//! Hashes are HMAC-SHA256 under a key only the operator's pods hold (kept
+//! beside the signing keys), over the client id and the secret. Whoever may
+//! write a credential's status or its Secret's annotations therefore cannot
+//! write the hash of a secret of their choosing, nor reuse the hash of
+//! another credential's secret.
 
 use std::fmt;
 
+use aws_lc_rs::hmac;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use sha2::{Digest, Sha256};
 
 /// Prefix of every hash string, as written in status and annotations.
-const HASH_PREFIX: &str = "sha256:";
+const HASH_PREFIX: &str = "hmac-sha256:";
 
 /// Bytes of OS randomness in a client secret (256 bits).
 const SECRET_BYTES: usize = 32;
 
 /// Prefix that makes a leaked secret easy to recognise for secret scanners.
 const SECRET_PREFIX: &str = "catalio_cs_";
+
+/// Prefix of every client id.
+const CLIENT_ID_PREFIX: &str = "ci_";
 
 /// A generated client secret. Its `Debug` and `Display` never show the value,
 /// so it cannot leak through a log line or an error by accident.
@@ -40,8 +49,8 @@ impl ClientSecret {
         &self.0
     }
 
-    pub fn hash(&self) -> SecretHash {
-        SecretHash::of(self.0.as_bytes())
+    pub fn hash(&self, hasher: &SecretHasher, client_id: &str) -> SecretHash {
+        hasher.hash(client_id, self.0.as_bytes())
     }
 }
 
@@ -51,16 +60,68 @@ impl fmt::Debug for ClientSecret {
     }
 }
 
-/// SHA-256 digest of a client secret.
+/// The key of every secret hash. Its `Debug` never shows the key.
+pub struct SecretHasher {
+    key: hmac::Key,
+}
+
+impl SecretHasher {
+    /// Length of a hash key, in bytes.
+    pub const KEY_BYTES: usize = 32;
+
+    pub fn new(key: &[u8]) -> Self {
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+        }
+    }
+
+    /// A fresh key from the OS CSPRNG.
+    pub fn generate_key() -> Result<[u8; Self::KEY_BYTES], getrandom::Error> {
+        let mut key = [0u8; Self::KEY_BYTES];
+        getrandom::fill(&mut key)?;
+        Ok(key)
+    }
+
+    /// The hash of `secret` as the secret of `client_id`. Client ids hold no
+    /// NUL byte, so the input is unambiguous.
+    pub fn hash(&self, client_id: &str, secret: &[u8]) -> SecretHash {
+        SecretHash(self.mac(&[client_id.as_bytes(), b"\0", secret]))
+    }
+
+    /// A MAC over `parts`, each preceded by its length: state the
+    /// controller writes and must recognise as its own when it reads it back.
+    pub fn seal(&self, parts: &[&[u8]]) -> String {
+        let mut context = hmac::Context::with_key(&self.key);
+        for part in parts {
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part);
+        }
+        hex(context.sign().as_ref())
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut context = hmac::Context::with_key(&self.key);
+        for part in parts {
+            context.update(part);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.sign().as_ref());
+        out
+    }
+}
+
+impl fmt::Debug for SecretHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretHasher(<redacted>)")
+    }
+}
+
+/// The keyed hash of a client secret, `hmac-sha256:<hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SecretHash([u8; 32]);
 
 impl SecretHash {
-    pub fn of(secret: &[u8]) -> Self {
-        Self(Sha256::digest(secret).into())
-    }
-
-    /// Parses `sha256:<64 lowercase hex>`.
+    /// Parses `hmac-sha256:<64 lowercase hex>`.
     pub fn parse(text: &str) -> Option<Self> {
         let hex = text.strip_prefix(HASH_PREFIX)?;
         if hex.len() != 64 {
@@ -68,12 +129,7 @@ impl SecretHash {
         }
         let mut out = [0u8; 32];
         for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-            let digit = |c: u8| match c {
-                b'0'..=b'9' => Some(c - b'0'),
-                b'a'..=b'f' => Some(c - b'a' + 10),
-                _ => None,
-            };
-            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+            *byte = hex_digit(pair[0])? << 4 | hex_digit(pair[1])?;
         }
         Some(Self(out))
     }
@@ -107,6 +163,14 @@ impl fmt::Debug for SecretHash {
     }
 }
 
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     use fmt::Write;
     bytes
@@ -127,7 +191,21 @@ pub fn client_id_for_uid(uid: &str) -> String {
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    format!("ci_{compact}")
+    format!("{CLIENT_ID_PREFIX}{compact}")
+}
+
+/// The client id as a number, if `text` has the form of the client ids
+/// this operator issues (`ci_` and the 32 hex digits of an object UID).
+/// Anything else is no client of ours, and is refused before any state is
+/// kept about it.
+pub fn parse_client_id(text: &str) -> Option<u128> {
+    let digits = text.strip_prefix(CLIENT_ID_PREFIX)?;
+    if digits.len() != 32 {
+        return None;
+    }
+    digits
+        .bytes()
+        .try_fold(0u128, |n, c| Some(n << 4 | u128::from(hex_digit(c)?)))
 }
 
 #[cfg(test)]
@@ -156,33 +234,76 @@ mod tests {
         assert!(!shown.contains(s.expose()));
     }
 
+    const ID: &str = "ci_0f1e2d3c4b5a69788695a4b3c2d1e0f9";
+
     #[test]
-    fn hash_round_trips_and_matches_sha256() {
-        let h = SecretHash::of(b"abc");
+    fn hash_is_hmac_sha256_over_the_client_id_and_the_secret() {
+        let hasher = SecretHasher::new(&[b'k'; 32]);
+        let h = hasher.hash(ID, b"catalio_cs_abc");
         assert_eq!(
             h.to_string(),
-            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            "hmac-sha256:cc7228b68765c428adb5faf6f70d0a9d0b4896ad525704cd23cff292d60e3c38"
         );
         assert_eq!(SecretHash::parse(&h.to_string()), Some(h));
-        assert_eq!(h.short_id(), "ba7816bf8f01cfea");
-        assert!(h.ct_eq(&SecretHash::of(b"abc")));
-        assert!(!h.ct_eq(&SecretHash::of(b"abd")));
+        assert_eq!(h.short_id(), "cc7228b68765c428");
+        assert!(h.ct_eq(&hasher.hash(ID, b"catalio_cs_abc")));
+        assert!(!h.ct_eq(&hasher.hash(ID, b"catalio_cs_abd")));
+        // Another credential's hash of the same secret is another value,
+        // and so is the hash under another key.
+        let other = "ci_00000000000000000000000000000001";
+        assert!(!h.ct_eq(&hasher.hash(other, b"catalio_cs_abc")));
+        assert!(!h.ct_eq(&SecretHasher::new(&[b'j'; 32]).hash(ID, b"catalio_cs_abc")));
+        assert_eq!(format!("{hasher:?}"), "SecretHasher(<redacted>)");
     }
 
     #[test]
-    fn hash_parse_rejects_malformed_text() {
-        let good = SecretHash::of(b"x").to_string();
+    fn hash_parse_rejects_malformed_and_unkeyed_text() {
+        let good = SecretHasher::new(&[1; 32]).hash(ID, b"x").to_string();
         assert!(SecretHash::parse(&good.to_uppercase()).is_none());
         assert!(SecretHash::parse(&good[..good.len() - 1]).is_none());
-        assert!(SecretHash::parse(good.trim_start_matches("sha256:")).is_none());
+        assert!(SecretHash::parse(good.trim_start_matches("hmac-sha256:")).is_none());
+        assert!(SecretHash::parse(&good.replace("hmac-sha256:", "sha256:")).is_none());
         assert!(SecretHash::parse(&good.replace('b', "g")).is_none());
+    }
+
+    #[test]
+    fn seals_tell_parts_apart() {
+        let hasher = SecretHasher::new(&[2; 32]);
+        let seal = hasher.seal(&[b"ab", b"c"]);
+        assert_eq!(seal.len(), 64);
+        assert_eq!(seal, hasher.seal(&[b"ab", b"c"]));
+        assert_ne!(seal, hasher.seal(&[b"a", b"bc"]));
+        assert_ne!(seal, hasher.seal(&[b"abc"]));
+        assert_ne!(seal, SecretHasher::new(&[3; 32]).seal(&[b"ab", b"c"]));
     }
 
     #[test]
     fn client_id_is_derived_from_uid() {
         assert_eq!(
             client_id_for_uid("0F1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"),
-            "ci_0f1e2d3c4b5a69788695a4b3c2d1e0f9"
+            ID
         );
+    }
+
+    #[test]
+    fn only_ids_of_our_form_parse() {
+        assert_eq!(
+            parse_client_id(ID),
+            Some(0x0f1e2d3c4b5a69788695a4b3c2d1e0f9)
+        );
+        let long = format!("ci_{}", "a".repeat(10_000));
+        for bad in [
+            "",
+            "ci_",
+            "ci_0f1e2d3c4b5a69788695a4b3c2d1e0f",
+            "ci_0f1e2d3c4b5a69788695a4b3c2d1e0f9a",
+            "ci_0F1E2D3C4B5A69788695A4B3C2D1E0F9",
+            "cx_0f1e2d3c4b5a69788695a4b3c2d1e0f9",
+            "ci_0f1e2d3c-b5a69788695a4b3c2d1e0f9",
+            "ci_0f1e2d3c4b5a69788695a4b3c2d1e0fé",
+            &long,
+        ] {
+            assert_eq!(parse_client_id(bad), None, "{bad}");
+        }
     }
 }

@@ -4,9 +4,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use catalio_operator::controller::plan::{Material, Settings, desired_secret};
 use catalio_operator::crd::{ApiCredential, ApiCredentialStatus, Phase};
-use catalio_operator::secret::SecretHash;
-use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually, free_port};
+use catalio_operator::secret::{ClientSecret, SecretHasher};
+use catalio_test_support::{
+    OperatorProcess, TestNamespace, cluster, eventually, free_port, hash_key,
+};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
@@ -64,6 +67,15 @@ impl Fixture {
             "apply: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The keyed hash of `secret` as the secret of `client_id`, with the
+    /// operator's hash key.
+    async fn hash(&self, client_id: &str, secret: &str) -> String {
+        let key = hash_key(&self.client, &self.ns.name).await;
+        SecretHasher::new(&key)
+            .hash(client_id, secret.as_bytes())
+            .to_string()
     }
 
     fn patch(&self, name: &str, patch: &str) -> std::process::Output {
@@ -217,7 +229,8 @@ async fn create_writes_the_secret_and_reports_active() {
     );
     let client_secret = data(&secret, "client_secret");
     assert!(client_secret.len() >= 43, "at least 256 bits of text");
-    let hash = SecretHash::of(client_secret.as_bytes()).to_string();
+    let hash = f.hash(&client_id, &client_secret).await;
+    assert!(hash.starts_with("hmac-sha256:"), "{hash}");
     assert_eq!(annotation(&secret, "catalio.ai/secret-sha256"), hash);
     assert_eq!(status.secret_hash, Some(hash));
     let labels = secret.metadata.labels.clone().unwrap();
@@ -323,7 +336,7 @@ async fn rotation_without_grace_replaces_the_secret_at_once() {
     assert_ne!(new, old);
     assert_eq!(
         rotated.secret_hash,
-        Some(SecretHash::of(new.as_bytes()).to_string())
+        Some(f.hash(first.client_id.as_deref().unwrap(), &new).await)
     );
     assert_ne!(rotated.secret_hash, first.secret_hash);
     assert_eq!(rotated.previous_secret_hash, None);
@@ -346,9 +359,11 @@ async fn rotation_with_grace_keeps_the_previous_hash_until_it_expires() {
     assert_eq!(during.previous_secret_hash, first.secret_hash);
     assert!(during.previous_secret_expires_at.is_some());
     let secret = f.secret("ci").await;
+    let state: serde_json::Value =
+        serde_json::from_str(&annotation(&secret, "catalio.ai/state")).unwrap();
     assert_eq!(
-        secret.metadata.annotations.as_ref().unwrap()["catalio.ai/previous-secret-sha256"],
-        first.secret_hash.clone().unwrap()
+        state["previous"]["hash"].as_str(),
+        first.secret_hash.as_deref()
     );
 
     let after = f
@@ -377,15 +392,31 @@ async fn scheduled_rotation_fires_when_due() {
         rotated_at + jiff::SignedDuration::from_hours(1)
     );
 
-    // The Secret records when its secret was made; pretend that was two
-    // hours ago instead of waiting an hour.
-    let earlier = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2)).to_string();
+    // The Secret records, sealed, when its secret was made; instead of
+    // waiting an hour, seal "two hours ago" as an operator of then would
+    // have (the test holds the hash key).
+    let cred = f.creds().get("ci").await.unwrap();
+    let client_id = first.client_id.clone().unwrap();
+    let current = data(&f.secret("ci").await, "client_secret");
+    let hasher = SecretHasher::new(&hash_key(&f.client, &f.ns.name).await);
+    let material = Material {
+        hash: hasher.hash(&client_id, current.as_bytes()),
+        secret: ClientSecret::from_plaintext(current),
+        counter: 0,
+        rotated_at: jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2),
+        previous: None,
+    };
+    let settings = Settings {
+        token_url: String::new(),
+        audience: String::new(),
+    };
+    let then = desired_secret(&cred, &client_id, &material, &settings, &hasher);
     f.kubectl_ok(&[
         "annotate",
         "secret",
         "ci",
         "--overwrite",
-        &format!("catalio.ai/rotated-at={earlier}"),
+        &format!("catalio.ai/state={}", annotation(&then, "catalio.ai/state")),
     ]);
     let rotated = f
         .status_until("ci", "scheduled rotation", |s| {
@@ -530,7 +561,7 @@ async fn tampered_and_deleted_secrets_are_replaced_with_warnings() {
     assert_ne!(value, "chosen-by-someone");
     assert_eq!(
         replaced.secret_hash,
-        Some(SecretHash::of(value.as_bytes()).to_string())
+        Some(f.hash(first.client_id.as_deref().unwrap(), &value).await)
     );
     assert_eq!(
         annotation(&secret, "catalio.ai/secret-sha256"),
@@ -549,7 +580,13 @@ async fn tampered_and_deleted_secrets_are_replaced_with_warnings() {
     let secret = f.secret("ci").await;
     assert_eq!(
         recreated.secret_hash,
-        Some(SecretHash::of(data(&secret, "client_secret").as_bytes()).to_string())
+        Some(
+            f.hash(
+                first.client_id.as_deref().unwrap(),
+                &data(&secret, "client_secret")
+            )
+            .await
+        )
     );
     eventually(WAIT, "a SecretReplaced event for the deletion", || async {
         f.events("ci")

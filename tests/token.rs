@@ -250,7 +250,7 @@ async fn issues_tokens_in_all_three_shapes_that_independent_jose_verifies() {
 
     let header = decode_part(token, 0);
     assert_eq!(header["alg"], "RS256");
-    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["typ"], "at+jwt");
     let claims = decode_part(token, 1);
     let uid = Api::<ApiCredential>::namespaced(s.client.clone(), &s.ns.name)
         .get("ci")
@@ -262,6 +262,7 @@ async fn issues_tokens_in_all_three_shapes_that_independent_jose_verifies() {
     assert_eq!(claims["iss"], ISSUER);
     assert_eq!(claims["aud"], AUDIENCE);
     assert_eq!(claims["sub"], cred.id.as_str());
+    assert_eq!(claims["client_id"], cred.id.as_str());
     assert_eq!(cred.id, format!("ci_{}", uid.replace('-', "")));
     assert_eq!(claims["org"], s.ns.name.as_str());
     assert_eq!(claims["scope"], "requirement:read persona:write");
@@ -389,7 +390,7 @@ async fn every_error_has_its_status_and_rfc_6749_code() {
             s.token_json(&cred, json!({"audience": "https://evil.example"}))
                 .await,
             400,
-            "invalid_request",
+            "invalid_target",
         ),
         (
             s.token_json(&cred, json!({"scope": "requirement:write"}))

@@ -32,7 +32,7 @@ use warp::reply::Response;
 use crate::crd::GROUP;
 use crate::index::resources::{Entry, Org, ResourceStore};
 use crate::metrics::Metrics;
-use crate::scope::{self, Access};
+use crate::scope::Access;
 use crate::server::body::BodyError;
 use crate::token::Verifier;
 use error::{ErrorObject, MEDIA_TYPE, Problem};
@@ -174,7 +174,6 @@ impl ApiService {
         };
         let verified = self.admit(&request.headers, ty, access)?;
         let org = verified.claims.org.as_str();
-        let scopes: Vec<&str> = verified.claims.scopes().collect();
         // Objects of the related type are read too, except for the linkage
         // a forward relationship keeps in this object itself.
         let related = match at {
@@ -183,7 +182,7 @@ impl ApiService {
             _ => None,
         };
         if let Some(related) = related
-            && !scope::allows(&scopes, related.name, Access::Read)
+            && !verified.allows(related.name, Access::Read)
         {
             return Err(insufficient_scope(related, Access::Read));
         }
@@ -235,7 +234,7 @@ impl ApiService {
             .include
             .types(primary)
             .into_iter()
-            .find(|t| !scope::allows(&scopes, t.name, Access::Read))
+            .find(|t| !verified.allows(t.name, Access::Read))
         {
             return Err(ErrorObject::new(
                 StatusCode::FORBIDDEN,
@@ -404,8 +403,7 @@ impl ApiService {
             )
             .with_header(header::RETRY_AFTER, seconds.max(1).to_string()));
         }
-        let scopes: Vec<&str> = verified.claims.scopes().collect();
-        if !scope::allows(&scopes, ty.name, access) {
+        if !verified.allows(ty.name, access) {
             return Err(insufficient_scope(ty, access));
         }
         Ok(verified)

@@ -1,6 +1,11 @@
 //! Reconciles `ApiCredential` objects into Secrets. [`plan`] decides; this
-//! module reads the Secret, applies the plan with server-side apply under one
-//! field manager and publishes the plan's events.
+//! module reads the Secret, carries the plan out under one field manager and
+//! publishes the plan's events.
+//!
+//! A missing Secret is created, never applied: a forced apply would take
+//! over (and overwrite) a Secret someone else created between our read and
+//! our write. An existing one is applied at the resourceVersion read, so a
+//! Secret replaced meanwhile is not written either.
 
 pub mod plan;
 
@@ -10,7 +15,7 @@ use std::time::Duration;
 use futures::{StreamExt, future};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
 use kube::runtime::controller::{Action, Controller};
@@ -23,6 +28,7 @@ use tracing::{debug, info, warn};
 use crate::crd::{ApiCredential, ApiCredentialStatus, Phase};
 use crate::metrics::Metrics;
 use crate::secret::ClientSecret;
+use crate::token::KeyStore;
 use plan::{MANAGER, Plan, Reason, SecretAction, Settings};
 
 /// How often a credential is looked at even when nothing announced a change.
@@ -38,6 +44,8 @@ pub enum Error {
     DeleteSecret(#[source] kube::Error),
     #[error("writing status failed: {0}")]
     WriteStatus(#[source] kube::Error),
+    #[error("the secret hash key is not loaded yet")]
+    NoHashKey,
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
 }
@@ -50,6 +58,7 @@ impl Error {
             Error::WriteSecret(_) => "write_secret",
             Error::DeleteSecret(_) => "delete_secret",
             Error::WriteStatus(_) => "write_status",
+            Error::NoHashKey => "no_hash_key",
             Error::Plan(e) => e.metric_label(),
         }
     }
@@ -68,11 +77,18 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub settings: Settings,
+    /// Holds the secret hash key (loaded from the signing-key Secret).
+    pub keys: Arc<KeyStore>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        keys: Arc<KeyStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.to_owned(),
             instance: std::env::var("POD_NAME").ok(),
@@ -81,6 +97,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
+            keys,
             metrics,
         }
     }
@@ -176,6 +193,8 @@ async fn apply(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let name = cred.secret_name();
+    let ring = ctx.keys.ring();
+    let hasher = ring.hasher().ok_or(Error::NoHashKey)?;
     let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
     let Plan {
         secret: action,
@@ -186,21 +205,67 @@ async fn apply(
         cred,
         secret.as_ref(),
         &ctx.settings,
+        hasher,
         Timestamp::now(),
         &mut ClientSecret::generate,
     )?;
 
+    // The Secret changed between our read and our write: look again.
+    let raced = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409);
+    let again = Action::requeue(Duration::from_millis(200));
     match action {
         SecretAction::Keep => {}
-        SecretAction::Apply(desired) => {
-            secrets
+        SecretAction::Create(desired) => {
+            let params = PostParams {
+                field_manager: Some(MANAGER.to_owned()),
+                ..Default::default()
+            };
+            match secrets.create(&params, &desired).await {
+                Ok(_) => {}
+                Err(e) if raced(&e) => {
+                    info!(credential = %cred.name_any(), secret = name, "the Secret appeared before ours was created; looking again");
+                    return Ok(again);
+                }
+                Err(e) => return Err(Error::WriteSecret(e)),
+            }
+        }
+        SecretAction::Update {
+            secret: desired,
+            stray,
+        } => {
+            let written = match secrets
                 .patch(
                     name,
                     &PatchParams::apply(MANAGER).force(),
                     &Patch::Apply(&*desired),
                 )
                 .await
-                .map_err(Error::WriteSecret)?;
+            {
+                Ok(written) => written,
+                Err(e) if raced(&e) => return Ok(again),
+                Err(e) => return Err(Error::WriteSecret(e)),
+            };
+            if !stray.is_empty() {
+                let nulls = |keys: &[String]| -> serde_json::Map<String, serde_json::Value> {
+                    keys.iter()
+                        .map(|k| (k.clone(), serde_json::Value::Null))
+                        .collect()
+                };
+                let patch = json!({"metadata": {
+                    "resourceVersion": written.metadata.resource_version,
+                    "labels": nulls(&stray.labels),
+                    "annotations": nulls(&stray.annotations),
+                }});
+                let params = PatchParams {
+                    field_manager: Some(MANAGER.to_owned()),
+                    ..Default::default()
+                };
+                match secrets.patch(name, &params, &Patch::Merge(&patch)).await {
+                    Ok(_) => {}
+                    Err(e) if raced(&e) => return Ok(again),
+                    Err(e) => return Err(Error::WriteSecret(e)),
+                }
+            }
         }
         SecretAction::Delete => {
             let uid = secret.as_ref().and_then(|s| s.metadata.uid.clone());

@@ -2,11 +2,15 @@
 //! the Secret to write (or keep, or delete), the status to report, the events
 //! to publish and when to look again.
 //!
-//! The Secret is the source of truth. Its annotations carry everything status
-//! is rebuilt from: the secret's hash, the rotation counter it was generated
-//! under, when it was generated and the previous hash while a grace period
-//! runs. So a restart, a re-apply or a wiped status never changes a valid
-//! secret.
+//! The Secret is the source of truth. Two annotations carry everything status
+//! is rebuilt from: the secret's keyed hash, and a sealed state (the rotation
+//! counter it was generated under, when it was generated, and the previous
+//! hash while a grace period runs) whose MAC only the operator can compute.
+//! So a restart, a re-apply or a wiped status never changes a valid secret,
+//! and the controller never reads back state it did not write: a Secret whose
+//! data or sealed state does not check out is replaced with a new secret, and
+//! keys under `catalio.ai/` that the operator did not write are removed
+//! without ever being read.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::{ApiCredential, ApiCredentialStatus, Phase};
 use crate::duration;
-use crate::secret::{ClientSecret, SecretHash, client_id_for_uid};
+use crate::secret::{ClientSecret, SecretHash, SecretHasher, client_id_for_uid};
 
 /// Field manager for every write the controller makes.
 pub const MANAGER: &str = "catalio-operator";
@@ -34,11 +38,12 @@ pub mod keys {
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     pub const CREDENTIAL: &str = "catalio.ai/credential";
 
+    /// Prefix of every label and annotation key the operator owns.
+    pub const RESERVED: &str = "catalio.ai/";
+    /// The current secret's keyed hash.
     pub const SECRET_SHA256: &str = "catalio.ai/secret-sha256";
-    pub const ROTATION_COUNTER: &str = "catalio.ai/rotation-counter";
-    pub const ROTATED_AT: &str = "catalio.ai/rotated-at";
-    pub const PREVIOUS_SHA256: &str = "catalio.ai/previous-secret-sha256";
-    pub const PREVIOUS_EXPIRES_AT: &str = "catalio.ai/previous-secret-expires-at";
+    /// The sealed rotation state.
+    pub const STATE: &str = "catalio.ai/state";
     pub const TEMPLATE_SHA256: &str = "catalio.ai/template-sha256";
 }
 
@@ -90,6 +95,7 @@ pub enum Reason {
     GraceExpired,
     Revoked,
     SecretReplaced,
+    SecretRepaired,
     SecretConflict,
     InvalidSpec,
 }
@@ -102,6 +108,7 @@ impl Reason {
             Reason::GraceExpired => "GraceExpired",
             Reason::Revoked => "Revoked",
             Reason::SecretReplaced => "SecretReplaced",
+            Reason::SecretRepaired => "SecretRepaired",
             Reason::SecretConflict => "SecretConflict",
             Reason::InvalidSpec => "InvalidSpec",
         }
@@ -110,7 +117,10 @@ impl Reason {
     pub fn is_warning(self) -> bool {
         matches!(
             self,
-            Reason::SecretReplaced | Reason::SecretConflict | Reason::InvalidSpec
+            Reason::SecretReplaced
+                | Reason::SecretRepaired
+                | Reason::SecretConflict
+                | Reason::InvalidSpec
         )
     }
 }
@@ -128,8 +138,31 @@ pub struct Note {
 #[derive(Debug, PartialEq)]
 pub enum SecretAction {
     Keep,
-    Apply(Box<Secret>),
+    /// There was no Secret: create one, and never take over one that
+    /// someone else created meanwhile.
+    Create(Box<Secret>),
+    /// Apply `secret` to the Secret as it was read (its resourceVersion is
+    /// set, so a Secret replaced meanwhile is not written), then remove the
+    /// `stray` keys under `catalio.ai/` that the operator did not write.
+    Update {
+        secret: Box<Secret>,
+        stray: Stray,
+    },
     Delete,
+}
+
+/// Label and annotation keys under `catalio.ai/` that are not the
+/// operator's: never read, and removed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stray {
+    pub labels: Vec<String>,
+    pub annotations: Vec<String>,
+}
+
+impl Stray {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty()
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -160,8 +193,67 @@ impl PlanError {
 
 const READY: &str = "Ready";
 
-/// Reads the material out of an existing Secret.
-pub fn observe(cred: &ApiCredential, secret: Option<&Secret>, client_id: &str) -> Observed {
+/// The rotation state in the Secret's `catalio.ai/state` annotation, with
+/// a seal over it, the client id and the current hash.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SealedState {
+    counter: i64,
+    rotated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<SealedPrevious>,
+    seal: String,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SealedPrevious {
+    hash: String,
+    expires_at: Timestamp,
+}
+
+/// The seal of a credential's state: a MAC under the hash key over every
+/// field the controller reads back.
+fn seal(hasher: &SecretHasher, client_id: &str, m: &Material) -> String {
+    let counter = m.counter.to_string();
+    let rotated_at = m.rotated_at.to_string();
+    let (previous, expires) = m
+        .previous
+        .map(|p| (p.hash.to_string(), p.expires_at.to_string()))
+        .unwrap_or_default();
+    let hash = m.hash.to_string();
+    hasher.seal(&[
+        b"catalio.ai/state v1",
+        client_id.as_bytes(),
+        hash.as_bytes(),
+        counter.as_bytes(),
+        rotated_at.as_bytes(),
+        previous.as_bytes(),
+        expires.as_bytes(),
+    ])
+}
+
+fn sealed_state(hasher: &SecretHasher, client_id: &str, m: &Material) -> String {
+    let state = SealedState {
+        counter: m.counter,
+        rotated_at: m.rotated_at,
+        previous: m.previous.map(|p| SealedPrevious {
+            hash: p.hash.to_string(),
+            expires_at: p.expires_at,
+        }),
+        seal: seal(hasher, client_id, m),
+    };
+    serde_json::to_string(&state).unwrap_or_default()
+}
+
+/// Reads the material out of an existing Secret: only what checks out
+/// against the hash key is believed.
+pub fn observe(
+    cred: &ApiCredential,
+    secret: Option<&Secret>,
+    client_id: &str,
+    hasher: &SecretHasher,
+) -> Observed {
     let Some(secret) = secret else {
         return Observed::Missing;
     };
@@ -177,44 +269,67 @@ pub fn observe(cred: &ApiCredential, secret: Option<&Secret>, client_id: &str) -
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
     let data = secret.data.clone().unwrap_or_default();
     let text = |key: &str| data.get(key).and_then(|b| std::str::from_utf8(&b.0).ok());
-    let (Some(plaintext), Some(stored_id), Some(recorded)) = (
+    let (Some(plaintext), Some(stored_id), Some(recorded), Some(state)) = (
         text(keys::CLIENT_SECRET),
         text(keys::CLIENT_ID),
         annotations
             .get(keys::SECRET_SHA256)
             .and_then(|h| SecretHash::parse(h)),
+        annotations
+            .get(keys::STATE)
+            .and_then(|s| serde_json::from_str::<SealedState>(s).ok()),
     ) else {
         return Observed::Tampered;
     };
     let secret_value = ClientSecret::from_plaintext(plaintext.to_owned());
-    let hash = secret_value.hash();
+    let hash = secret_value.hash(hasher, client_id);
     if !hash.ct_eq(&recorded) || stored_id != client_id {
         return Observed::Tampered;
     }
-    let timestamp = |key: &str| {
-        annotations
-            .get(key)
-            .and_then(|t| t.parse::<Timestamp>().ok())
+    let previous = match state.previous {
+        None => None,
+        Some(p) => match SecretHash::parse(&p.hash) {
+            Some(hash) => Some(Previous {
+                hash,
+                expires_at: p.expires_at,
+            }),
+            None => return Observed::Tampered,
+        },
     };
-    let rotated_at = timestamp(keys::ROTATED_AT)
-        .or_else(|| secret.metadata.creation_timestamp.as_ref().map(|t| t.0))
-        .unwrap_or(Timestamp::UNIX_EPOCH);
-    let counter = annotations
-        .get(keys::ROTATION_COUNTER)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(cred.spec.rotation.counter);
-    let previous = annotations
-        .get(keys::PREVIOUS_SHA256)
-        .and_then(|h| SecretHash::parse(h))
-        .zip(timestamp(keys::PREVIOUS_EXPIRES_AT))
-        .map(|(hash, expires_at)| Previous { hash, expires_at });
-    Observed::Valid(Material {
+    let material = Material {
         secret: secret_value,
         hash,
-        counter,
-        rotated_at,
+        counter: state.counter,
+        rotated_at: state.rotated_at,
         previous,
-    })
+    };
+    let sealed = seal(hasher, client_id, &material);
+    if !constant_time_eq(sealed.as_bytes(), state.seal.as_bytes()) {
+        return Observed::Tampered;
+    }
+    Observed::Valid(material)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The keys under `catalio.ai/` on `secret` that `desired` does not set.
+fn stray(secret: &Secret, desired: &Secret) -> Stray {
+    let extra = |have: &Option<BTreeMap<String, String>>,
+                 want: &Option<BTreeMap<String, String>>| {
+        have.iter()
+            .flatten()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(keys::RESERVED))
+            .filter(|k| !want.as_ref().is_some_and(|w| w.contains_key(*k)))
+            .cloned()
+            .collect()
+    };
+    Stray {
+        labels: extra(&secret.metadata.labels, &desired.metadata.labels),
+        annotations: extra(&secret.metadata.annotations, &desired.metadata.annotations),
+    }
 }
 
 /// Spec values the API server's schema normally rejects; checked again here
@@ -254,12 +369,13 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
     Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
-/// Decides one reconcile. `generate` is called only when a new secret is
-/// needed.
+/// Decides one reconcile. `hasher` holds the hash key; `generate` is called
+/// only when a new secret is needed.
 pub fn plan(
     cred: &ApiCredential,
     secret: Option<&Secret>,
     settings: &Settings,
+    hasher: &SecretHasher,
     now: Timestamp,
     generate: &mut dyn FnMut() -> Result<ClientSecret, getrandom::Error>,
 ) -> Result<Plan, PlanError> {
@@ -276,7 +392,7 @@ pub fn plan(
         observed_generation: cred.metadata.generation,
         ..Default::default()
     };
-    let observed = observe(cred, secret, &client_id);
+    let observed = observe(cred, secret, &client_id, hasher);
 
     if cred.spec.revoked {
         let mut notes = Vec::new();
@@ -359,7 +475,7 @@ pub fn plan(
     let mut notes = Vec::new();
     let fresh = |generate: &mut dyn FnMut() -> Result<ClientSecret, getrandom::Error>| {
         generate().map(|secret| Material {
-            hash: secret.hash(),
+            hash: secret.hash(hasher, &client_id),
             secret,
             counter: cred.spec.rotation.counter,
             rotated_at: now,
@@ -391,7 +507,7 @@ pub fn plan(
                 reason: Reason::SecretReplaced,
                 action: "ReplaceTamperedSecret",
                 message: format!(
-                    "Secret {secret_name} did not match its recorded hash; generated a new client secret"
+                    "Secret {secret_name} did not match its recorded hash or sealed state; generated a new client secret"
                 ),
             });
             (fresh(generate)?, true)
@@ -399,6 +515,15 @@ pub fn plan(
         Observed::Foreign => unreachable!("handled above"),
         Observed::Valid(mut m) => {
             let mut changed = false;
+            // A previous secret never outlives its rotation by more than
+            // the grace period the spec allows now.
+            if let Some(p) = &mut m.previous {
+                let limit = add(m.rotated_at, schedule.grace);
+                if p.expires_at > limit {
+                    p.expires_at = limit;
+                    changed = true;
+                }
+            }
             if m.previous.is_some_and(|p| p.expires_at <= now) {
                 let p = m.previous.take().map(|p| p.hash.to_string());
                 notes.push(Note {
@@ -444,10 +569,37 @@ pub fn plan(
         }
     };
 
-    let desired = desired_secret(cred, &client_id, &material, settings);
+    let mut desired = desired_secret(cred, &client_id, &material, settings, hasher);
     let action = match secret {
-        Some(existing) if !changed && covers(existing, &desired) => SecretAction::Keep,
-        _ => SecretAction::Apply(Box::new(desired)),
+        None => SecretAction::Create(Box::new(desired)),
+        Some(existing) => {
+            let stray = stray(existing, &desired);
+            if !stray.is_empty() {
+                let keys: Vec<&str> = stray
+                    .labels
+                    .iter()
+                    .chain(&stray.annotations)
+                    .map(String::as_str)
+                    .collect();
+                notes.push(Note {
+                    reason: Reason::SecretRepaired,
+                    action: "RemoveForeignKeys",
+                    message: format!(
+                        "Secret {secret_name} carried keys the operator did not write; removed {}",
+                        keys.join(", ")
+                    ),
+                });
+            }
+            if !changed && stray.is_empty() && covers(existing, &desired) {
+                SecretAction::Keep
+            } else {
+                desired.metadata.resource_version = existing.metadata.resource_version.clone();
+                SecretAction::Update {
+                    secret: Box::new(desired),
+                    stray,
+                }
+            }
+        }
     };
 
     let next_rotation = schedule.every.map(|e| add(material.rotated_at, e));
@@ -510,31 +662,32 @@ fn condition(
     }
 }
 
-/// The Secret as the controller wants it.
+/// The Secret as the controller wants it. Template keys under
+/// `catalio.ai/` are dropped (the API server refuses them; objects may
+/// predate that rule).
 pub fn desired_secret(
     cred: &ApiCredential,
     client_id: &str,
     m: &Material,
     settings: &Settings,
+    hasher: &SecretHasher,
 ) -> Secret {
     let template = cred.spec.secret_template.clone().unwrap_or_default();
-    let mut labels = template.labels.clone();
+    let unreserved = |map: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        map.iter()
+            .filter(|(k, _)| !k.starts_with(keys::RESERVED))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let mut labels = unreserved(&template.labels);
     labels.insert(keys::MANAGED_BY.to_owned(), MANAGER.to_owned());
     labels.insert(
         keys::CREDENTIAL.to_owned(),
         cred.metadata.name.clone().unwrap_or_default(),
     );
-    let mut annotations = template.annotations.clone();
+    let mut annotations = unreserved(&template.annotations);
     annotations.insert(keys::SECRET_SHA256.to_owned(), m.hash.to_string());
-    annotations.insert(keys::ROTATION_COUNTER.to_owned(), m.counter.to_string());
-    annotations.insert(keys::ROTATED_AT.to_owned(), m.rotated_at.to_string());
-    if let Some(p) = m.previous {
-        annotations.insert(keys::PREVIOUS_SHA256.to_owned(), p.hash.to_string());
-        annotations.insert(
-            keys::PREVIOUS_EXPIRES_AT.to_owned(),
-            p.expires_at.to_string(),
-        );
-    }
+    annotations.insert(keys::STATE.to_owned(), sealed_state(hasher, client_id, m));
     annotations.insert(
         keys::TEMPLATE_SHA256.to_owned(),
         template_hash(&template.labels, &template.annotations),
@@ -572,7 +725,8 @@ fn template_hash(
             h.update(format!("{section}\0{k}\0{v}\0").as_bytes());
         }
     }
-    SecretHash::of(&h.finalize()).short_id()
+    let digest = h.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether an existing Secret already has everything the desired one sets.

@@ -92,14 +92,20 @@ fn default_scopes() -> Vec<String> {
     vec!["*:read".to_owned()]
 }
 
-/// Metadata copied onto the generated Secret.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+/// CEL check that no template key is one the operator writes and reads.
+const UNRESERVED_KEYS_RULE: &str = "self.all(k, !k.startsWith('catalio.ai/'))";
+
+/// Metadata copied onto the generated Secret. Keys under `catalio.ai/` are
+/// the operator's own and are refused.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 pub struct SecretTemplate {
     /// Labels added to the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(UNRESERVED_KEYS_RULE).message("label keys under catalio.ai/ are reserved for the operator"))]
     pub labels: BTreeMap<String, String>,
     /// Annotations added to the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(UNRESERVED_KEYS_RULE).message("annotation keys under catalio.ai/ are reserved for the operator"))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -189,11 +195,12 @@ pub struct ApiCredentialStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `sha256:<hex>` of the current client secret.
+    /// `hmac-sha256:<hex>`: the current client secret's hash, keyed with a
+    /// key only the operator holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_hash: Option<String>,
-    /// `sha256:<hex>` of the previous client secret, while its grace period
-    /// lasts.
+    /// `hmac-sha256:<hex>` of the previous client secret, while its grace
+    /// period lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_hash: Option<String>,
     /// When the previous client secret stops working.

@@ -198,7 +198,12 @@ impl CredentialIndex {
 mod tests {
     use super::*;
     use crate::crd::{ApiCredentialSpec, ApiCredentialStatus};
+    use crate::secret::SecretHasher;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn hash(uid: &str, secret: &[u8]) -> SecretHash {
+        SecretHasher::new(&[7; 32]).hash(&client_id_for_uid(uid), secret)
+    }
 
     fn cred(
         uid: &str,
@@ -221,8 +226,8 @@ mod tests {
         c.metadata.uid = Some(uid.into());
         c.metadata.namespace = Some("org-a".into());
         c.status = Some(ApiCredentialStatus {
-            secret_hash: Some(SecretHash::of(current).to_string()),
-            previous_secret_hash: previous.map(|(p, _)| SecretHash::of(p).to_string()),
+            secret_hash: Some(hash(uid, current).to_string()),
+            previous_secret_hash: previous.map(|(p, _)| hash(uid, p).to_string()),
             previous_secret_expires_at: previous
                 .map(|(_, at)| Time(Timestamp::from_second(at).unwrap())),
             rotation_counter: Some(3),
@@ -241,18 +246,19 @@ mod tests {
         assert_eq!(entry.token_lifetime, Some(Duration::from_secs(3600)));
         let before = Timestamp::from_second(999).unwrap();
         let after = Timestamp::from_second(1_000).unwrap();
+        let h = |s: &[u8]| hash("aaaa-1", s);
         assert_eq!(
-            entry.match_secret(&SecretHash::of(b"new"), after),
+            entry.match_secret(&h(b"new"), after),
             Some(SecretSlot::Current)
         );
         assert_eq!(
-            entry.match_secret(&SecretHash::of(b"old"), before),
+            entry.match_secret(&h(b"old"), before),
             Some(SecretSlot::Previous)
         );
-        assert_eq!(entry.match_secret(&SecretHash::of(b"old"), after), None);
-        assert_eq!(entry.match_secret(&SecretHash::of(b"other"), before), None);
-        assert!(entry.secret_id_live(&SecretHash::of(b"old").short_id(), before));
-        assert!(!entry.secret_id_live(&SecretHash::of(b"old").short_id(), after));
+        assert_eq!(entry.match_secret(&h(b"old"), after), None);
+        assert_eq!(entry.match_secret(&h(b"other"), before), None);
+        assert!(entry.secret_id_live(&h(b"old").short_id(), before));
+        assert!(!entry.secret_id_live(&h(b"old").short_id(), after));
     }
 
     #[test]
@@ -261,8 +267,8 @@ mod tests {
         index.upsert(&cred("bbbb", true, b"s", None));
         let entry = index.lookup("ci_bbbb").unwrap();
         let now = Timestamp::now();
-        assert_eq!(entry.match_secret(&SecretHash::of(b"s"), now), None);
-        assert!(!entry.secret_id_live(&SecretHash::of(b"s").short_id(), now));
+        assert_eq!(entry.match_secret(&hash("bbbb", b"s"), now), None);
+        assert!(!entry.secret_id_live(&hash("bbbb", b"s").short_id(), now));
     }
 
     #[test]

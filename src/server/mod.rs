@@ -9,9 +9,16 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use jiff::Timestamp;
+use tracing::{debug, warn};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -37,13 +44,21 @@ pub fn routes(
         .and(with())
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::ext::optional::<Peer>())
         .and(body::limited(oauth::BODY_LIMIT))
         .map(
             |s: Arc<TokenService>,
              ct: Option<String>,
              auth: Option<String>,
+             peer: Option<Peer>,
              body: Result<Bytes, body::BodyError>| match body {
-                Ok(body) => s.issue(ct.as_deref(), auth.as_deref(), &body, Timestamp::now()),
+                Ok(body) => s.issue(
+                    ct.as_deref(),
+                    auth.as_deref(),
+                    &body,
+                    peer.map(|p| p.0),
+                    Timestamp::now(),
+                ),
                 Err(e) => oauth::body_error(e).into_response(),
             },
         );
@@ -166,8 +181,12 @@ pub fn admin_routes(
         .unify()
 }
 
+/// The address a connection came from, as a request extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
 /// Serves `filter` on `listener` until `shutdown` resolves, then finishes
-/// the requests in flight.
+/// the requests in flight. Each request carries its connection's [`Peer`].
 pub async fn serve<F, R>(
     listener: tokio::net::TcpListener,
     filter: F,
@@ -176,11 +195,38 @@ pub async fn serve<F, R>(
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
     R: Reply,
 {
-    warp::serve(filter)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors, most likely: let some close.
+                    warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = warp::service(filter.clone());
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            let mut service = service.clone();
+            tower_service::Service::call(&mut service, request)
+        });
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection).await {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -2,8 +2,9 @@
 //! error objects (section 5.2), and the well-known documents (RFC 7517 JWKS,
 //! RFC 8414 metadata).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -17,7 +18,7 @@ use super::throttle::Throttle;
 use crate::index::CredentialIndex;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::scope;
-use crate::secret::SecretHash;
+use crate::secret::parse_client_id;
 use crate::token::{AccessClaims, KeyStore, new_jti};
 use crate::usage::UsageRecorder;
 
@@ -136,26 +137,13 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<TokenReques
             }
         }
         Some("application/json") => {
-            let value: serde_json::Value = serde_json::from_slice(body)
-                .map_err(|_| OAuthError::invalid_request("The JSON body is malformed"))?;
-            let serde_json::Value::Object(map) = value else {
-                return Err(OAuthError::invalid_request(
-                    "The JSON body must be an object",
-                ));
-            };
-            for (name, value) in map {
-                if let Some(slot) = request.field(&name) {
-                    match value {
-                        serde_json::Value::String(s) => *slot = Some(s),
-                        serde_json::Value::Null => {}
-                        _ => {
-                            return Err(OAuthError::invalid_request(format!(
-                                "Parameter {name} must be a string"
-                            )));
-                        }
-                    }
-                }
-            }
+            let JsonBody(parsed) = serde_json::from_slice(body).map_err(|e| {
+                OAuthError::invalid_request(match e.classify() {
+                    serde_json::error::Category::Data => "The JSON body must be an object",
+                    _ => "The JSON body is malformed",
+                })
+            })?;
+            request = parsed.map_err(OAuthError::invalid_request)?;
         }
         _ => {
             return Err(OAuthError::new(
@@ -166,6 +154,60 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<TokenReques
         }
     }
     Ok(request)
+}
+
+/// A JSON token request: the parameters, or what is wrong with them. A
+/// repeated member is refused as a repeated form field is (serde_json and
+/// most parsers keep the last, so a gateway that reads the first one would
+/// check another client than the one that authenticates); members must be
+/// strings or null; unknown members are ignored.
+struct JsonBody(Result<TokenRequest, String>);
+
+impl<'de> serde::Deserialize<'de> for JsonBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(JsonBodyVisitor)
+    }
+}
+
+struct JsonBodyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonBodyVisitor {
+    type Value = JsonBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonBody, A::Error> {
+        use serde::de::IgnoredAny;
+        let mut request = TokenRequest::default();
+        let mut seen: Vec<String> = Vec::new();
+        let mut problem = None;
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let slot = match request.field(&name) {
+                Some(slot) if problem.is_none() => slot,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if seen.iter().any(|s| *s == name) {
+                problem = Some(format!("Parameter {name} is repeated"));
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            seen.push(name.to_string());
+            match map.next_value::<serde_json::Value>()? {
+                serde_json::Value::String(v) => *slot = Some(v),
+                serde_json::Value::Null => {}
+                _ => problem = Some(format!("Parameter {name} must be a string")),
+            }
+        }
+        Ok(JsonBody(match problem {
+            Some(p) => Err(p),
+            None => Ok(request),
+        }))
+    }
 }
 
 /// Client id and secret from `Authorization: Basic`, each form-urlencoded
@@ -209,21 +251,17 @@ pub struct TokenService {
     pub metrics: Arc<Metrics>,
 }
 
-/// A hash no secret has, compared against when the client is unknown so that
-/// unknown clients take as long as wrong secrets.
-static NO_SECRET: std::sync::LazyLock<SecretHash> =
-    std::sync::LazyLock::new(|| SecretHash::of(b"\0no client has this secret\0"));
-
 impl TokenService {
-    /// Handles one token request.
+    /// Handles one token request from `peer` (the connection's address).
     pub fn issue(
         &self,
         content_type: Option<&str>,
         authorization: Option<&str>,
         body: &[u8],
+        peer: Option<SocketAddr>,
         now: Timestamp,
     ) -> Response {
-        match self.try_issue(content_type, authorization, body, now) {
+        match self.try_issue(content_type, authorization, body, peer, now) {
             Ok(response) => {
                 self.metrics.tokens_issued.inc();
                 response
@@ -253,6 +291,7 @@ impl TokenService {
         content_type: Option<&str>,
         authorization: Option<&str>,
         body: &[u8],
+        peer: Option<SocketAddr>,
         now: Timestamp,
     ) -> Result<Response, OAuthError> {
         let request = parse_body(content_type, body)?;
@@ -270,10 +309,12 @@ impl TokenService {
         if let Some(audience) = &request.audience
             && audience != &self.audience
         {
-            return Err(OAuthError::invalid_request(format!(
-                "audience must be {}",
-                self.audience
-            )));
+            // RFC 8707 section 2: the resource the token is for is unknown.
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                format!("audience must be {}", self.audience),
+            ));
         }
         let basic = authorization.is_some();
         let (client_id, client_secret) = match (
@@ -294,28 +335,32 @@ impl TokenService {
             (None, _, _) => return Err(OAuthError::invalid_client(false)),
         };
 
-        if let Some(wait) = self.throttle.blocked(&client_id) {
+        // Anything but our form is no client of ours: refused before any
+        // state is kept about it.
+        let Some(client) = parse_client_id(&client_id) else {
+            return Err(OAuthError::invalid_client(basic));
+        };
+        let source = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+        let clock = Instant::now();
+        if let Some(wait) = self.throttle.blocked(client, source, clock) {
             return Err(OAuthError {
                 retry_after: Some(wait),
                 ..OAuthError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "invalid_client",
-                    "Too many failed attempts for this client; retry later",
+                    "Too many failed attempts for this client from this address; retry later",
                 )
             });
         }
-        let presented = SecretHash::of(client_secret.as_bytes());
+        let ring = self.keys.ring();
+        let hasher = ring.hasher().ok_or_else(server_error)?;
+        // Hashed before the lookup: an unknown client costs what a wrong
+        // secret costs, and gets the same answer.
+        let presented = hasher.hash(&client_id, client_secret.as_bytes());
         let entry = self.index.lookup(&client_id);
-        let slot = match &entry {
-            Some(entry) => entry.match_secret(&presented, now),
-            None => {
-                // Same work as a wrong secret, and the same answer.
-                let _ = NO_SECRET.ct_eq(&presented);
-                None
-            }
-        };
+        let slot = entry.as_ref().and_then(|e| e.match_secret(&presented, now));
         let (Some(entry), Some(slot)) = (entry, slot) else {
-            self.throttle.failed(&client_id);
+            self.throttle.failed(client, source, clock);
             return Err(OAuthError::invalid_client(basic));
         };
 
@@ -334,6 +379,7 @@ impl TokenService {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: entry.client_id.clone(),
+            client_id: entry.client_id.clone(),
             org: entry.namespace.clone(),
             scope: granted.join(" "),
             iat,
@@ -343,7 +389,6 @@ impl TokenService {
             rot: entry.rotation_counter,
             sid: secret_id,
         };
-        let ring = self.keys.ring();
         let key = ring.signer(now).ok_or_else(server_error)?;
         let payload = serde_json::to_vec(&claims).map_err(|_| server_error())?;
         let token = key.sign(&payload).map_err(|_| server_error())?;
@@ -375,7 +420,8 @@ impl TokenService {
             .chain(crate::crd::RESOURCE_TYPES.iter().map(|t| t.to_string()))
             .flat_map(|t| [format!("{t}:read"), format!("{t}:write")])
             .collect();
-        let algs: Vec<&str> = ["RS256", "ES256"].into();
+        // Only what is implemented: no authorization endpoint (so no
+        // response types), no JWT client authentication.
         warp::reply::json(&json!({
             "issuer": self.issuer,
             "token_endpoint": self.token_url,
@@ -384,8 +430,6 @@ impl TokenService {
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "response_types_supported": [],
             "scopes_supported": scopes,
-            "service_documentation": "https://catalio.ai/docs/api",
-            "token_endpoint_auth_signing_alg_values_supported": algs,
         }))
         .into_response()
     }
@@ -465,6 +509,33 @@ mod tests {
             (e.error, e.description.as_str()),
             ("invalid_request", "Parameter client_id is repeated")
         );
+    }
+
+    #[test]
+    fn json_members_are_read_once_and_as_strings() {
+        let json = |body: &str| parse_body(Some("application/json"), body.as_bytes());
+        let described = |body: &str| json(body).unwrap_err().description;
+        assert_eq!(
+            described(r#"{"client_id":"a","client_id":"b"}"#),
+            "Parameter client_id is repeated"
+        );
+        assert_eq!(
+            described(r#"{"scope":null,"scope":"x"}"#),
+            "Parameter scope is repeated"
+        );
+        assert_eq!(
+            described(r#"{"client_id":{"nested":[1,2]}}"#),
+            "Parameter client_id must be a string"
+        );
+        assert_eq!(
+            described(r#"{"client_id":"a""#),
+            "The JSON body is malformed"
+        );
+        assert_eq!(described(r#""text""#), "The JSON body must be an object");
+        // Unknown members may repeat and hold anything.
+        let r = json(r#"{"x":1,"x":[{}],"client_id":"a","client_secret":null}"#).unwrap();
+        assert_eq!(r.client_id.as_deref(), Some("a"));
+        assert_eq!(r.client_secret, None);
     }
 
     #[test]

@@ -21,6 +21,11 @@ use jsonwebtoken::DecodingKey;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::secret::SecretHasher;
+
+/// The JOSE `typ` of an access token (RFC 9068 section 2.1).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
 /// JWS algorithm of a signing key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Algorithm {
@@ -153,7 +158,10 @@ impl SigningKey {
                 (Signer::Ec(pair), jwk, decoding)
             }
         };
-        let header = json!({"alg": stored.alg.as_str(), "typ": "JWT", "kid": stored.kid});
+        // RFC 9068: access tokens say what they are, so no other JWT signed
+        // with the key can pass for one.
+        let header =
+            json!({"alg": stored.alg.as_str(), "typ": ACCESS_TOKEN_TYPE, "kid": stored.kid});
         Ok(Self {
             kid: stored.kid.clone(),
             alg: stored.alg,
@@ -204,16 +212,18 @@ impl SigningKey {
     }
 }
 
-/// Every published key; the one that signs is chosen by time.
+/// Every published key, the one that signs chosen by time, and the key of
+/// the client secrets' hashes.
 #[derive(Default)]
 pub struct KeyRing {
     keys: Vec<Arc<SigningKey>>,
+    hasher: Option<Arc<SecretHasher>>,
 }
 
 impl KeyRing {
     /// Loads every key; one that cannot be loaded is skipped and named in
     /// the errors, so a single bad entry does not take signing down.
-    pub fn load(stored: &[StoredKey]) -> (Self, Vec<KeyError>) {
+    pub fn load(stored: &[StoredKey], hash_key: Option<&[u8]>) -> (Self, Vec<KeyError>) {
         let mut errors = Vec::new();
         let mut keys: Vec<_> = stored
             .iter()
@@ -221,7 +231,25 @@ impl KeyRing {
             .map(Arc::new)
             .collect();
         keys.sort_by_key(|k| k.created_at);
-        (Self { keys }, errors)
+        let hasher = match hash_key {
+            Some(key) if key.len() == SecretHasher::KEY_BYTES => {
+                Some(Arc::new(SecretHasher::new(key)))
+            }
+            Some(_) => {
+                errors.push(KeyError::Invalid {
+                    kid: "secret-hash-key".to_owned(),
+                    reason: "not 32 bytes",
+                });
+                None
+            }
+            None => None,
+        };
+        (Self { keys, hasher }, errors)
+    }
+
+    /// The key of the client secrets' hashes, once the Secret holds one.
+    pub fn hasher(&self) -> Option<&Arc<SecretHasher>> {
+        self.hasher.as_ref()
     }
 
     /// The newest key that may sign at `now`.
@@ -341,7 +369,7 @@ mod tests {
             let header = decode_header(&token).unwrap();
             assert_eq!(header.alg, alg.jsonwebtoken());
             assert_eq!(header.kid.as_deref(), Some(stored.kid.as_str()));
-            assert_eq!(header.typ.as_deref(), Some("JWT"));
+            assert_eq!(header.typ.as_deref(), Some("at+jwt"));
             let mut validation = Validation::new(alg.jsonwebtoken());
             validation.required_spec_claims.clear();
             let claims =
@@ -360,7 +388,7 @@ mod tests {
         let mut bad = good.clone();
         bad.kid = "bad".into();
         bad.pkcs8 = "not base64!".into();
-        let (ring, errors) = KeyRing::load(&[bad, good.clone()]);
+        let (ring, errors) = KeyRing::load(&[bad, good.clone()], None);
         assert_eq!(errors.len(), 1);
         assert_eq!(ring.signer(at(0)).unwrap().kid, good.kid);
     }
@@ -385,7 +413,7 @@ mod tests {
         let rotated = plan_keys(&first, &p, at(1000)).unwrap().unwrap();
         assert_eq!(rotated.len(), 2);
         assert_eq!(rotated[1].active_from, at(1100));
-        let (ring, _) = KeyRing::load(&rotated);
+        let (ring, _) = KeyRing::load(&rotated, None);
         assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 2);
         assert_eq!(
             ring.signer(at(1099)).unwrap().kid,

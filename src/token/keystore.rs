@@ -1,5 +1,7 @@
 //! The signing-key Secret in the operator's namespace: created when absent,
-//! rotated by [`keys::plan_keys`], and watched by every replica.
+//! rotated by [`keys::plan_keys`], and watched by every replica. Beside the
+//! signing keys it holds the key of the client secrets' hashes, made once
+//! and never rotated: every stored hash depends on it.
 //!
 //! Writes use optimistic concurrency (create, or replace at the read
 //! resourceVersion), so replicas that start together or rotate at the same
@@ -22,9 +24,12 @@ use tracing::{info, warn};
 use super::KeyStore;
 use super::keys::{self, KeyRing, RotationPolicy, StoredKey};
 use crate::controller::plan::{MANAGER, keys as labels};
+use crate::secret::SecretHasher;
 
 /// The key under which the Secret stores the key list (JSON).
 pub const DATA_KEY: &str = "keys.json";
+/// The key under which the Secret stores the secret hash key (raw bytes).
+pub const HASH_KEY: &str = "secret-hash-key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyStoreError {
@@ -45,6 +50,14 @@ fn parse(secret: &Secret) -> Result<Vec<StoredKey>, KeyStoreError> {
         return Ok(Vec::new());
     };
     serde_json::from_slice(&raw.0).map_err(|e| KeyStoreError::Corrupt(e.to_string()))
+}
+
+fn hash_key(secret: &Secret) -> Option<&[u8]> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(HASH_KEY))
+        .map(|k| k.0.as_slice())
 }
 
 fn with_keys(mut secret: Secret, keys: &[StoredKey]) -> Result<Secret, KeyStoreError> {
@@ -71,13 +84,36 @@ pub async fn maintain(
             .map(parse)
             .transpose()?
             .unwrap_or_default();
-        let Some(next) = keys::plan_keys(&stored, policy, Timestamp::now())? else {
+        let hash_key = match existing.as_ref().and_then(hash_key) {
+            Some(key) if key.len() == SecretHasher::KEY_BYTES => None,
+            // Replacing a key that is there would break every stored hash.
+            Some(_) => {
+                return Err(KeyStoreError::Corrupt(format!(
+                    "{HASH_KEY} is not {} bytes",
+                    SecretHasher::KEY_BYTES
+                )));
+            }
+            None => Some(SecretHasher::generate_key().map_err(|_| keys::KeyError::Generate)?),
+        };
+        let planned = keys::plan_keys(&stored, policy, Timestamp::now())?;
+        if planned.is_none() && hash_key.is_none() {
             return Ok(false);
+        }
+        let next = planned.unwrap_or(stored);
+        let fill = |secret: Secret| -> Result<Secret, KeyStoreError> {
+            let mut secret = with_keys(secret, &next)?;
+            if let Some(key) = hash_key {
+                secret
+                    .data
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(HASH_KEY.to_owned(), ByteString(key.to_vec()));
+            }
+            Ok(secret)
         };
         let result = match existing {
             Some(secret) => {
-                let secret = with_keys(secret, &next)?;
-                api.replace(name, &PostParams::default(), &secret).await
+                api.replace(name, &PostParams::default(), &fill(secret)?)
+                    .await
             }
             None => {
                 let secret = Secret {
@@ -92,8 +128,7 @@ pub async fn maintain(
                     type_: Some("Opaque".to_owned()),
                     ..Default::default()
                 };
-                api.create(&PostParams::default(), &with_keys(secret, &next)?)
-                    .await
+                api.create(&PostParams::default(), &fill(secret)?).await
             }
         };
         match result {
@@ -132,7 +167,7 @@ pub async fn watch(
     while let Some(secret) = events.try_next().await? {
         match parse(&secret) {
             Ok(stored) => {
-                let (ring, errors) = KeyRing::load(&stored);
+                let (ring, errors) = KeyRing::load(&stored, hash_key(&secret));
                 for e in errors {
                     warn!(secret = %name, error = %e, "skipping signing key");
                 }

@@ -20,15 +20,17 @@ use jsonwebtoken::{Validation, decode, decode_header};
 use serde::{Deserialize, Serialize};
 
 use crate::index::{CredentialEntry, CredentialIndex};
-pub use keys::{Algorithm, KeyRing, RotationPolicy, SigningKey, StoredKey};
+use crate::scope::{self, Access};
+pub use keys::{ACCESS_TOKEN_TYPE, Algorithm, KeyRing, RotationPolicy, SigningKey, StoredKey};
 
-/// The claims of an access token.
+/// The claims of an access token (RFC 9068 section 2.2, and ours).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
     pub aud: String,
-    /// The client id.
+    /// The client id: the token was issued to the client itself.
     pub sub: String,
+    pub client_id: String,
     /// The organization: the credential's namespace.
     pub org: String,
     /// Granted scopes, space-delimited.
@@ -54,6 +56,7 @@ impl AccessClaims {
 #[derive(Default)]
 pub struct KeyStore {
     ring: RwLock<Arc<KeyRing>>,
+    replaced: tokio::sync::Notify,
 }
 
 impl KeyStore {
@@ -67,10 +70,24 @@ impl KeyStore {
 
     pub fn replace(&self, ring: KeyRing) {
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        self.replaced.notify_waiters();
     }
 
+    /// Resolves once the hash key is loaded.
+    pub async fn hasher_loaded(&self) {
+        loop {
+            let replaced = self.replaced.notified();
+            if self.ring().hasher().is_some() {
+                return;
+            }
+            replaced.await;
+        }
+    }
+
+    /// Whether the Secret has given us signing keys and the hash key.
     pub fn is_loaded(&self) -> bool {
-        !self.ring().is_empty()
+        let ring = self.ring();
+        !ring.is_empty() && ring.hasher().is_some()
     }
 }
 
@@ -116,6 +133,17 @@ pub struct Verified {
     pub credential: Arc<CredentialEntry>,
 }
 
+impl Verified {
+    /// Whether the token may do `access` to `resource`: its scopes as
+    /// issued, intersected with the credential's scopes now, so narrowing
+    /// `spec.scopes` takes effect on live tokens at once.
+    pub fn allows(&self, resource: &str, access: Access) -> bool {
+        let issued: Vec<&str> = self.claims.scopes().collect();
+        scope::allows(&issued, resource, access)
+            && scope::allows(&self.credential.scopes, resource, access)
+    }
+}
+
 /// Checks access tokens: signature by one of our keys with the key's own
 /// algorithm, issuer, audience, lifetime, and a credential that still
 /// accepts the secret the token was issued for.
@@ -131,6 +159,13 @@ pub struct Verifier {
 impl Verifier {
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Verified, VerifyError> {
         let header = decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        // RFC 9068 section 4: only what says it is an access token is one.
+        let typ = header.typ.as_deref().unwrap_or_default();
+        if !(typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
+            || typ.eq_ignore_ascii_case("application/at+jwt"))
+        {
+            return Err(VerifyError::Invalid("type"));
+        }
         let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
         let ring = self.keys.ring();
         let key = ring.by_kid(&kid).ok_or(VerifyError::UnknownKey)?;
@@ -161,7 +196,10 @@ impl Verifier {
             .index
             .lookup(&claims.sub)
             .ok_or(VerifyError::Inactive)?;
-        if credential.namespace != claims.org || !credential.secret_id_live(&claims.sid, now) {
+        if claims.client_id != claims.sub
+            || credential.namespace != claims.org
+            || !credential.secret_id_live(&claims.sid, now)
+        {
             return Err(VerifyError::Inactive);
         }
         Ok(Verified { claims, credential })

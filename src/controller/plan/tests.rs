@@ -1,5 +1,6 @@
 use super::*;
 use crate::crd::{ApiCredentialSpec, credential::Rotation, credential::SecretTemplate};
+use crate::secret::SecretHasher;
 
 const UID: &str = "11111111-2222-3333-4444-555555555555";
 const CLIENT_ID: &str = "ci_11111111222233334444555555555555";
@@ -44,15 +45,32 @@ impl Generator {
     }
 }
 
-fn run(cred: &ApiCredential, secret: Option<&Secret>, now: Timestamp, g: &mut Generator) -> Plan {
-    plan(cred, secret, &settings(), now, &mut || g.next()).unwrap()
+fn hasher() -> SecretHasher {
+    SecretHasher::new(&[9; 32])
 }
 
+fn hash(secret: &str) -> String {
+    hasher().hash(CLIENT_ID, secret.as_bytes()).to_string()
+}
+
+fn run(cred: &ApiCredential, secret: Option<&Secret>, now: Timestamp, g: &mut Generator) -> Plan {
+    plan(cred, secret, &settings(), &hasher(), now, &mut || g.next()).unwrap()
+}
+
+/// The Secret the plan writes, as the API server would then hold it.
 fn applied(plan: &Plan) -> Secret {
-    match &plan.secret {
-        SecretAction::Apply(s) => (**s).clone(),
-        other => panic!("expected the Secret to be applied, got {other:?}"),
-    }
+    let mut secret = match &plan.secret {
+        SecretAction::Create(s) => (**s).clone(),
+        SecretAction::Update { secret, .. } => (**secret).clone(),
+        other => panic!("expected the Secret to be written, got {other:?}"),
+    };
+    secret.metadata.resource_version = Some("1".into());
+    secret
+}
+
+/// The sealed state annotation, parsed.
+fn state(secret: &Secret) -> serde_json::Value {
+    serde_json::from_str(&annotation(secret, keys::STATE).unwrap()).unwrap()
 }
 
 fn data(secret: &Secret, key: &str) -> String {
@@ -94,9 +112,14 @@ fn first_reconcile_creates_the_secret_and_reports_active() {
     assert_eq!(data(&s, "client_secret"), "secret-1");
     assert_eq!(data(&s, "token_url"), "http://catalio.test/oauth/token");
     assert_eq!(data(&s, "audience"), "https://catalio.ai/api/v1");
-    let hash = SecretHash::of(b"secret-1").to_string();
+    assert!(matches!(p.secret, SecretAction::Create(_)));
+    let hash = hash("secret-1");
+    assert!(hash.starts_with("hmac-sha256:"));
     assert_eq!(annotation(&s, keys::SECRET_SHA256), Some(hash.clone()));
-    assert_eq!(annotation(&s, keys::ROTATION_COUNTER).as_deref(), Some("0"));
+    let state = state(&s);
+    assert_eq!(state["counter"], 0);
+    assert_eq!(state["rotatedAt"], at(0).to_string());
+    assert_eq!(state["seal"].as_str().unwrap().len(), 64);
     let labels = s.metadata.labels.as_ref().unwrap();
     assert_eq!(labels[keys::MANAGED_BY], "catalio-operator");
     assert_eq!(labels[keys::CREDENTIAL], "ci");
@@ -214,11 +237,8 @@ fn raising_the_counter_rotates_at_once_without_grace() {
     let p = run(&c, Some(&s), at(100), &mut g);
     let new = applied(&p);
     assert_eq!(data(&new, "client_secret"), "secret-2");
-    assert_eq!(
-        annotation(&new, keys::ROTATION_COUNTER).as_deref(),
-        Some("1")
-    );
-    assert_eq!(annotation(&new, keys::PREVIOUS_SHA256), None);
+    assert_eq!(state(&new)["counter"], 1);
+    assert_eq!(state(&new).get("previous"), None);
     assert_eq!(p.status.previous_secret_hash, None);
     assert_eq!(p.status.rotation_counter, Some(1));
     assert_eq!(p.status.last_rotated_at, Some(Time(at(100))));
@@ -234,10 +254,10 @@ fn rotation_with_grace_keeps_the_previous_hash_until_it_expires() {
     c.spec.rotation.grace_period = "1h".into();
     let p = run(&c, Some(&s), at(100), &mut g);
     let new = applied(&p);
-    let old_hash = SecretHash::of(b"secret-1").to_string();
+    let old_hash = hash("secret-1");
     assert_eq!(p.status.previous_secret_hash, Some(old_hash.clone()));
     assert_eq!(p.status.previous_secret_expires_at, Some(Time(at(3_700))));
-    assert_eq!(annotation(&new, keys::PREVIOUS_SHA256), Some(old_hash));
+    assert_eq!(state(&new)["previous"]["hash"], old_hash);
     assert_eq!(p.requeue_after, Some(Duration::from_secs(3_600)));
 
     // Still inside the grace period: nothing changes.
@@ -250,7 +270,7 @@ fn rotation_with_grace_keeps_the_previous_hash_until_it_expires() {
     let after = run(&c, Some(&new), at(3_700), &mut g);
     let dropped = applied(&after);
     assert_eq!(data(&dropped, "client_secret"), "secret-2");
-    assert_eq!(annotation(&dropped, keys::PREVIOUS_SHA256), None);
+    assert_eq!(state(&dropped).get("previous"), None);
     assert_eq!(after.status.previous_secret_hash, None);
     assert_eq!(after.status.previous_secret_expires_at, None);
     assert_eq!(reasons(&after), [Reason::GraceExpired]);
@@ -333,8 +353,149 @@ fn template_changes_reapply_the_same_secret() {
     c.spec.secret_template = None;
     assert!(matches!(
         run(&c, Some(&new), at(20), &mut g).secret,
-        SecretAction::Apply(_)
+        SecretAction::Update { .. }
     ));
+}
+
+#[test]
+fn updates_are_made_at_the_version_read() {
+    let mut g = Generator(0);
+    let (mut c, mut s) = created(&mut g);
+    s.metadata.resource_version = Some("42".into());
+    c.spec.rotation.counter = 1;
+    let p = run(&c, Some(&s), at(10), &mut g);
+    let SecretAction::Update { secret, stray } = &p.secret else {
+        panic!("{:?}", p.secret);
+    };
+    assert_eq!(secret.metadata.resource_version.as_deref(), Some("42"));
+    assert!(stray.is_empty());
+}
+
+#[test]
+fn template_keys_under_catalio_ai_never_reach_the_secret() {
+    let mut g = Generator(0);
+    let mut c = cred();
+    let planted = hash("chosen-by-attacker");
+    c.spec.secret_template = Some(SecretTemplate {
+        labels: [(keys::CREDENTIAL.to_owned(), "other".to_owned())].into(),
+        annotations: [
+            (keys::SECRET_SHA256.to_owned(), planted.clone()),
+            (
+                "catalio.ai/previous-secret-sha256".to_owned(),
+                planted.clone(),
+            ),
+            ("note".to_owned(), "kept".to_owned()),
+        ]
+        .into(),
+    });
+    let s = applied(&run(&c, None, at(0), &mut g));
+    assert_eq!(annotation(&s, keys::SECRET_SHA256), Some(hash("secret-1")));
+    assert_eq!(annotation(&s, "catalio.ai/previous-secret-sha256"), None);
+    assert_eq!(annotation(&s, "note").as_deref(), Some("kept"));
+    assert_eq!(s.metadata.labels.as_ref().unwrap()[keys::CREDENTIAL], "ci");
+}
+
+#[test]
+fn keys_the_operator_did_not_write_are_removed_unread() {
+    let mut g = Generator(0);
+    let (c, mut s) = created(&mut g);
+    let annotations = s.metadata.annotations.as_mut().unwrap();
+    annotations.insert(
+        "catalio.ai/previous-secret-sha256".into(),
+        hash("chosen-by-attacker"),
+    );
+    annotations.insert(
+        "catalio.ai/previous-secret-expires-at".into(),
+        "2999-01-01T00:00:00Z".into(),
+    );
+    annotations.insert("reloader.stakater.com/match".into(), "true".into());
+    s.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("catalio.ai/extra".into(), "x".into());
+    let p = run(&c, Some(&s), at(10), &mut g);
+    let SecretAction::Update { secret, stray } = &p.secret else {
+        panic!("{:?}", p.secret);
+    };
+    assert_eq!(
+        data(secret, "client_secret"),
+        "secret-1",
+        "the secret stays"
+    );
+    assert_eq!(
+        stray.annotations,
+        [
+            "catalio.ai/previous-secret-expires-at",
+            "catalio.ai/previous-secret-sha256"
+        ]
+    );
+    assert_eq!(stray.labels, ["catalio.ai/extra"]);
+    assert_eq!(p.status.previous_secret_hash, None);
+    assert_eq!(reasons(&p), [Reason::SecretRepaired]);
+    assert!(Reason::SecretRepaired.is_warning());
+    assert_eq!(g.0, 1);
+}
+
+#[test]
+fn an_edited_sealed_state_counts_as_tampering() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    c.spec.rotation.counter = 1;
+    c.spec.rotation.grace_period = "1h".into();
+    let p = run(&c, Some(&s), at(100), &mut g);
+    let rotated = applied(&p);
+    c.status = Some(p.status);
+    let edits: [(&str, serde_json::Value); 4] = [
+        ("/previous/expiresAt", "2999-01-01T00:00:00Z".into()),
+        ("/previous/hash", hash("chosen-by-attacker").into()),
+        ("/counter", 1000.into()),
+        ("/rotatedAt", at(5_000).to_string().into()),
+    ];
+    for (pointer, value) in edits {
+        let mut edited = state(&rotated);
+        *edited.pointer_mut(pointer).unwrap() = value;
+        let mut s = rotated.clone();
+        s.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(keys::STATE.into(), edited.to_string());
+        let p = run(&c, Some(&s), at(200), &mut g);
+        assert_eq!(reasons(&p), [Reason::SecretReplaced], "{pointer}");
+        assert_ne!(data(&applied(&p), "client_secret"), "secret-2", "{pointer}");
+        assert_eq!(p.status.previous_secret_hash, None, "{pointer}");
+    }
+    // The same state under another hash key does not check out either.
+    let other = plan(
+        &c,
+        Some(&rotated),
+        &settings(),
+        &SecretHasher::new(&[8; 32]),
+        at(200),
+        &mut || g.next(),
+    )
+    .unwrap();
+    assert_eq!(reasons(&other), [Reason::SecretReplaced]);
+}
+
+#[test]
+fn shortening_the_grace_period_ends_the_previous_secret_sooner() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    c.spec.rotation.counter = 1;
+    c.spec.rotation.grace_period = "24h".into();
+    let p = run(&c, Some(&s), at(100), &mut g);
+    let rotated = applied(&p);
+    c.status = Some(p.status);
+    c.spec.rotation.grace_period = "1h".into();
+    let p = run(&c, Some(&rotated), at(200), &mut g);
+    assert_eq!(p.status.previous_secret_expires_at, Some(Time(at(3_700))));
+    c.spec.rotation.grace_period = "0s".into();
+    let p = run(&c, Some(&rotated), at(200), &mut g);
+    assert_eq!(p.status.previous_secret_hash, None);
+    assert_eq!(reasons(&p), [Reason::GraceExpired]);
+    assert_eq!(data(&applied(&p), "client_secret"), "secret-2");
 }
 
 #[test]
