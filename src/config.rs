@@ -53,10 +53,19 @@ pub struct Operator {
 
     /// Token endpoint URL written into every Secret and published in the
     /// metadata. Default: this server's own, from --listen (a wildcard
-    /// address becomes 127.0.0.1). Behind a Service, set it to the
-    /// Service's URL.
+    /// address becomes 127.0.0.1), https with TLS. Behind a Service, set it
+    /// to the Service's URL.
     #[arg(long, env = "CATALIO_TOKEN_URL")]
     pub token_url: Option<String>,
+
+    /// PEM certificate chain for HTTPS on --listen (with --tls-key-file);
+    /// read again when the file changes.
+    #[arg(long, env = "CATALIO_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "CATALIO_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
 
     /// Lifetime of access tokens unless a credential sets its own.
     #[arg(long, env = "CATALIO_TOKEN_LIFETIME", default_value = "24h")]

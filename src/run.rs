@@ -24,6 +24,7 @@ use crate::index::resources::ResourceStore;
 use crate::index::{self, CredentialIndex};
 use crate::leader::{self, Elector};
 use crate::metrics::Metrics;
+use crate::server::tls::{CertFiles, ReloadingCert};
 use crate::server::{self, Readiness, TokenService, throttle::Throttle};
 use crate::token::{KeyStore, RotationPolicy, Verifier, keystore};
 use crate::usage::UsageRecorder;
@@ -47,6 +48,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         issuer,
         audience,
         token_url,
+        tls_cert_file,
+        tls_key_file,
         token_lifetime,
         namespace,
         watch_namespaces,
@@ -78,8 +81,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         // Credentials may ask for up to 24h whatever the server default is.
         max_token_lifetime: Duration::from_secs(86_400),
     };
+    let tls = match (tls_cert_file, tls_key_file) {
+        (Some(cert), Some(key)) => Some(
+            ReloadingCert::load(CertFiles { cert, key }).context("loading the TLS certificate")?,
+        ),
+        _ => None,
+    };
     let token_url = token_url.unwrap_or_else(|| {
-        let url = default_token_url(listen);
+        let url = default_token_url(listen, tls.is_some());
         if listen.ip().is_unspecified() {
             warn!(%url, "--token-url is not set: Secrets name this server on this machine only; set the URL workloads reach it at");
         }
@@ -201,8 +210,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {listen}"))?;
         info!(%listen, "serving");
-        tasks
-            .push(server::serve(public, server::routes(service, jsonapi), drained.clone()).boxed());
+        let tls_config = match tls {
+            Some(cert) => {
+                tokio::spawn(cert.clone().watch());
+                Some(cert.server_config().context("TLS configuration")?)
+            }
+            None => None,
+        };
+        tasks.push(
+            server::serve(
+                public,
+                server::routes(service, jsonapi),
+                tls_config,
+                drained.clone(),
+            )
+            .boxed(),
+        );
         readiness.index = Some(index);
         readiness.resources = Some(resources);
         readiness.keys = Some(keys.clone());
@@ -216,6 +239,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         server::serve(
             admin,
             server::admin_routes(readiness, metrics.clone()),
+            None,
             drained.clone(),
         )
         .boxed(),
@@ -280,14 +304,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The token endpoint on this server, from the address it listens on: never
 /// the public issuer's host, which would send workloads' secrets off the
 /// cluster.
-fn default_token_url(listen: SocketAddr) -> String {
+fn default_token_url(listen: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     let host = match listen.ip() {
         IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
         IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_owned(),
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     };
-    format!("http://{host}:{}/oauth/token", listen.port())
+    format!("{scheme}://{host}:{}/oauth/token", listen.port())
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -309,9 +334,19 @@ mod tests {
 
     #[test]
     fn the_default_token_url_is_this_server() {
-        let url = |listen: &str| default_token_url(listen.parse().unwrap());
-        assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080/oauth/token");
-        assert_eq!(url("10.1.2.3:8443"), "http://10.1.2.3:8443/oauth/token");
-        assert_eq!(url("[::]:80"), "http://[::1]:80/oauth/token");
+        let url = |listen: &str, tls| default_token_url(listen.parse().unwrap(), tls);
+        assert_eq!(
+            url("0.0.0.0:8080", false),
+            "http://127.0.0.1:8080/oauth/token"
+        );
+        assert_eq!(
+            url("10.1.2.3:8443", true),
+            "https://10.1.2.3:8443/oauth/token"
+        );
+        assert_eq!(url("[::]:80", false), "http://[::1]:80/oauth/token");
+        assert_eq!(
+            url("[fd00::1]:80", true),
+            "https://[fd00::1]:80/oauth/token"
+        );
     }
 }

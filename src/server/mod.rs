@@ -4,6 +4,7 @@
 pub mod body;
 pub mod oauth;
 pub mod throttle;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -185,17 +186,23 @@ pub fn admin_routes(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer(pub SocketAddr);
 
+/// A TLS handshake slower than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `filter` on `listener` until `shutdown` resolves, then finishes
-/// the requests in flight. Each request carries its connection's [`Peer`].
+/// the requests in flight. With `tls`, every connection is TLS. Each request
+/// carries its connection's [`Peer`].
 pub async fn serve<F, R>(
     listener: tokio::net::TcpListener,
     filter: F,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
     R: Reply,
 {
     let graceful = GracefulShutdown::new();
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -217,10 +224,34 @@ pub async fn serve<F, R>(
             tower_service::Service::call(&mut service, request)
         });
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
+            let result = match tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+                Some(tls) => {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(e) = result {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
         });
