@@ -58,6 +58,8 @@ fn helm_ok(args: &[&str]) -> String {
 const ALL_FEATURES: &[&str] = &[
     "--set",
     "serviceMonitor.enabled=true,networkPolicy.enabled=true,watchNamespaces={org-a,org-b}",
+    "--set",
+    "tls.enabled=true,tls.certManager.enabled=true,tls.certManager.issuerRef.name=ca",
     "--set-json",
     r#"networkPolicy.adminFrom=[{"namespaceSelector":{}}]"#,
 ];
@@ -93,9 +95,20 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
         args.extend_from_slice(extra);
         helm_ok(&args)
     };
+    // A controller and the servers, each with its own ServiceAccount, RBAC
+    // and disruption budget; one Service for the servers, one for the
+    // controller's metrics.
+    let twice = |kinds: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = kinds
+            .iter()
+            .flat_map(|k| [k.to_string(), k.to_string()])
+            .collect();
+        all.sort();
+        all
+    };
     assert_eq!(
         kinds(&template(&[])),
-        [
+        twice(&[
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
@@ -104,31 +117,53 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
             "RoleBinding",
             "Service",
             "ServiceAccount"
-        ]
+        ])
     );
     let all = template(ALL_FEATURES);
-    assert_eq!(
-        kinds(&all),
-        [
-            "Deployment",
-            "NetworkPolicy",
-            "PodDisruptionBudget",
-            "Role",
-            "Role",
-            "Role",
-            "RoleBinding",
-            "RoleBinding",
-            "RoleBinding",
-            "Service",
-            "ServiceAccount",
-            "ServiceMonitor"
-        ]
+    let mut expected = twice(&[
+        "Deployment",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    ]);
+    // Per component: a Role in each watched namespace and one of its own.
+    expected.extend(
+        ["Role", "RoleBinding"]
+            .iter()
+            .flat_map(|k| vec![k.to_string(); 6]),
     );
+    expected.extend(["Certificate".to_owned(), "ServiceMonitor".to_owned()]);
+    expected.sort();
+    assert_eq!(kinds(&all), expected);
     assert!(all.contains("namespace: org-a") && all.contains("namespace: org-b"));
-    // The token URL and audience reach the operator.
+    // The token URL and audience reach the operator; with TLS the URL is
+    // https, the servers mount the certificate and cert-manager issues it
+    // for the Service's names.
     let default = template(&[]);
     assert!(default.contains("http://rel-catalio-operator.ops.svc:8080/oauth/token"));
     assert!(default.contains("https://catalio.ai/api/v1"));
+    assert!(default.contains("args: [controller]") && default.contains("args: [server]"));
+    assert!(!default.contains("CATALIO_TLS_CERT_FILE"));
+    for needle in [
+        "https://rel-catalio-operator.ops.svc:8080/oauth/token",
+        "value: /etc/catalio/tls/tls.crt",
+        "secretName: rel-catalio-operator-tls",
+        "- rel-catalio-operator.ops.svc.cluster.local",
+    ] {
+        assert!(all.contains(needle), "missing {needle}");
+    }
+    let out = helm(&[
+        "template",
+        "rel",
+        &chart,
+        "--kube-version",
+        "1.37.0",
+        "--set",
+        "tls.enabled=true,tls.certManager.enabled=true",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("issuerRef.name is required"));
     // Hardened pod.
     for needle in [
         "runAsNonRoot: true",
@@ -144,7 +179,7 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
 
     // values.schema.json rejects what would otherwise render silently wrong.
     for (set, message) in [
-        ("replicaCount=0", "minimum"),
+        ("server.replicas=0", "minimum"),
         ("signingAlgorithm=HS256", "signingAlgorithm"),
         ("watchNamespaces={Not_Valid}", "watchNamespaces"),
         ("tokenLifetime=1day", "tokenLifetime"),
@@ -221,13 +256,98 @@ async fn as_service_account(
     (Client::try_from(config).unwrap(), path)
 }
 
-/// Runs the operator with the ServiceAccount's kubeconfig and takes one
-/// credential in `org` through create, token and revocation.
-async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &str, watch: &str) {
+/// Waits until `client` may `verb` the `resource` (named `name`, in
+/// `namespace`): RBAC that helm just wrote reaches the API server's
+/// authorizer a moment later.
+async fn wait_allowed(
+    client: &Client,
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+    name: Option<&str>,
+) {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let (group, resource) = resource.split_once('/').unwrap_or(("", resource));
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                namespace: Some(namespace.into()),
+                name: name.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviews = Api::<SelfSubjectAccessReview>::all(client.clone());
+    eventually(
+        WAIT,
+        &format!("{verb} {resource} to be allowed"),
+        || async {
+            let answer = reviews.create(&PostParams::default(), &review).await.ok()?;
+            answer.status.is_some_and(|s| s.allowed).then_some(())
+        },
+    )
+    .await;
+}
+
+/// The chart's two ServiceAccounts, as clients and kubeconfig files, once
+/// the RBAC helm wrote for them is in force.
+struct Accounts {
+    controller: Client,
+    controller_kubeconfig: std::path::PathBuf,
+    server: Client,
+    server_kubeconfig: std::path::PathBuf,
+}
+
+async fn chart_accounts(release_ns: &str, release: &str, org: &str) -> Accounts {
+    let admin = cluster().client().await;
+    let full = format!("{release}-catalio-operator");
+    let dir = std::env::temp_dir();
+    let (controller, controller_kubeconfig) =
+        as_service_account(&admin, release_ns, &format!("{full}-controller"), &dir).await;
+    let (server, server_kubeconfig) =
+        as_service_account(&admin, release_ns, &format!("{full}-server"), &dir).await;
+    let keys = format!("{full}-signing-keys");
+    let lease = format!("{full}-leader");
+    wait_allowed(&controller, "create", "secrets", org, None).await;
+    wait_allowed(
+        &controller,
+        "update",
+        "coordination.k8s.io/leases",
+        release_ns,
+        Some(&lease),
+    )
+    .await;
+    wait_allowed(&server, "create", "catalio.ai/requirements", org, None).await;
+    wait_allowed(&server, "watch", "secrets", release_ns, Some(&keys)).await;
+    Accounts {
+        controller,
+        controller_kubeconfig,
+        server,
+        server_kubeconfig,
+    }
+}
+
+/// Runs the controller and the servers, each with its own ServiceAccount's
+/// kubeconfig, and takes one credential in `org` through create, token, API
+/// writes and revocation; neither is refused anything on the way.
+async fn lifecycle_as(
+    accounts: &Accounts,
+    release_ns: &str,
+    release: &str,
+    org: &str,
+    watch: &str,
+) {
     let admin = cluster().client().await;
     let keys = format!("{release}-catalio-operator-signing-keys");
     let lease = format!("{release}-catalio-operator-leader");
-    let mut args = vec![
+    let mut common = vec![
         "--namespace",
         release_ns,
         "--signing-key-secret",
@@ -236,10 +356,27 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
         &lease,
     ];
     if !watch.is_empty() {
-        args.extend(["--watch-namespaces", watch]);
+        common.extend(["--watch-namespaces", watch]);
     }
-    let (mut operator, endpoints) = OperatorProcess::run_serving(OPERATOR, kubeconfig, &args);
-    operator.wait_ready(&endpoints, WAIT).await;
+    let (mut server, endpoints) =
+        OperatorProcess::run_serving_mode(OPERATOR, &accounts.server_kubeconfig, "server", &common);
+    let admin_listen = format!("127.0.0.1:{}", free_port());
+    let token_url = format!("{}/oauth/token", endpoints.base);
+    let mut controller_args = vec![
+        "controller",
+        "--admin-listen",
+        &admin_listen,
+        "--token-url",
+        &token_url,
+    ];
+    controller_args.extend(&common);
+    let controller = OperatorProcess::start_with_kubeconfig(
+        OPERATOR,
+        &controller_args,
+        &accounts.controller_kubeconfig,
+    );
+    // The servers are ready once the controller has made the keys.
+    server.wait_ready(&endpoints, WAIT).await;
     let http = reqwest::Client::new();
 
     let creds = Api::<ApiCredential>::namespaced(admin.clone(), org);
@@ -256,7 +393,8 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
     .await;
     let (id, secret) = credential_secret(&admin, org, "ci").await;
     let token = access_token(&endpoints.base, &id, &secret, WAIT).await;
-    // The JSON:API writes and reads business objects under the same RBAC.
+    // The JSON:API writes and reads business objects under the servers'
+    // RBAC.
     let created = http
         .post(format!("{}/api/v1/requirements", endpoints.base))
         .bearer_auth(&token)
@@ -312,17 +450,26 @@ async fn lifecycle_as(kubeconfig: &Path, release_ns: &str, release: &str, org: &
     // The API server words every refusal "... is forbidden: User ... cannot
     // ...", with reason Forbidden and code 403 (a bare "403" would also match
     // timestamps and ids).
-    let logs = operator.logs();
-    assert!(
-        !logs.to_lowercase().contains("forbidden") && !logs.contains("code: 403"),
-        "the operator was refused something:\n{logs}"
-    );
+    for (who, process) in [("controller", &controller), ("server", &server)] {
+        let logs = process.logs();
+        assert!(
+            !logs.to_lowercase().contains("forbidden") && !logs.contains("code: 403"),
+            "the {who} was refused something:\n{logs}"
+        );
+    }
+}
+
+/// Asserts that the API server refuses `result` (403).
+fn refused<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what} was not refused: {other:?}"),
+    }
 }
 
 #[tokio::test]
 async fn helm_install_grants_exactly_what_the_operator_needs() {
     let admin = cluster().client().await;
-    let dir = std::env::temp_dir();
 
     // Cluster-wide (default values).
     let ops = TestNamespace::new(&admin, "ops").await;
@@ -330,29 +477,71 @@ async fn helm_install_grants_exactly_what_the_operator_needs() {
     let release = format!("r{}", &ops.name[ops.name.len() - 5..]);
     helm_ok(&["install", &release, &chart(), "-n", &ops.name]);
     let full = format!("{release}-catalio-operator");
-    for (kind, namespaced) in [
-        ("deployment", true),
-        ("service", true),
-        ("serviceaccount", true),
-        ("poddisruptionbudget", true),
-        ("role", true),
-        ("rolebinding", true),
-        ("clusterrole", false),
-        ("clusterrolebinding", false),
-    ] {
-        let name = if kind.starts_with("role") {
-            format!("{full}-self")
-        } else {
-            full.clone()
-        };
-        let mut args = vec!["get", kind, name.as_str(), "-o", "name"];
-        if namespaced {
-            args.extend(["-n", ops.name.as_str()]);
+    for component in ["controller", "server"] {
+        let name = format!("{full}-{component}");
+        for (kind, name, namespaced) in [
+            ("deployment", name.clone(), true),
+            ("serviceaccount", name.clone(), true),
+            ("poddisruptionbudget", name.clone(), true),
+            ("role", format!("{name}-self"), true),
+            ("rolebinding", format!("{name}-self"), true),
+            ("clusterrole", name.clone(), false),
+            ("clusterrolebinding", name.clone(), false),
+        ] {
+            let mut args = vec!["get", kind, name.as_str(), "-o", "name"];
+            if namespaced {
+                args.extend(["-n", ops.name.as_str()]);
+            }
+            cluster().kubectl_ok(&args);
         }
-        cluster().kubectl_ok(&args);
     }
-    let (_, kubeconfig) = as_service_account(&admin, &ops.name, &full, &dir).await;
-    lifecycle_as(&kubeconfig, &ops.name, &release, &org.name, "").await;
+    cluster().kubectl_ok(&[
+        "-n",
+        &ops.name,
+        "get",
+        "service",
+        &full,
+        &format!("{full}-controller"),
+    ]);
+    let accounts = chart_accounts(&ops.name, &release, &org.name).await;
+    lifecycle_as(&accounts, &ops.name, &release, &org.name, "").await;
+
+    // Least privilege: the network-facing servers read no Secret but the
+    // signing keys, by name; only the controller reads the organizations'.
+    let mut other = Secret::default();
+    other.metadata.name = Some("someone-elses".into());
+    Api::<Secret>::namespaced(admin.clone(), &org.name)
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    let keys = format!("{full}-signing-keys");
+    let server_secrets = |ns: &str| Api::<Secret>::namespaced(accounts.server.clone(), ns);
+    refused(
+        server_secrets(&org.name).get("someone-elses").await,
+        "the servers reading a Secret in an organization",
+    );
+    refused(
+        server_secrets(&org.name).list(&ListParams::default()).await,
+        "the servers listing an organization's Secrets",
+    );
+    refused(
+        server_secrets(&ops.name).list(&ListParams::default()).await,
+        "the servers listing the release namespace's Secrets",
+    );
+    refused(
+        Api::<Secret>::all(accounts.server.clone())
+            .list(&ListParams::default())
+            .await,
+        "the servers listing Secrets cluster-wide",
+    );
+    server_secrets(&ops.name)
+        .get(&keys)
+        .await
+        .expect("the servers read the signing keys");
+    Api::<Secret>::namespaced(accounts.controller.clone(), &org.name)
+        .get("someone-elses")
+        .await
+        .expect("the controller reads the organizations' Secrets");
     helm_ok(&["uninstall", &release, "-n", &ops.name]);
 
     // Restricted to listed namespaces: works inside, 403 outside.
@@ -371,35 +560,32 @@ async fn helm_install_grants_exactly_what_the_operator_needs() {
         &set,
     ]);
     let full2 = format!("{release2}-catalio-operator");
-    let out = cluster().kubectl(&["get", "clusterrole", &full2]);
-    assert!(!out.status.success(), "no ClusterRole with watchNamespaces");
-    let (restricted, kubeconfig) = as_service_account(&admin, &ops2.name, &full2, &dir).await;
-    let denied = Api::<ApiCredential>::namespaced(restricted.clone(), &outside.name)
-        .list(&ListParams::default())
-        .await
-        .expect_err("outside its namespaces");
-    assert!(
-        matches!(denied, kube::Error::Api(ref s) if s.code == 403),
-        "{denied:?}"
-    );
-    let denied = Api::<Secret>::namespaced(restricted.clone(), &outside.name)
-        .list(&ListParams::default())
-        .await
-        .expect_err("no Secrets outside");
-    assert!(matches!(denied, kube::Error::Api(ref s) if s.code == 403));
-    let cluster_wide = Api::<ApiCredential>::all(restricted.clone())
-        .list(&ListParams::default())
-        .await
-        .expect_err("no cluster-wide list");
-    assert!(matches!(cluster_wide, kube::Error::Api(ref s) if s.code == 403));
-    lifecycle_as(
-        &kubeconfig,
-        &ops2.name,
-        &release2,
-        &inside.name,
-        &inside.name,
-    )
-    .await;
+    for component in ["controller", "server"] {
+        let out = cluster().kubectl(&["get", "clusterrole", &format!("{full2}-{component}")]);
+        assert!(!out.status.success(), "no ClusterRole with watchNamespaces");
+    }
+    let accounts = chart_accounts(&ops2.name, &release2, &inside.name).await;
+    for client in [&accounts.controller, &accounts.server] {
+        refused(
+            Api::<ApiCredential>::namespaced(client.clone(), &outside.name)
+                .list(&ListParams::default())
+                .await,
+            "listing credentials outside the watched namespaces",
+        );
+        refused(
+            Api::<Secret>::namespaced(client.clone(), &outside.name)
+                .list(&ListParams::default())
+                .await,
+            "listing Secrets outside the watched namespaces",
+        );
+        refused(
+            Api::<ApiCredential>::all(client.clone())
+                .list(&ListParams::default())
+                .await,
+            "listing credentials cluster-wide",
+        );
+    }
+    lifecycle_as(&accounts, &ops2.name, &release2, &inside.name, &inside.name).await;
 
     let status: Value = serde_json::from_str(&helm_ok(&[
         "status", &release2, "-n", &ops2.name, "-o", "json",

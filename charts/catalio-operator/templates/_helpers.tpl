@@ -18,20 +18,40 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
-{{- define "catalio-operator.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- default (include "catalio-operator.fullname" .) .Values.serviceAccount.name -}}
-{{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{/* The labels of one component's pods: pass (dict "root" . "component" "server"). */}}
+{{- define "catalio-operator.componentSelectorLabels" -}}
+{{ include "catalio-operator.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
 {{- end -}}
+
+{{/* One component's ServiceAccount: pass (dict "root" . "component" "server"). */}}
+{{- define "catalio-operator.serviceAccountName" -}}
+{{- $name := ternary .root.Values.serviceAccount.controllerName .root.Values.serviceAccount.serverName (eq .component "controller") -}}
+{{- if .root.Values.serviceAccount.create -}}
+{{- default (printf "%s-%s" (include "catalio-operator.fullname" .root) .component) $name -}}
+{{- else -}}
+{{- default "default" $name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "catalio-operator.serviceHost" -}}
+{{- printf "%s.%s.svc" (include "catalio-operator.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{- define "catalio-operator.baseUrl" -}}
+{{- printf "%s://%s:%d" (ternary "https" "http" .Values.tls.enabled) (include "catalio-operator.serviceHost" .) (int .Values.service.port) -}}
 {{- end -}}
 
 {{- define "catalio-operator.tokenUrl" -}}
 {{- if .Values.tokenUrl -}}
 {{- .Values.tokenUrl -}}
 {{- else -}}
-{{- printf "http://%s.%s.svc:%d/oauth/token" (include "catalio-operator.fullname" .) .Release.Namespace (int .Values.service.port) -}}
+{{- printf "%s/oauth/token" (include "catalio-operator.baseUrl" .) -}}
 {{- end -}}
+{{- end -}}
+
+{{- define "catalio-operator.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "catalio-operator.fullname" .)) .Values.tls.secretName -}}
 {{- end -}}
 
 {{- define "catalio-operator.signingKeySecret" -}}
@@ -42,8 +62,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s-leader" (include "catalio-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* What the operator does in every namespace it watches. */}}
-{{- define "catalio-operator.watchRules" -}}
+{{/* What the controller does in every namespace it watches. */}}
+{{- define "catalio-operator.controllerRules" -}}
 - apiGroups: [catalio.ai]
   resources: [apicredentials]
   verbs: [get, list, watch]
@@ -60,6 +80,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end -}}
+
+{{/* What the servers do in every namespace they watch: no Secrets. */}}
+{{- define "catalio-operator.serverRules" -}}
+- apiGroups: [catalio.ai]
+  resources: [apicredentials]
+  verbs: [get, list, watch]
+# status.lastUsedAt only: status writers cannot plant a secret (the hashes
+# there are keyed with a key status writers do not have).
+- apiGroups: [catalio.ai]
+  resources: [apicredentials/status]
+  verbs: [patch]
 # The JSON:API's data: read through watches, written by POST, PATCH and
 # DELETE (which archives, so no delete verb).
 - apiGroups: [catalio.ai]
