@@ -575,18 +575,25 @@ pub fn plan(
         Some(existing) => {
             let stray = stray(existing, &desired);
             if !stray.is_empty() {
-                let keys: Vec<&str> = stray
-                    .labels
+                // Whoever wrote the keys chose their names: name a few,
+                // shortened, so the event stays well within its size.
+                const NAMED: usize = 4;
+                let keys: Vec<&String> = stray.labels.iter().chain(&stray.annotations).collect();
+                let mut named: Vec<String> = keys
                     .iter()
-                    .chain(&stray.annotations)
-                    .map(String::as_str)
+                    .take(NAMED)
+                    .map(|k| k.chars().take(80).collect())
                     .collect();
+                if keys.len() > NAMED {
+                    named.push(format!("{} more", keys.len() - NAMED));
+                }
                 notes.push(Note {
                     reason: Reason::SecretRepaired,
                     action: "RemoveForeignKeys",
                     message: format!(
-                        "Secret {secret_name} carried keys the operator did not write; removed {}",
-                        keys.join(", ")
+                        "Secret {secret_name} carried keys under {} the operator did not write; removed {}",
+                        keys::RESERVED,
+                        named.join(", ")
                     ),
                 });
             }

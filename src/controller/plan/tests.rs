@@ -434,7 +434,24 @@ fn keys_the_operator_did_not_write_are_removed_unread() {
     assert_eq!(p.status.previous_secret_hash, None);
     assert_eq!(reasons(&p), [Reason::SecretRepaired]);
     assert!(Reason::SecretRepaired.is_warning());
+    assert!(p.notes[0].message.contains("catalio.ai/extra"));
     assert_eq!(g.0, 1);
+
+    // Many long keys are named in a few words.
+    for i in 0..50 {
+        s.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(format!("catalio.ai/{i:0>200}"), "x".into());
+    }
+    let p = run(&c, Some(&s), at(20), &mut g);
+    assert!(p.notes[0].message.len() < 600, "{}", p.notes[0].message);
+    assert!(
+        p.notes[0].message.ends_with("49 more"),
+        "{}",
+        p.notes[0].message
+    );
 }
 
 #[test]
