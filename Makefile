@@ -12,7 +12,7 @@ export CATALIO_TEST_PYTHON := $(PYCLIENTS)/bin/python
 JSCLIENTS ?= $(HOME)/.cache/catalio-operator/jsclients
 export CATALIO_TEST_OAUTH4WEBAPI := $(JSCLIENTS)/node_modules/oauth4webapi
 
-.PHONY: test lint build bench crds controlplane pyclients jsclients cluster-up cluster-down cluster-env dev
+.PHONY: test lint build bench fuzz crds controlplane pyclients jsclients cluster-up cluster-down cluster-env dev
 
 ## Every test: formatting, lints, unit tests and the integration tests on a
 ## real control plane; then proof that no control-plane process outlived them.
@@ -32,6 +32,14 @@ bench: controlplane
 	bench/token.sh
 	bench/credentials.sh
 	bench/api.sh
+
+## Fuzzes every parser that takes bytes from the network: FUZZ_SECONDS per
+## target without a sanitizer, then FUZZ_ASAN_SECONDS with AddressSanitizer.
+FUZZ_SECONDS ?= 60
+FUZZ_ASAN_SECONDS ?= 30
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS) none
+	fuzz/run.sh $(FUZZ_ASAN_SECONDS) address
 
 ## Regenerates crds/ from the Rust types (a test fails when they drift).
 crds: build

@@ -8,6 +8,8 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod duration;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod index;
 pub mod leader;
 pub mod metrics;

@@ -1,0 +1,196 @@
+//! Entry points of the fuzz targets in `fuzz/` (`make fuzz`), and the
+//! regression test that replays their seeds and every input a fuzzer ever
+//! found. Each feeds bytes as they arrive from the network to one parser and
+//! checks what must hold whatever they are; a panic is a finding.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use jiff::Timestamp;
+
+use crate::api::input::{self, Intent};
+use crate::api::query;
+use crate::api::{media, registry};
+use crate::index::CredentialIndex;
+use crate::secret::parse_client_id;
+use crate::server::oauth;
+use crate::token::{Algorithm, KeyRing, KeyStore, StoredKey, Verifier};
+
+/// A fuzz target: bytes in, a panic for a finding.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name of its binary in `fuzz/` and its corpus.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("token_request", token_request),
+    ("bearer_token", bearer_token),
+    ("jsonapi_query", jsonapi_query),
+    ("jsonapi_document", jsonapi_document),
+    ("duration", duration),
+];
+
+/// A token request body of each media type (the first byte picks one) and
+/// the same bytes as an `Authorization: Basic` header. What Basic parses
+/// encodes back to itself.
+pub fn token_request(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let content_type = match selector % 4 {
+        0 => Some("application/x-www-form-urlencoded"),
+        1 => Some("application/json"),
+        2 => Some("application/json; charset=utf-8"),
+        _ => None,
+    };
+    if let Ok(request) = oauth::parse_body(content_type, body)
+        && let Some(id) = &request.client_id
+    {
+        let _ = parse_client_id(id);
+    }
+    let Ok(header) = std::str::from_utf8(body) else {
+        return;
+    };
+    if let Ok((id, secret)) = oauth::parse_basic(header) {
+        let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let again = format!(
+            "Basic {}",
+            STANDARD.encode(format!("{}:{}", encode(&id), encode(&secret)))
+        );
+        assert_eq!(oauth::parse_basic(&again).ok(), Some((id, secret)));
+    }
+}
+
+/// A verifier with one RS256 and one ES256 key and one credential, made
+/// once. The keys have fixed ids, so seeds can name them and mutated tokens
+/// reach the signature check.
+static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
+    let now = Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH);
+    let stored: Vec<StoredKey> = [
+        (Algorithm::Rs256, "fuzz-rs256"),
+        (Algorithm::Es256, "fuzz-es256"),
+    ]
+    .into_iter()
+    .filter_map(|(alg, kid)| {
+        let key = StoredKey::generate(alg, now, now).ok()?;
+        Some(StoredKey {
+            kid: kid.to_owned(),
+            ..key
+        })
+    })
+    .collect();
+    let keys = KeyStore::new();
+    keys.replace(KeyRing::load(&stored, Some(&[7; 32])).0);
+    let index = CredentialIndex::new();
+    let mut cred = crate::crd::ApiCredential::new(
+        "ci",
+        crate::crd::ApiCredentialSpec {
+            display_name: "fuzz".into(),
+            scopes: vec!["*:write".into()],
+            secret_name: None,
+            secret_template: None,
+            rotation: Default::default(),
+            token_lifetime: None,
+            revoked: false,
+        },
+    );
+    cred.metadata.uid = Some("0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9".into());
+    cred.metadata.namespace = Some("org".into());
+    index.upsert(&cred);
+    Verifier {
+        keys: Arc::clone(&keys),
+        index,
+        issuer: "https://catalio.ai".into(),
+        audience: "https://catalio.ai/api/v1".into(),
+        leeway: Duration::from_secs(60),
+    }
+});
+
+/// Whatever arrives as a bearer token is refused: no token the fuzzer can
+/// make without our keys verifies.
+pub fn bearer_token(data: &[u8]) {
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
+    let now = Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH);
+    assert!(VERIFIER.verify(token, now).is_err());
+}
+
+/// A JSON:API query string for one type (the first byte picks it, and
+/// whether a collection or one object is asked for), and the same text as
+/// `Accept` and `Content-Type` headers.
+pub fn jsonapi_query(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(raw) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let ty = &registry::TYPES[usize::from(selector) % registry::TYPES.len()];
+    let target = if selector & 0x80 == 0 {
+        query::Target::Collection
+    } else {
+        query::Target::Single
+    };
+    let _ = query::parse(ty, raw, target);
+    let _ = media::accept_ok(Some(raw));
+    let _ = media::content_type_ok(Some(raw));
+}
+
+/// A JSON:API request document for one type (the first byte picks it): as
+/// a create, an update and each relationship's linkage. Every refusal
+/// renders as an error document.
+pub fn jsonapi_document(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let ty = &registry::TYPES[usize::from(selector) % registry::TYPES.len()];
+    let problems = [
+        input::parse(ty, body, Intent::Create, None).err(),
+        input::parse(ty, body, Intent::Update, Some("an-id")).err(),
+    ];
+    let linkage =
+        (0..ty.relationships.len()).filter_map(|i| input::parse_linkage(ty, i, body).err());
+    for problem in problems.into_iter().flatten().chain(linkage) {
+        let _ = problem.into_response();
+    }
+}
+
+/// Durations as specs carry them: what parses formats back to the same
+/// whole seconds.
+pub fn duration(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(d) = crate::duration::parse(text) {
+        let again = crate::duration::parse(&crate::duration::format(d));
+        assert_eq!(again.map(|a| a.as_secs()), Ok(d.as_secs()), "{text:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Every seed and every input a fuzzer found (`fuzz/regressions/`) runs
+    /// through its target on each `cargo test`.
+    #[test]
+    fn seeds_and_findings_replay() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        for (name, target) in TARGETS {
+            let mut replayed = 0;
+            for dir in ["seeds", "regressions"] {
+                let Ok(entries) = std::fs::read_dir(root.join(dir).join(name)) else {
+                    continue;
+                };
+                for entry in entries {
+                    let path = entry.unwrap().path();
+                    target(&std::fs::read(&path).unwrap());
+                    replayed += 1;
+                }
+            }
+            assert!(replayed > 0, "no seeds for {name}");
+        }
+    }
+}
