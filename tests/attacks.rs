@@ -4,14 +4,13 @@
 //! one namespace. Every test here was first seen to succeed as an attack.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use catalio_operator::crd::{ApiCredential, Phase};
 use catalio_test_support::webhook::HoldingWebhook;
 use catalio_test_support::{
-    Endpoints, OperatorProcess, REPO, TestNamespace, access_token, cluster, create_credential,
-    credential_secret, eventually, python, rss_kib,
+    Endpoints, OperatorProcess, TestNamespace, access_token, clients, cluster, create_credential,
+    credential_secret, eventually, get_json, patch_credential, rss_kib,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -378,16 +377,7 @@ async fn narrowing_scopes_applies_to_live_tokens() {
             .as_u16()
     };
     assert_eq!(create().await, 201);
-    let out = t.kubectl(&[
-        "patch",
-        "apicred",
-        "ci",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"scopes":["*:read"]}}"#,
-    ]);
-    assert!(out.status.success());
+    patch_credential(t.ns(), "ci", r#"{"spec":{"scopes":["*:read"]}}"#);
     let narrowed = Instant::now();
     eventually(WAIT, "the old token to lose write access", || async {
         (create().await == 403).then_some(())
@@ -467,15 +457,7 @@ async fn the_default_token_url_is_this_server() {
         .unwrap();
     let token_url = String::from_utf8(secret.data.unwrap()["token_url"].0.clone()).unwrap();
     assert_eq!(token_url, t.url("/oauth/token"));
-    let metadata: Value = t
-        .http
-        .get(t.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata: Value = get_json(&t.url("/.well-known/oauth-authorization-server")).await;
     assert_eq!(metadata["token_endpoint"], token_url);
     assert_eq!(metadata["jwks_uri"], t.url("/.well-known/jwks.json"));
 }
@@ -516,15 +498,7 @@ async fn strict_oauth_clients_accept_the_server() {
     .await;
     let (id, secret) = t.credential("ci", "").await;
 
-    let metadata: Value = t
-        .http
-        .get(t.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata: Value = get_json(&t.url("/.well-known/oauth-authorization-server")).await;
     let mut members: Vec<&str> = metadata
         .as_object()
         .unwrap()
@@ -561,52 +535,21 @@ async fn strict_oauth_clients_accept_the_server() {
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_target");
 
     // oauth4webapi: discovery, the grant and validateJwtAccessToken.
-    let out = Command::new("node")
-        .arg(format!("{REPO}/tests/clients/strict_client.mjs"))
-        .arg(js_client_dir())
-        .args([&t.endpoints.base, &id, &secret, AUDIENCE])
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "oauth4webapi refused the server: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let strict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let strict = clients::oauth4webapi(&t.endpoints.base, &id, &secret, AUDIENCE, None);
     assert_eq!(strict["claims"]["client_id"], id);
     assert_eq!(strict["claims"]["sub"], id);
     assert_eq!(strict["claims"]["org"], t.ns());
 
     // joserfc: signature, `typ: at+jwt` and the RFC 9068 claims.
-    let out = Command::new(python())
-        .arg(format!("{REPO}/tests/clients/at_jwt.py"))
-        .args([
-            &t.url("/oauth/token"),
-            &t.url("/.well-known/jwks.json"),
-            &id,
-            &secret,
-            &t.endpoints.base,
-            AUDIENCE,
-        ])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "joserfc refused the token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let checked: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (token_url, jwks_url) = (t.url("/oauth/token"), t.url("/.well-known/jwks.json"));
+    let checked = clients::Server {
+        token_url: &token_url,
+        jwks_url: &jwks_url,
+        issuer: &t.endpoints.base,
+        audience: AUDIENCE,
+        ca: None,
+    }
+    .joserfc(&id, &secret);
     assert_eq!(checked["header"]["typ"], "at+jwt");
     assert_eq!(checked["claims"]["client_id"], id);
-}
-
-/// Where `make jsclients` installed oauth4webapi.
-fn js_client_dir() -> std::path::PathBuf {
-    std::env::var_os("CATALIO_TEST_OAUTH4WEBAPI")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            std::path::Path::new(&home)
-                .join(".cache/catalio-operator/jsclients/node_modules/oauth4webapi")
-        })
 }

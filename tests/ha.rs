@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use catalio_operator::crd::{ApiCredential, Phase};
 use catalio_test_support::{
-    OperatorProcess, TestNamespace, access_token, cluster, credential_secret, eventually,
+    OperatorProcess, TestNamespace, access_token, cluster, credential_secret, eventually, get_json,
 };
 use jsonwebtoken::{DecodingKey, Validation, decode, decode_header, jwk::JwkSet};
 use kube::{Api, Client};
@@ -58,15 +58,8 @@ async fn token(base: &str, client: &Client, ns: &str, name: &str) -> String {
 }
 
 /// Verifies `token` with the JWKS served by `base`, using jsonwebtoken.
-async fn verify_with_jwks_of(http: &reqwest::Client, base: &str, token: &str) {
-    let jwks: JwkSet = http
-        .get(format!("{base}/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+async fn verify_with_jwks_of(base: &str, token: &str) {
+    let jwks: JwkSet = get_json(&format!("{base}/.well-known/jwks.json")).await;
     let kid = decode_header(token).unwrap().kid.unwrap();
     let jwk = jwks.find(&kid).expect("kid published by the other replica");
     let mut validation = Validation::new(jsonwebtoken::Algorithm::RS256);
@@ -112,8 +105,8 @@ async fn one_leader_reconciles_both_serve_and_leadership_moves() {
     // Both serve, and each one's tokens verify with the other's JWKS.
     let from_leader = token(&leader.base, &client, &ns.name, "first").await;
     let from_follower = token(&follower.base, &client, &ns.name, "first").await;
-    verify_with_jwks_of(&http, &follower.base, &from_leader).await;
-    verify_with_jwks_of(&http, &leader.base, &from_follower).await;
+    verify_with_jwks_of(&follower.base, &from_leader).await;
+    verify_with_jwks_of(&leader.base, &from_follower).await;
     // Both serve the JSON:API from their own caches, with either one's
     // tokens.
     let out = cluster().kubectl_stdin(

@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use catalio_test_support::pki::{Leaf, TestCa};
 use catalio_test_support::{
-    OperatorProcess, REPO, TestNamespace, cluster, create_credential, eventually, free_port, python,
+    OperatorProcess, TestNamespace, clients, cluster, create_credential, eventually, free_port,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_catalio-operator");
@@ -203,48 +202,21 @@ async fn https_with_a_certificate_swapped_while_serving() {
         String::from_utf8_lossy(&plain.stdout)
     );
     // Python requests (under Authlib) with verify= our CA, both client
-    // authentication methods.
+    // authentication methods, and oauth4webapi, which insists on https.
+    let jwks_url = format!("{base}/.well-known/jwks.json");
+    let server = clients::Server {
+        token_url: &token_url,
+        jwks_url: &jwks_url,
+        issuer: &base,
+        audience: AUDIENCE,
+        ca: Some(&first_ca_file),
+    };
     for method in ["client_secret_basic", "client_secret_post"] {
-        let out = Command::new(python())
-            .arg(format!("{REPO}/tests/clients/oauth_client.py"))
-            .args([
-                &token_url,
-                &format!("{base}/.well-known/jwks.json"),
-                &id,
-                &secret,
-                method,
-                &base,
-                AUDIENCE,
-            ])
-            .env("REQUESTS_CA_BUNDLE", &first_ca_file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{method}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let verified = server.authlib(&id, &secret, method);
         assert_eq!(verified["claims"]["client_id"], id.as_str());
     }
-    // oauth4webapi, which insists on https unless told otherwise.
-    let oauth4webapi = std::env::var("CATALIO_TEST_OAUTH4WEBAPI").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/catalio-operator/jsclients/node_modules/oauth4webapi",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    let out = Command::new("node")
-        .arg(format!("{REPO}/tests/clients/strict_client.mjs"))
-        .args([&oauth4webapi, &base, &id, &secret, AUDIENCE])
-        .env("NODE_EXTRA_CA_CERTS", &first_ca_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "oauth4webapi over TLS: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let strict = clients::oauth4webapi(&base, &id, &secret, AUDIENCE, Some(&first_ca_file));
+    assert_eq!(strict["claims"]["client_id"], id.as_str());
 
     // A connection opened before the swap...
     let mut open = KeptAlive::open(&listen, &first_ca.pem()).await;

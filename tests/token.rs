@@ -1,7 +1,6 @@
 //! The token endpoint over real HTTP on loopback, with credentials from the
 //! real control plane and the operator binary as its own process.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -10,7 +9,8 @@ use catalio_operator::crd::{ApiCredential, Phase};
 use catalio_operator::index::{self, CredentialIndex};
 use catalio_operator::token::{KeyStore, Verifier, VerifyError, keystore};
 use catalio_test_support::{
-    OperatorProcess, TestNamespace, cluster, credential_secret, eventually, python,
+    OperatorProcess, TestNamespace, clients, cluster, credential_secret, eventually, get_json,
+    patch_credential,
 };
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -64,12 +64,6 @@ impl Server {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
-    }
-
-    fn kubectl(&self, args: &[&str]) -> std::process::Output {
-        let mut all = vec!["-n", self.ns.name.as_str()];
-        all.extend_from_slice(args);
-        cluster().kubectl(&all)
     }
 
     async fn credential(&self, name: &str, spec: &str) -> Credential {
@@ -153,12 +147,7 @@ impl Server {
     }
 
     fn patch(&self, name: &str, patch: &str) {
-        let out = self.kubectl(&["patch", "apicred", name, "--type", "merge", "-p", patch]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        patch_credential(&self.ns.name, name, patch);
     }
 
     /// A verifier of our own, fed by its own watches of the real cluster,
@@ -190,28 +179,15 @@ impl Server {
     }
 
     fn authlib(&self, cred: &Credential, method: &str) -> Value {
-        let out = Command::new(python())
-            .arg(format!(
-                "{}/tests/clients/oauth_client.py",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .args([
-                &self.url("/oauth/token"),
-                &self.url("/.well-known/jwks.json"),
-                &cred.id,
-                &cred.secret,
-                method,
-                ISSUER,
-                AUDIENCE,
-            ])
-            .output()
-            .expect("run the Python client (make pyclients)");
-        assert!(
-            out.status.success(),
-            "Authlib client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        let (token_url, jwks_url) = (self.url("/oauth/token"), self.url("/.well-known/jwks.json"));
+        clients::Server {
+            token_url: &token_url,
+            jwks_url: &jwks_url,
+            issuer: ISSUER,
+            audience: AUDIENCE,
+            ca: None,
+        }
+        .authlib(&cred.id, &cred.secret, method)
     }
 }
 
@@ -274,15 +250,7 @@ async fn issues_tokens_in_all_three_shapes_that_independent_jose_verifies() {
     assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
 
     // The kid is published.
-    let jwks: Value = s
-        .http
-        .get(s.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = get_json(&s.url("/.well-known/jwks.json")).await;
     assert!(
         jwks["keys"]
             .as_array()
@@ -328,15 +296,7 @@ async fn issues_tokens_in_all_three_shapes_that_independent_jose_verifies() {
     assert_eq!(verified.claims.sub, cred.id);
     assert_eq!(verified.credential.name, "ci");
 
-    let metadata: Value = s
-        .http
-        .get(s.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata: Value = get_json(&s.url("/.well-known/oauth-authorization-server")).await;
     assert_eq!(metadata["issuer"], ISSUER);
     assert_eq!(metadata["token_endpoint"], s.url("/oauth/token"));
     assert_eq!(metadata["jwks_uri"], s.url("/.well-known/jwks.json"));

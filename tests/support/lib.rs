@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
+pub mod clients;
 pub mod pki;
 pub mod webhook;
 
@@ -343,6 +344,24 @@ pub async fn credential_secret(client: &Client, namespace: &str, name: &str) -> 
     let data = secret.data.expect("Secret data");
     let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("UTF-8");
     (text("client_id"), text("client_secret"))
+}
+
+/// `GET url` as JSON, panicking on any failure.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// `kubectl patch apicred NAME --type merge -p PATCH` in `namespace`; panics
+/// with kubectl's message unless it succeeds.
+pub fn patch_credential(namespace: &str, name: &str, patch: &str) {
+    cluster().kubectl_ok(&[
+        "-n", namespace, "patch", "apicred", name, "--type", "merge", "-p", patch,
+    ]);
 }
 
 /// The secret hash key the operator keeps in its signing-key Secret
