@@ -11,8 +11,9 @@ use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 
 use crate::api::input::{self, Intent};
+use crate::api::media;
 use crate::api::query;
-use crate::api::{media, registry};
+use crate::crd::registry;
 use crate::index::CredentialIndex;
 use crate::secret::parse_client_id;
 use crate::server::oauth;
@@ -152,7 +153,7 @@ pub fn jsonapi_document(data: &[u8]) {
     let linkage =
         (0..ty.relationships.len()).filter_map(|i| input::parse_linkage(ty, i, body).err());
     for problem in problems.into_iter().flatten().chain(linkage) {
-        let _ = problem.into_response();
+        let _ = problem.body();
     }
 }
 

@@ -20,3 +20,4 @@ pub mod server;
 pub mod telemetry;
 pub mod token;
 pub mod usage;
+pub mod writes;

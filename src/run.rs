@@ -1,4 +1,5 @@
-//! Wires the command line to the controller and the servers.
+//! Wires the command line to the watches, the servers and the controller:
+//! [`run`] reads the flags once, then each helper starts one thing.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,21 +17,28 @@ use kube::{Api, Client};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use crate::api::{self, ApiService, limit::RateLimit, registry};
 use crate::config::{Cli, Command, Operator};
 use crate::controller::{self, plan::Settings};
 use crate::crd::ApiCredential;
+use crate::crd::registry::TYPES;
 use crate::index::resources::ResourceStore;
 use crate::index::{self, CredentialIndex};
 use crate::leader::{self, Elector};
 use crate::metrics::Metrics;
+use crate::server::limit::RateLimit;
+use crate::server::oauth::TokenSettings;
 use crate::server::tls::{CertFiles, ReloadingCert};
-use crate::server::{self, Readiness, TokenService, throttle::Throttle};
+use crate::server::{self, JsonApi, Readiness, TokenService, throttle::Throttle};
 use crate::token::{KeyStore, RotationPolicy, Verifier, keystore};
 use crate::usage::UsageRecorder;
-use crate::{crd, duration, telemetry};
+use crate::writes::{KubeWrites, api_resource};
+use crate::{api, crd, duration, telemetry};
 
 type Shutdown = Shared<BoxFuture<'static, ()>>;
+type Task = BoxFuture<'static, ()>;
+
+/// Where the watches look: every namespace (`[None]`), or each listed one.
+type Scopes = Vec<Option<String>>;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let (operator, controller, server) = match cli.command {
@@ -94,138 +102,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         url
     });
+    let scopes: Scopes = if watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        watch_namespaces.into_iter().map(Some).collect()
+    };
 
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
     let shutdown: Shutdown = shutdown_signal().boxed().shared();
-    // The servers keep serving, unready, for the shutdown delay; the
-    // controller stops at once.
     let draining = Arc::new(AtomicBool::new(false));
-    let drained: Shutdown = {
-        let (shutdown, draining) = (shutdown.clone(), draining.clone());
-        async move {
-            shutdown.await;
-            draining.store(true, Ordering::Relaxed);
-            info!(delay = ?shutdown_delay, "not ready; draining before the listener closes");
-            tokio::time::sleep(shutdown_delay).await;
-        }
-        .boxed()
-        .shared()
-    };
-    let mut tasks = Vec::new();
+    let drained = drained(shutdown.clone(), draining.clone(), shutdown_delay);
     let metrics = Metrics::new();
+    let keys = watch_keys(&client, &namespace, &signing_key_secret);
     let mut readiness = Readiness {
         index: None,
         resources: None,
         keys: None,
         draining,
     };
-
-    // Every mode holds the keys: servers sign and verify with them, the
-    // controller hashes secrets with the hash key. Only the leader writes
-    // them.
-    let keys = KeyStore::new();
-    {
-        let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-        let (keys, name) = (keys.clone(), signing_key_secret.clone());
-        tokio::spawn(async move {
-            if let Err(e) = keystore::watch(secrets, name, keys).await {
-                error!(error = %e, "signing-key watch ended");
-            }
-        });
-    }
+    let mut tasks: Vec<Task> = Vec::new();
 
     if server {
-        let scopes: Vec<Option<String>> = if watch_namespaces.is_empty() {
-            vec![None]
-        } else {
-            watch_namespaces.iter().cloned().map(Some).collect()
-        };
-        // One index per process, fed by one watch per scope; each relist
-        // replaces only its own scope.
-        let index = CredentialIndex::with_watches(scopes.len());
-        for scope in scopes.clone() {
-            let api: Api<DeserializeGuard<ApiCredential>> = match &scope {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            let index = index.clone();
-            tokio::spawn(async move {
-                if let Err(e) = index::run_credential_watch(api, scope, index).await {
-                    error!(error = %e, "credential watch ended");
-                }
-            });
-        }
-        // The JSON:API's objects: one watch per type and scope.
-        let resources = ResourceStore::new(scopes.len() * registry::TYPES.len());
-        for (i, (ty, scope)) in registry::TYPES
-            .iter()
-            .flat_map(|ty| scopes.iter().map(move |s| (ty, s.clone())))
-            .enumerate()
-        {
-            let resource = api::api_resource(ty);
-            let objects: Api<DynamicObject> = match &scope {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                None => Api::all_with(client.clone(), &resource),
-            };
-            let resources = resources.clone();
-            tokio::spawn(async move {
-                if let Err(e) = index::run_resource_watch(objects, ty, i, scope, resources).await {
-                    error!(error = %e, kind = ty.kind, "resource watch ended");
-                }
-            });
-        }
-        let jwks_url = match token_url.strip_suffix("/oauth/token") {
-            Some(base) => format!("{base}/.well-known/jwks.json"),
-            None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
-        };
-        let jsonapi = Arc::new(ApiService {
-            store: resources.clone(),
-            verifier: Verifier {
-                keys: keys.clone(),
-                index: index.clone(),
-                issuer: issuer.clone(),
-                audience: audience.clone(),
-                leeway: Duration::from_secs(60),
-            },
-            client: client.clone(),
-            limit: RateLimit::new(api_rate_limit, api_burst),
-            metrics: metrics.clone(),
-            openapi: api::openapi::document(&token_url).to_string(),
-        });
-        let service = Arc::new(TokenService {
-            index: index.clone(),
-            keys: keys.clone(),
+        let public = Public {
+            listen,
             issuer,
             audience: audience.clone(),
             token_url: token_url.clone(),
-            jwks_url,
-            default_lifetime: token_lifetime,
-            throttle: Throttle::default(),
-            usage: UsageRecorder::spawn(client.clone(), Duration::from_secs(60)),
-            metrics: metrics.clone(),
-        });
-        let public = server::bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
-        info!(%listen, "serving");
-        let tls_config = match tls {
-            Some(cert) => {
-                tokio::spawn(cert.clone().watch());
-                Some(cert.server_config().context("TLS configuration")?)
-            }
-            None => None,
+            token_lifetime,
+            tls,
+            api_rate_limit,
+            api_burst,
         };
-        tasks.push(
-            server::serve(
-                public,
-                server::routes(service, jsonapi),
-                tls_config,
-                drained.clone(),
-            )
-            .boxed(),
-        );
+        let (task, index, resources) =
+            serve_public(public, &client, &scopes, &keys, &metrics, drained.clone()).await?;
+        tasks.push(task);
         readiness.index = Some(index);
         readiness.resources = Some(resources);
         readiness.keys = Some(keys.clone());
@@ -235,70 +147,217 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let admin = server::bind(admin_listen)
         .await
         .with_context(|| format!("binding {admin_listen}"))?;
-    tasks.push(
-        server::serve(
-            admin,
-            server::admin_routes(readiness, metrics.clone()),
-            None,
-            drained.clone(),
-        )
-        .boxed(),
-    );
+    let admin_routes = server::admin_routes(readiness, metrics.clone());
+    tasks.push(server::serve(admin, admin_routes, None, drained).boxed());
 
     if controller {
-        let settings = Settings {
-            token_url,
-            audience,
-        };
         let ctx = Arc::new(controller::Context::new(
             client.clone(),
-            settings,
-            keys.clone(),
+            Settings {
+                token_url,
+                audience,
+            },
+            keys,
             metrics,
         ));
-        let namespaces: Vec<Option<String>> = if watch_namespaces.is_empty() {
-            vec![None]
-        } else {
-            watch_namespaces.into_iter().map(Some).collect()
-        };
         let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-        // Only the leader reconciles and manages the keys; it reconciles
-        // once the hash key is loaded.
-        let work = move || -> BoxFuture<'static, ()> {
-            let maintenance = keystore::run_maintenance(
-                secrets.clone(),
-                signing_key_secret.clone(),
-                policy.clone(),
-            );
-            let (ctx, namespaces) = (ctx.clone(), namespaces.clone());
-            let controllers =
-                async move {
-                    ctx.keys.hasher_loaded().await;
-                    join_all(namespaces.into_iter().map(|ns| {
-                        let ctx = ctx.clone();
-                        info!(namespace = ?ns, "starting controller");
-                        async move {
-                            controller::run(ctx, ns.as_deref(), futures::future::pending()).await
-                        }
-                    }))
-                    .await;
-                };
-            futures::future::join(maintenance, controllers)
-                .map(|_| ())
-                .boxed()
-        };
         let elector = Elector {
             api: Api::<Lease>::namespaced(client, &namespace),
             name: leader_lease,
             identity: leader::identity(),
             duration: lease_duration,
         };
-        tasks.push(elector.run(work, shutdown.clone()).boxed());
+        let work = leader_work(ctx, scopes, secrets, signing_key_secret, policy);
+        tasks.push(elector.run(work, shutdown).boxed());
     }
 
     join_all(tasks).await;
     info!("stopped");
     Ok(())
+}
+
+/// What the public server needs from the command line.
+struct Public {
+    listen: SocketAddr,
+    issuer: String,
+    audience: String,
+    token_url: String,
+    token_lifetime: Duration,
+    tls: Option<Arc<ReloadingCert>>,
+    api_rate_limit: u32,
+    api_burst: u32,
+}
+
+/// Binds the public port and serves the token endpoint and the JSON:API
+/// from the caches it starts; returns the serving task and the caches
+/// readiness waits for.
+async fn serve_public(
+    public: Public,
+    client: &Client,
+    scopes: &Scopes,
+    keys: &Arc<KeyStore>,
+    metrics: &Arc<Metrics>,
+    drained: Shutdown,
+) -> anyhow::Result<(Task, Arc<CredentialIndex>, Arc<ResourceStore>)> {
+    let Public {
+        listen,
+        issuer,
+        audience,
+        token_url,
+        token_lifetime,
+        tls,
+        api_rate_limit,
+        api_burst,
+    } = public;
+    let (index, resources) = watch_for_server(client, scopes);
+    let service = Arc::new(TokenService {
+        index: index.clone(),
+        keys: keys.clone(),
+        jwks_url: jwks_url(&token_url, &issuer),
+        settings: TokenSettings {
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            default_lifetime: token_lifetime,
+        },
+        token_url: token_url.clone(),
+        throttle: Throttle::default(),
+        usage: UsageRecorder::spawn(client.clone(), Duration::from_secs(60)),
+        metrics: metrics.clone(),
+    });
+    let jsonapi = Arc::new(JsonApi {
+        index: resources.clone(),
+        writes: KubeWrites {
+            client: client.clone(),
+        },
+        verifier: Verifier {
+            keys: keys.clone(),
+            index: index.clone(),
+            issuer,
+            audience,
+            leeway: Duration::from_secs(60),
+        },
+        limit: RateLimit::new(api_rate_limit, api_burst),
+        metrics: metrics.clone(),
+        openapi: api::openapi::document(&token_url).to_string(),
+    });
+    let tls = match tls {
+        Some(cert) => {
+            tokio::spawn(cert.clone().watch());
+            Some(cert.server_config().context("TLS configuration")?)
+        }
+        None => None,
+    };
+    let listener = server::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    info!(%listen, "serving");
+    let routes = server::routes(service, jsonapi);
+    let task = server::serve(listener, routes, tls, drained).boxed();
+    Ok((task, index, resources))
+}
+
+/// Resolves `shutdown_delay` after `shutdown`, having marked the process
+/// draining: the servers keep serving, unready, meanwhile.
+fn drained(shutdown: Shutdown, draining: Arc<AtomicBool>, delay: Duration) -> Shutdown {
+    async move {
+        shutdown.await;
+        draining.store(true, Ordering::Relaxed);
+        info!(?delay, "not ready; draining before the listener closes");
+        tokio::time::sleep(delay).await;
+    }
+    .boxed()
+    .shared()
+}
+
+/// Every mode holds the keys: servers sign and verify with them, the
+/// controller hashes secrets with the hash key. Only the leader writes
+/// them.
+fn watch_keys(client: &Client, namespace: &str, name: &str) -> Arc<KeyStore> {
+    let keys = KeyStore::new();
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let (store, name) = (keys.clone(), name.to_owned());
+    tokio::spawn(async move {
+        if let Err(e) = keystore::watch(secrets, name, store).await {
+            error!(error = %e, "signing-key watch ended");
+        }
+    });
+    keys
+}
+
+/// The caches a server serves from: the credential index (one watch per
+/// scope; each relist replaces only its own scope) and the JSON:API's
+/// objects (one watch per type and scope).
+fn watch_for_server(
+    client: &Client,
+    scopes: &Scopes,
+) -> (Arc<CredentialIndex>, Arc<ResourceStore>) {
+    let index = CredentialIndex::with_watches(scopes.len());
+    for scope in scopes.iter().cloned() {
+        let api: Api<DeserializeGuard<ApiCredential>> = match &scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let index = index.clone();
+        tokio::spawn(async move {
+            if let Err(e) = index::run_credential_watch(api, scope, index).await {
+                error!(error = %e, "credential watch ended");
+            }
+        });
+    }
+    let resources = ResourceStore::new(scopes.len() * TYPES.len());
+    let watches = TYPES
+        .iter()
+        .flat_map(|ty| scopes.iter().map(move |scope| (ty, scope.clone())));
+    for (i, (ty, scope)) in watches.enumerate() {
+        let resource = api_resource(ty);
+        let objects: Api<DynamicObject> = match &scope {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let resources = resources.clone();
+        tokio::spawn(async move {
+            if let Err(e) = index::run_resource_watch(objects, ty, i, scope, resources).await {
+                error!(error = %e, kind = ty.kind, "resource watch ended");
+            }
+        });
+    }
+    (index, resources)
+}
+
+/// What the leader does while it leads: maintains the keys, and reconciles
+/// every scope once the hash key is loaded.
+fn leader_work(
+    ctx: Arc<controller::Context>,
+    scopes: Scopes,
+    secrets: Api<Secret>,
+    key_secret: String,
+    policy: RotationPolicy,
+) -> impl Fn() -> Task + Send + Sync + 'static {
+    move || {
+        let maintenance =
+            keystore::run_maintenance(secrets.clone(), key_secret.clone(), policy.clone());
+        let (ctx, scopes) = (ctx.clone(), scopes.clone());
+        let controllers = async move {
+            ctx.keys.hasher_loaded().await;
+            join_all(scopes.into_iter().map(|ns| {
+                let ctx = ctx.clone();
+                info!(namespace = ?ns, "starting controller");
+                async move { controller::run(ctx, ns.as_deref(), futures::future::pending()).await }
+            }))
+            .await;
+        };
+        futures::future::join(maintenance, controllers)
+            .map(|_| ())
+            .boxed()
+    }
+}
+
+/// The JWKS beside the token endpoint, or at the issuer.
+fn jwks_url(token_url: &str, issuer: &str) -> String {
+    match token_url.strip_suffix("/oauth/token") {
+        Some(base) => format!("{base}/.well-known/jwks.json"),
+        None => format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
+    }
 }
 
 /// The token endpoint on this server, from the address it listens on: never
@@ -347,6 +406,18 @@ mod tests {
         assert_eq!(
             url("[fd00::1]:80", true),
             "https://[fd00::1]:80/oauth/token"
+        );
+    }
+
+    #[test]
+    fn the_jwks_is_beside_the_token_endpoint() {
+        assert_eq!(
+            jwks_url("http://h:1/oauth/token", "https://catalio.ai"),
+            "http://h:1/.well-known/jwks.json"
+        );
+        assert_eq!(
+            jwks_url("http://h:1/token", "https://catalio.ai/"),
+            "https://catalio.ai/.well-known/jwks.json"
         );
     }
 }

@@ -2,7 +2,7 @@
 //! implies read. Used when a token is issued (a requested scope must be
 //! covered by the credential's) and when the JSON:API authorizes a call.
 
-use crate::crd::RESOURCE_TYPES;
+use crate::crd::registry;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -27,7 +27,7 @@ impl<'a> Scope<'a> {
         };
         let resource = match resource {
             "*" => None,
-            t if RESOURCE_TYPES.contains(&t) => Some(t),
+            t if registry::by_name(t).is_some() => Some(t),
             _ => return None,
         };
         Some(Self { resource, access })

@@ -31,12 +31,6 @@ impl UsageRecorder {
         let _ = self.tx.try_send((namespace.to_owned(), name.to_owned()));
     }
 
-    /// A recorder whose notes go nowhere, for servers without a cluster.
-    pub fn discard() -> Self {
-        let (tx, _) = mpsc::channel(1);
-        Self { tx }
-    }
-
     /// Starts the writer task.
     pub fn spawn(client: Client, interval: Duration) -> Self {
         let (tx, mut rx) = mpsc::channel::<(String, String)>(1024);

@@ -144,6 +144,16 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
     assert!(default.contains("http://rel-catalio-operator.ops.svc:8080/oauth/token"));
     assert!(default.contains("https://catalio.ai/api/v1"));
     assert!(default.contains("args: [controller]") && default.contains("args: [server]"));
+    // The servers may write exactly the kinds the registry declares.
+    let plurals: Vec<&str> = catalio_operator::crd::registry::TYPES
+        .iter()
+        .map(|t| t.plural)
+        .collect();
+    let rule = format!("resources: [{}]", plurals.join(", "));
+    assert!(
+        default.contains(&rule),
+        "the chart's RBAC does not list {rule}"
+    );
     assert!(!default.contains("CATALIO_TLS_CERT_FILE"));
     for needle in [
         "https://rel-catalio-operator.ops.svc:8080/oauth/token",

@@ -2,14 +2,12 @@
 //! process, credentials and data on the real control plane, tokens from the
 //! real token endpoint.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use catalio_operator::crd::{ApiCredential, Phase};
 use catalio_test_support::{
     OperatorProcess, TestNamespace, access_token, cluster, credential_secret, eventually,
 };
-use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
@@ -339,7 +337,7 @@ async fn every_type_is_created_read_updated_and_archived_and_kubectl_sees_the_sa
             assert_eq!(&r.body["data"]["attributes"][name], value, "{ty}.{name}");
         }
         // kubectl sees the object the API created, fields in camelCase.
-        let kind = catalio_operator::api::registry::by_name(ty).unwrap().plural;
+        let kind = catalio_operator::crd::registry::by_name(ty).unwrap().plural;
         let object = h.kubectl_json(0, &["get", kind, &id]);
         assert_eq!(object["metadata"]["name"], id.as_str());
         // Read back from this replica's index at once.
@@ -452,7 +450,7 @@ async fn every_type_is_created_read_updated_and_archived_and_kubectl_sees_the_sa
     // DELETE archives every type: gone from collections, kept for
     // filter[archived]=true, still readable by id, and kubectl shows it.
     for (ty, id) in &created {
-        let endpoint = catalio_operator::api::registry::by_name(ty)
+        let endpoint = catalio_operator::crd::registry::by_name(ty)
             .unwrap()
             .endpoint;
         let r = h
@@ -472,7 +470,7 @@ async fn every_type_is_created_read_updated_and_archived_and_kubectl_sees_the_sa
         assert_eq!(archived.ids(), std::slice::from_ref(id), "{ty}");
         let one = h.get(&token, &format!("/api/v1/{endpoint}/{id}")).await;
         assert_eq!(one.body["data"]["attributes"]["archived"], true);
-        let plural = catalio_operator::api::registry::by_name(ty).unwrap().plural;
+        let plural = catalio_operator::crd::registry::by_name(ty).unwrap().plural;
         assert_eq!(
             h.kubectl_json(0, &["get", plural, id])["spec"]["archived"],
             true,
@@ -520,362 +518,7 @@ async fn every_type_is_created_read_updated_and_archived_and_kubectl_sees_the_sa
     assert!(!logs.contains(&token));
 }
 
-const DATASET: &str = r#"
-apiVersion: catalio.ai/v1
-kind: Persona
-metadata: {name: dev}
-spec: {name: Developer, role: Engineer}
----
-apiVersion: catalio.ai/v1
-kind: Persona
-metadata: {name: pm}
-spec: {name: Product Manager}
----
-apiVersion: catalio.ai/v1
-kind: Component
-metadata: {name: api}
-spec: {name: API}
----
-apiVersion: catalio.ai/v1
-kind: Component
-metadata: {name: ui}
-spec: {name: UI}
----
-apiVersion: catalio.ai/v1
-kind: Requirement
-metadata: {name: r1}
-spec: {title: Export to CSV, status: active, priority: high, tags: [export, reports], persona: dev, components: [api]}
----
-apiVersion: catalio.ai/v1
-kind: Requirement
-metadata: {name: r2}
-spec: {title: Audit log, status: confirmed, priority: critical, persona: pm, components: [api, ui], description: Every change is recorded}
----
-apiVersion: catalio.ai/v1
-kind: Requirement
-metadata: {name: r3}
-spec: {title: Dark mode, status: draft, priority: low, tags: [ui], persona: dev, components: [ui]}
----
-apiVersion: catalio.ai/v1
-kind: Requirement
-metadata: {name: r4}
-spec: {title: Bulk import, status: active, priority: high, tags: [import], persona: pm}
----
-apiVersion: catalio.ai/v1
-kind: Requirement
-metadata: {name: r5}
-spec: {title: csv import preview, status: draft, priority: medium, tags: [import, export]}
----
-apiVersion: catalio.ai/v1
-kind: Requirement
-metadata: {name: r6}
-spec: {title: Single sign-on, status: investigating, priority: critical, persona: dev, asA: admin, iWant: SAML login}
----
-apiVersion: catalio.ai/v1
-kind: Requirement
-metadata: {name: r7}
-spec: {title: Old CSV exporter, status: deprecated, priority: low, archived: true, persona: dev}
----
-apiVersion: catalio.ai/v1
-kind: UseCase
-metadata: {name: u1}
-spec: {title: Monthly report, requirement: r1}
----
-apiVersion: catalio.ai/v1
-kind: UseCase
-metadata: {name: u2}
-spec: {title: Ad-hoc export, requirement: r1}
----
-apiVersion: catalio.ai/v1
-kind: UseCase
-metadata: {name: u3}
-spec: {title: Review trail, requirement: r2}
----
-apiVersion: catalio.ai/v1
-kind: TestCase
-metadata: {name: t1}
-spec: {title: Totals add up, useCase: u1}
----
-apiVersion: catalio.ai/v1
-kind: TestCase
-metadata: {name: t2}
-spec: {title: Header row, useCase: u1}
----
-apiVersion: catalio.ai/v1
-kind: TestResult
-metadata: {name: x1}
-spec: {outcome: passed, testCase: t1}
-"#;
-
-#[tokio::test]
-async fn the_query_language_gives_exact_results() {
-    let h = Harness::start("api-query", 1, &[]).await;
-    let token = h.token(0, "reader", &["*:read"]).await;
-    h.apply(0, DATASET);
-    h.wait_for(
-        &token,
-        "/api/v1/requirements?sort=id",
-        &["r1", "r2", "r3", "r4", "r5", "r6"],
-    )
-    .await;
-    h.wait_for(&token, "/api/v1/test_results", &["x1"]).await;
-    let ids = |path: &'static str| {
-        let h = &h;
-        let token = &token;
-        async move {
-            let r = h.get(token, path).await;
-            assert_eq!(r.status, 200, "{path}: {}", r.body);
-            r.ids()
-        }
-    };
-    // Filters: any of several values; several filters all apply.
-    assert_eq!(
-        ids("/api/v1/requirements?filter[status]=active,confirmed&sort=id").await,
-        ["r1", "r2", "r4"]
-    );
-    assert_eq!(
-        ids("/api/v1/requirements?filter[priority]=high&filter[persona]=dev").await,
-        ["r1"]
-    );
-    assert_eq!(
-        ids("/api/v1/requirements?filter[tags]=export&sort=id").await,
-        ["r1", "r5"]
-    );
-    assert_eq!(
-        ids("/api/v1/requirements?filter[components]=ui&sort=id").await,
-        ["r2", "r3"]
-    );
-    assert_eq!(
-        ids("/api/v1/requirements?filter[use_cases]=u3").await,
-        ["r2"]
-    );
-    assert_eq!(
-        ids("/api/v1/requirements?filter[id]=r6,r3,r9&sort=id").await,
-        ["r3", "r6"]
-    );
-    assert_eq!(
-        ids("/api/v1/use_cases?filter[requirement]=r1&sort=-id").await,
-        ["u2", "u1"]
-    );
-    assert_eq!(
-        ids("/api/v1/personas?filter[requirements]=r4").await,
-        ["pm"]
-    );
-    // Search: case-insensitive, any text attribute, archived left out.
-    assert_eq!(
-        ids("/api/v1/requirements?filter[search]=CSV&sort=id").await,
-        ["r1", "r5"]
-    );
-    assert_eq!(
-        ids("/api/v1/requirements?filter[search]=recorded").await,
-        ["r2"]
-    );
-    assert_eq!(
-        ids("/api/v1/requirements?filter[search]=saml").await,
-        ["r6"]
-    );
-    assert_eq!(
-        ids("/api/v1/requirements?filter[archived]=true").await,
-        ["r7"]
-    );
-    assert_eq!(
-        ids("/api/v1/requirements?filter[archived]=true&filter[search]=csv").await,
-        ["r7"]
-    );
-    // Sort on several keys; enums in their declared order, ties by the next
-    // key.
-    assert_eq!(
-        ids("/api/v1/requirements?sort=-priority,title").await,
-        ["r2", "r6", "r4", "r1", "r5", "r3"]
-    );
-    assert_eq!(
-        ids("/api/v1/requirements?sort=status,-id").await,
-        ["r5", "r3", "r4", "r1", "r2", "r6"]
-    );
-    // Text regardless of case: "csv import preview" between "Bulk import"
-    // and "Dark mode".
-    assert_eq!(
-        ids("/api/v1/requirements?sort=title").await,
-        ["r2", "r4", "r5", "r3", "r1", "r6"]
-    );
-
-    // Page numbers with links at both edges.
-    let r = h
-        .get(
-            &token,
-            "/api/v1/requirements?sort=id&page[number]=2&page[size]=2",
-        )
-        .await;
-    assert_eq!(r.ids(), ["r3", "r4"]);
-    assert_eq!(r.body["meta"]["total"], 6);
-    let links = &r.body["links"];
-    for (link, number) in [
-        ("self", "2"),
-        ("first", "1"),
-        ("prev", "1"),
-        ("next", "3"),
-        ("last", "3"),
-    ] {
-        assert_eq!(
-            page_of(&links[link], "page[number]").as_deref(),
-            Some(number),
-            "{link}"
-        );
-        assert_eq!(
-            page_of(&links[link], "page[size]").as_deref(),
-            Some("2"),
-            "{link}"
-        );
-        assert_eq!(
-            page_of(&links[link], "sort").as_deref(),
-            Some("id"),
-            "{link} keeps the sort"
-        );
-    }
-    let next = links["next"].as_str().unwrap().to_owned();
-    let r = h.get(&token, &next).await;
-    assert_eq!(r.ids(), ["r5", "r6"]);
-    assert_eq!(r.body["links"]["next"], Value::Null);
-    let first = h
-        .get(&token, "/api/v1/requirements?sort=id&page[size]=2")
-        .await;
-    assert_eq!(first.ids(), ["r1", "r2"]);
-    assert_eq!(first.body["links"]["prev"], Value::Null);
-    let beyond = h
-        .get(
-            &token,
-            "/api/v1/requirements?sort=id&page[number]=9&page[size]=2",
-        )
-        .await;
-    assert!(beyond.ids().is_empty());
-    assert_eq!(
-        page_of(&beyond.body["links"]["prev"], "page[number]").as_deref(),
-        Some("3")
-    );
-    // Offset and limit.
-    let r = h
-        .get(
-            &token,
-            "/api/v1/requirements?sort=id&page[offset]=1&page[limit]=4",
-        )
-        .await;
-    assert_eq!(r.ids(), ["r2", "r3", "r4", "r5"]);
-    let links = &r.body["links"];
-    for (link, offset) in [("first", "0"), ("prev", "0"), ("next", "5"), ("last", "2")] {
-        assert_eq!(
-            page_of(&links[link], "page[offset]").as_deref(),
-            Some(offset),
-            "{link}"
-        );
-        assert_eq!(
-            page_of(&links[link], "page[limit]").as_deref(),
-            Some("4"),
-            "{link}"
-        );
-    }
-    let r = h
-        .get(
-            &token,
-            "/api/v1/requirements?sort=id&page[offset]=4&page[limit]=4",
-        )
-        .await;
-    assert_eq!(r.ids(), ["r5", "r6"]);
-    assert_eq!(r.body["links"]["next"], Value::Null);
-
-    // Sparse fieldsets, for primary and included data alike.
-    let r = h
-        .get(&token, "/api/v1/requirements/r1?fields[requirement]=title,persona&include=persona&fields[persona]=name")
-        .await;
-    assert_eq!(
-        r.body["data"]["attributes"],
-        json!({"title": "Export to CSV"})
-    );
-    assert_eq!(
-        r.body["data"]["relationships"],
-        json!({"persona": {"data": {"type": "persona", "id": "dev"}}})
-    );
-    assert_eq!(
-        r.body["included"],
-        json!([{
-            "type": "persona", "id": "dev", "attributes": {"name": "Developer"},
-            "links": {"self": "/api/v1/personas/dev"}
-        }])
-    );
-
-    // Nested includes: a compound document without duplicates, linkage
-    // wherever a path is included.
-    let r = h
-        .get(&token, "/api/v1/requirements?filter[id]=r1,r2,r3&sort=id&include=persona,use_cases.test_cases.test_results,components")
-        .await;
-    let included: Vec<(String, String)> = r.body["included"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["type"].as_str().unwrap().into(),
-                i["id"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
-    let unique: BTreeSet<_> = included.iter().cloned().collect();
-    assert_eq!(unique.len(), included.len(), "duplicates in {included:?}");
-    let expected: BTreeSet<(String, String)> = [
-        ("persona", "dev"),
-        ("persona", "pm"),
-        ("component", "api"),
-        ("component", "ui"),
-        ("use_case", "u1"),
-        ("use_case", "u2"),
-        ("use_case", "u3"),
-        ("test_case", "t1"),
-        ("test_case", "t2"),
-        ("test_result", "x1"),
-    ]
-    .iter()
-    .map(|(t, i)| (t.to_string(), i.to_string()))
-    .collect();
-    assert_eq!(unique, expected);
-    assert_eq!(
-        r.body["data"][0]["relationships"]["use_cases"]["data"],
-        json!([{"type": "use_case", "id": "u1"}, {"type": "use_case", "id": "u2"}])
-    );
-    let u1 = r.body["included"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == "u1")
-        .unwrap();
-    assert_eq!(
-        u1["relationships"]["test_cases"]["data"],
-        json!([{"type": "test_case", "id": "t1"}, {"type": "test_case", "id": "t2"}])
-    );
-    assert_eq!(r.ids(), ["r1", "r2", "r3"]);
-
-    // Bad queries are 400 naming the parameter.
-    for (path, parameter) in [
-        ("/api/v1/requirements?colour=red", "colour"),
-        ("/api/v1/requirements?filter[colour]=red", "filter[colour]"),
-        (
-            "/api/v1/requirements?filter[status]=urgent",
-            "filter[status]",
-        ),
-        ("/api/v1/requirements?sort=-colour", "sort"),
-        ("/api/v1/requirements?page[size]=101", "page[size]"),
-        ("/api/v1/requirements?page[number]=1&page[offset]=2", "page"),
-        (
-            "/api/v1/requirements?fields[requirement]=colour",
-            "fields[requirement]",
-        ),
-        ("/api/v1/requirements?include=owner", "include"),
-        ("/api/v1/requirements/r1?sort=title", "sort"),
-    ] {
-        let r = h.get(&token, path).await;
-        let (status, code, source) = r.error();
-        assert_eq!((status, code.as_str()), (400, "invalid_query"), "{path}");
-        assert_eq!(source, json!({"parameter": parameter}), "{path}");
-    }
-}
+const DATASET: &str = include_str!("data/dataset.yaml");
 
 #[tokio::test]
 async fn one_organization_can_neither_read_nor_change_another() {
@@ -888,7 +531,7 @@ async fn one_organization_can_neither_read_nor_change_another() {
     // them apart.
     h.apply(0, DATASET);
     h.apply(1, DATASET);
-    let types = catalio_operator::api::registry::TYPES;
+    let types = catalio_operator::crd::registry::TYPES;
     let b_ids = |endpoint: &str| match endpoint {
         "personas" => "dev",
         "components" => "api",
@@ -995,12 +638,14 @@ async fn one_organization_can_neither_read_nor_change_another() {
     assert_eq!(r.ids(), ["r1", "r7"]);
 }
 
+/// Scopes that allow a write let it reach the API server; the ones that do
+/// not change nothing there. (Every scope decision, reads and includes
+/// too, is checked in process: src/server/jsonapi/tests.rs.)
 #[tokio::test]
 async fn scopes_limit_types_and_writes() {
     let h = Harness::start("api-scope", 1, &[]).await;
     h.apply(0, DATASET);
     let read_all = h.token(0, "read-all", &["*:read"]).await;
-    let req_read = h.token(0, "req-read", &["requirement:read"]).await;
     let req_write = h.token(0, "req-write", &["requirement:write"]).await;
     h.wait_for(&read_all, "/api/v1/personas?sort=id", &["dev", "pm"])
         .await;
@@ -1010,20 +655,13 @@ async fn scopes_limit_types_and_writes() {
     let patch = json!({"data": {"type": "requirement", "id": "r1", "attributes": {"title": "y"}}});
     // (token, method, path, body, expected status)
     let cases: Vec<(&str, Method, &str, Option<Value>, u16)> = vec![
-        (&read_all, Method::GET, "/api/v1/requirements", None, 200),
-        (&read_all, Method::GET, "/api/v1/personas/dev", None, 200),
-        (
-            &read_all,
-            Method::POST,
-            "/api/v1/requirements",
-            Some(create.clone()),
-            403,
-        ),
         (
             &read_all,
             Method::PATCH,
             "/api/v1/requirements/r1",
-            Some(patch.clone()),
+            Some(
+                json!({"data": {"type": "requirement", "id": "r1", "attributes": {"title": "z"}}}),
+            ),
             403,
         ),
         (
@@ -1033,36 +671,12 @@ async fn scopes_limit_types_and_writes() {
             None,
             403,
         ),
-        (&req_read, Method::GET, "/api/v1/requirements/r1", None, 200),
-        (&req_read, Method::GET, "/api/v1/personas", None, 403),
-        (
-            &req_read,
-            Method::POST,
-            "/api/v1/requirements",
-            Some(create.clone()),
-            403,
-        ),
-        (
-            &req_read,
-            Method::DELETE,
-            "/api/v1/requirements/r1",
-            None,
-            403,
-        ),
-        (&req_write, Method::GET, "/api/v1/personas/dev", None, 403),
         (
             &req_write,
             Method::DELETE,
             "/api/v1/personas/dev",
             None,
             403,
-        ),
-        (
-            &req_write,
-            Method::GET,
-            "/api/v1/requirements/r1",
-            None,
-            200,
         ),
         (
             &req_write,
@@ -1082,42 +696,7 @@ async fn scopes_limit_types_and_writes() {
     for (token, method, path, body, expected) in cases {
         let r = h.call(method.clone(), path, Some(token), body).await;
         assert_eq!(r.status, expected, "{method} {path}: {}", r.body);
-        if expected == 403 {
-            let (_, code, _) = r.error();
-            assert_eq!(code, "insufficient_scope");
-            let challenge = r.headers["www-authenticate"].to_str().unwrap();
-            assert!(
-                challenge.starts_with("Bearer error=\"insufficient_scope\""),
-                "{challenge}"
-            );
-        }
     }
-    // Including objects of a type needs that type's read scope too.
-    let r = h
-        .get(&req_read, "/api/v1/requirements/r1?include=persona")
-        .await;
-    assert_eq!(
-        r.error(),
-        (
-            403,
-            "insufficient_scope".into(),
-            json!({"parameter": "include"})
-        )
-    );
-    let r = h
-        .get(
-            &req_read,
-            "/api/v1/requirements?include=use_cases.test_cases",
-        )
-        .await;
-    assert_eq!(r.error().0, 403);
-    let r = h
-        .get(
-            &read_all,
-            "/api/v1/requirements/r1?include=persona,use_cases.test_cases",
-        )
-        .await;
-    assert_eq!(r.status, 200);
     // The forbidden writes changed nothing.
     let r1 = h.kubectl_json(0, &["get", "requirement", "r1"]);
     assert_eq!(r1["spec"]["title"], "y");
@@ -1128,150 +707,21 @@ async fn scopes_limit_types_and_writes() {
     );
 }
 
+/// What only the real servers can answer: the API server's own schema
+/// checks mapped back to attributes, related ids it has and the index may
+/// not yet, and a body refused from its declared length before it is sent.
+/// (Media types, documents, limits and errors are checked in process:
+/// src/server/jsonapi/tests.rs.)
 #[tokio::test]
 async fn media_types_documents_and_limits() {
-    let h = Harness::start(
-        "api-media",
-        2,
-        &["--api-rate-limit", "2", "--api-burst", "40"],
-    )
-    .await;
+    let h = Harness::start("api-media", 1, &[]).await;
     let token = h.token(0, "writer", &["*:write"]).await;
-    let url = format!("{}/api/v1/requirements", h.base);
-    let good = json!({"data": {"type": "requirement", "attributes": {"title": "x"}}}).to_string();
-    let post = |content_type: Option<&str>, accept: Option<&str>, body: String| {
-        let mut r = h.http.post(&url).bearer_auth(&token).body(body);
-        if let Some(ct) = content_type {
-            r = r.header("content-type", ct);
-        }
-        if let Some(a) = accept {
-            r = r.header("accept", a);
-        }
-        r
-    };
-    // 415: a body must be JSON:API without extensions or other parameters.
-    for ct in [
-        None,
-        Some("application/json"),
-        Some("application/vnd.api+json; charset=utf-8"),
-        Some("application/vnd.api+json; ext=\"https://jsonapi.org/ext/atomic\""),
-    ] {
-        let r = h.send(post(ct, None, good.clone())).await;
-        assert_eq!(
-            r.error(),
-            (
-                415,
-                "unsupported_media_type".into(),
-                json!({"header": "Content-Type"})
-            ),
-            "{ct:?}"
-        );
-    }
-    // 406: the response must be acceptable.
-    for accept in [
-        "application/json",
-        "application/vnd.api+json; charset=utf-8",
-    ] {
-        let r = h
-            .send(
-                h.http
-                    .get(&url)
-                    .bearer_auth(&token)
-                    .header("accept", accept),
-            )
-            .await;
-        assert_eq!(
-            r.error(),
-            (406, "not_acceptable".into(), json!({"header": "Accept"})),
-            "{accept}"
-        );
-    }
-    let r = h
-        .send(
-            h.http
-                .get(&url)
-                .bearer_auth(&token)
-                .header("accept", "application/vnd.api+json; profile=\"x\", */*"),
-        )
-        .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.headers["content-type"], MEDIA);
-    // 400 for a document that is not one, 409 for type and id conflicts,
-    // 403 for client-made ids.
-    let r = h.send(post(Some(MEDIA), None, "{\"data\": ".into())).await;
-    assert_eq!(r.error().0, 400);
-    let r = h
-        .send(post(
-            Some(MEDIA),
-            None,
-            json!({"data": {"type": "persona", "attributes": {"name": "x"}}}).to_string(),
-        ))
-        .await;
-    assert_eq!(
-        r.error(),
-        (
-            409,
-            "type_conflict".into(),
-            json!({"pointer": "/data/type"})
-        )
-    );
-    let r = h
-        .send(post(
-            Some(MEDIA),
-            None,
-            json!({"data": {"type": "requirement", "id": "mine", "attributes": {"title": "x"}}})
-                .to_string(),
-        ))
-        .await;
-    assert_eq!(
-        r.error(),
-        (
-            403,
-            "client_id_unsupported".into(),
-            json!({"pointer": "/data/id"})
-        )
-    );
     h.apply(
         0,
         "apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: r1}\nspec: {title: One}\n",
     );
     h.wait_for(&token, "/api/v1/requirements", &["r1"]).await;
-    let r = h
-        .call(
-            Method::PATCH,
-            "/api/v1/requirements/r1",
-            Some(&token),
-            Some(
-                json!({"data": {"type": "requirement", "id": "r2", "attributes": {"title": "x"}}}),
-            ),
-        )
-        .await;
-    assert_eq!(
-        r.error(),
-        (409, "id_conflict".into(), json!({"pointer": "/data/id"}))
-    );
-    // 422 with a pointer per invalid member: ours, and the API server's own
-    // schema checks mapped back to attribute names.
-    let r = h
-        .call(Method::POST, "/api/v1/requirements", Some(&token),
-              Some(json!({"data": {"type": "requirement", "attributes": {"priority": "urgent", "colour": "red"}}})))
-        .await;
-    assert_eq!(r.status, 422);
-    let mut pointers: Vec<&str> = r.body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["source"]["pointer"].as_str().unwrap())
-        .collect();
-    pointers.sort();
-    assert_eq!(
-        pointers,
-        [
-            "/data/attributes/colour",
-            "/data/attributes/priority",
-            "/data/attributes/title"
-        ]
-    );
+    // 422 from the API server's schema, with a pointer to the attribute.
     let long = "x".repeat(600);
     let r = h
         .call(
@@ -1323,24 +773,6 @@ async fn media_types_documents_and_limits() {
         .expect("answered without the body")
         .unwrap();
     assert_eq!(&status_line, b"HTTP/1.1 413");
-    // Unknown endpoints and methods.
-    assert_eq!(h.get(&token, "/api/v1/widgets").await.error().0, 404);
-    assert_eq!(
-        h.get(&token, "/api/v1/requirements/r1/persona/more")
-            .await
-            .error()
-            .0,
-        404
-    );
-    let r = h
-        .call(Method::PUT, "/api/v1/requirements/r1", Some(&token), None)
-        .await;
-    assert_eq!(r.error().0, 405);
-    assert_eq!(r.headers["allow"], "GET, PATCH, DELETE");
-    let r = h
-        .call(Method::DELETE, "/api/v1/requirements", Some(&token), None)
-        .await;
-    assert_eq!(r.headers["allow"], "GET, POST");
     // Nothing above changed r1, nor created anything.
     assert_eq!(
         h.kubectl_json(0, &["get", "requirement", "r1"])["spec"]["title"],
@@ -1353,73 +785,6 @@ async fn media_types_documents_and_limits() {
             .len(),
         1
     );
-
-    // 429 per organization: this operator allows a burst of 40 at 2/s.
-    let other = h.token(1, "other", &["*:read"]).await;
-    let mut limited = None;
-    for _ in 0..60 {
-        let r = h.get(&token, "/api/v1/requirements").await;
-        if r.status == 429 {
-            limited = Some(r);
-            break;
-        }
-        assert_eq!(r.status, 200);
-    }
-    let r = limited.expect("rate limited within 60 requests");
-    assert_eq!(r.error().1, "rate_limited");
-    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert_eq!(retry, 1, "a request comes back every half second");
-    assert_eq!(
-        h.get(&other, "/api/v1/requirements").await.status,
-        200,
-        "another organization is not limited"
-    );
-    tokio::time::sleep(Duration::from_secs(retry)).await;
-    assert_eq!(
-        h.get(&token, "/api/v1/requirements").await.status,
-        200,
-        "served again after Retry-After"
-    );
-}
-
-#[tokio::test]
-async fn the_openapi_document_is_valid_and_describes_every_endpoint() {
-    let h = Harness::start("api-openapi", 1, &[]).await;
-    let r = h
-        .http
-        .get(format!("{}/api/v1/open_api", h.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    let doc: Value = serde_json::from_str(&text).unwrap();
-    for ty in catalio_operator::api::registry::TYPES {
-        assert!(doc["paths"][format!("/api/v1/{}/{{id}}", ty.endpoint)]["patch"].is_object());
-    }
-    let file = std::env::temp_dir().join(format!("catalio-openapi-{}.json", std::process::id()));
-    std::fs::write(&file, &text).unwrap();
-    let out = std::process::Command::new(catalio_test_support::python())
-        .args([
-            "-c",
-            "import sys, json; from openapi_spec_validator import validate; \
-             validate(json.load(open(sys.argv[1]))); print('valid')",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&file);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
-}
-
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn claims_of(token: &str) -> Value {
@@ -1431,135 +796,16 @@ fn claims_of(token: &str) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// Tokens of a revoked credential, or of a secret rotated away, stop at
+/// once, and no token reaches the logs. (Forged, expired and malformed
+/// tokens are checked in process: src/server/jsonapi/tests.rs.)
 #[tokio::test]
 async fn every_bad_token_is_401_in_the_seed_format() {
-    use catalio_operator::token::{Algorithm, SigningKey, StoredKey};
     let h = Harness::start("api-auth", 1, &[]).await;
     h.apply(0, DATASET);
     let good = h.token(0, "good", &["*:read"]).await;
     h.wait_for(&good, "/api/v1/personas?sort=id", &["dev", "pm"])
         .await;
-
-    // The operator's own signing key, read from its Secret, so forged
-    // tokens differ from good ones in exactly one respect.
-    let secret = Api::<Secret>::namespaced(h.client.clone(), h.org(0))
-        .get("catalio-operator-signing-keys")
-        .await
-        .unwrap();
-    let stored: Vec<StoredKey> =
-        serde_json::from_slice(&secret.data.unwrap()["keys.json"].0).unwrap();
-    let header: Value = {
-        use base64::Engine;
-        let head = good.split('.').next().unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(head)
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    let kid = header["kid"].as_str().unwrap();
-    let ours = SigningKey::load(stored.iter().find(|k| k.kid == kid).unwrap()).unwrap();
-    let claims = claims_of(&good);
-    let sign = |claims: &Value| ours.sign(claims.to_string().as_bytes()).unwrap();
-    let with = |field: &str, value: Value| {
-        let mut c = claims.clone();
-        c[field] = value;
-        sign(&c)
-    };
-    // Re-signing the good claims works: the forgeries below fail for the
-    // one thing they change.
-    assert_eq!(h.get(&sign(&claims), "/api/v1/personas").await.status, 200);
-
-    let now = jiff::Timestamp::now().as_second();
-    let mut impostor = StoredKey::generate(
-        Algorithm::Rs256,
-        jiff::Timestamp::now(),
-        jiff::Timestamp::now(),
-    )
-    .unwrap();
-    impostor.kid = kid.to_owned();
-    let impostor = SigningKey::load(&impostor).unwrap();
-    let body = b64(claims.to_string().as_bytes());
-    let none = format!(
-        "{}.{body}.",
-        b64(json!({"alg": "none", "typ": "JWT", "kid": kid})
-            .to_string()
-            .as_bytes())
-    );
-    // HS256 keyed with what an attacker has: the public key, as DER and as
-    // the published JWK.
-    let hs256 = |key: &[u8]| {
-        let signing_input = format!(
-            "{}.{body}",
-            b64(json!({"alg": "HS256", "typ": "JWT", "kid": kid})
-                .to_string()
-                .as_bytes())
-        );
-        let tag = aws_lc_rs::hmac::sign(
-            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key),
-            signing_input.as_bytes(),
-        );
-        format!("{signing_input}.{}", b64(tag.as_ref()))
-    };
-    let public_der = {
-        use aws_lc_rs::signature::KeyPair;
-        use base64::Engine;
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(&stored.iter().find(|k| k.kid == kid).unwrap().pkcs8)
-            .unwrap();
-        aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&der)
-            .unwrap()
-            .public_key()
-            .as_ref()
-            .to_vec()
-    };
-    let jwk = ours.jwk().to_string();
-    let mut expired = claims.clone();
-    expired["iat"] = (now - 7200).into();
-    expired["nbf"] = (now - 7200).into();
-    expired["exp"] = (now - 3600).into();
-    let cases: Vec<(&str, Option<String>)> = vec![
-        ("missing header", None),
-        ("empty bearer", Some("Bearer ".into())),
-        ("basic scheme", Some("Basic Y2k6c2VjcmV0".into())),
-        ("malformed", Some("Bearer not.a.jwt".into())),
-        (
-            "wrong signature",
-            Some(format!(
-                "Bearer {}",
-                impostor.sign(claims.to_string().as_bytes()).unwrap()
-            )),
-        ),
-        ("alg none", Some(format!("Bearer {none}"))),
-        (
-            "HS256 with the public key",
-            Some(format!("Bearer {}", hs256(&public_der))),
-        ),
-        (
-            "HS256 with the JWK",
-            Some(format!("Bearer {}", hs256(jwk.as_bytes()))),
-        ),
-        ("expired", Some(format!("Bearer {}", sign(&expired)))),
-        (
-            "wrong audience",
-            Some(format!(
-                "Bearer {}",
-                with("aud", "https://evil.example/api".into())
-            )),
-        ),
-        (
-            "wrong issuer",
-            Some(format!(
-                "Bearer {}",
-                with("iss", "https://evil.example".into())
-            )),
-        ),
-        (
-            "another organization",
-            Some(format!("Bearer {}", with("org", "kube-system".into()))),
-        ),
-    ];
     let expect_401 = |what: &str, r: &Reply| {
         assert_eq!(r.status, 401, "{what}: {}", r.body);
         let e = &r.body["errors"][0];
@@ -1573,23 +819,6 @@ async fn every_bad_token_is_401_in_the_seed_format() {
             "{what}: {challenge}"
         );
     };
-    for (what, authorization) in cases {
-        for (method, path) in [
-            (Method::GET, "/api/v1/personas"),
-            (Method::GET, "/api/v1/personas/dev"),
-            (Method::DELETE, "/api/v1/personas/dev"),
-        ] {
-            let mut request = h
-                .http
-                .request(method, format!("{}{path}", h.base))
-                .header("accept", MEDIA);
-            if let Some(a) = &authorization {
-                request = request.header("authorization", a);
-            }
-            expect_401(what, &h.send(request).await);
-        }
-    }
-
     // A revoked credential's tokens stop at once.
     let doomed = h.token(0, "doomed", &["*:read"]).await;
     assert_eq!(h.get(&doomed, "/api/v1/personas").await.status, 200);
@@ -1655,14 +884,12 @@ async fn every_bad_token_is_401_in_the_seed_format() {
         .text()
         .await
         .unwrap();
-    for reason in ["missing", "malformed", "invalid", "expired", "inactive"] {
-        assert!(
-            metrics.contains(&format!(
-                "catalio_api_auth_failures_total{{reason=\"{reason}\"}}"
-            )),
-            "no {reason} in metrics"
-        );
-    }
+    // Revoked and rotated-away tokens count as the credential no longer
+    // working.
+    assert!(
+        metrics.contains("catalio_api_auth_failures_total{reason=\"inactive\"}"),
+        "no inactive in metrics"
+    );
 }
 
 #[tokio::test]

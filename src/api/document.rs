@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::query::{Filter, Include, Page, Query, SortField, SortKey};
-use super::registry::{self, AttrKind, Field, ResourceType};
-use crate::index::resources::{Entry, Org};
+use super::store::{Entry, Organization};
+use crate::crd::registry::{self, AttrKind, Field, ResourceType};
 
 pub const API_PREFIX: &str = "/api/v1";
 pub const JSONAPI_VERSION: &str = "1.1";
@@ -54,8 +54,11 @@ fn with_params(path: &str, params: &[(String, String)]) -> String {
 
 /// How many objects a collection request selects, and the page of them it
 /// asked for, in order.
-pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> (usize, Vec<&'o Arc<Entry>>) {
-    let table = org.table(ty);
+pub fn select<'o, O: Organization>(
+    ty: &ResourceType,
+    org: &'o O,
+    query: &Query,
+) -> (usize, Vec<&'o Arc<Entry>>) {
     // Inverse filters become sets of names once, not a lookup per object.
     let inverse_sets: Vec<Option<HashSet<&str>>> = query
         .filters
@@ -63,10 +66,9 @@ pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> (usize, Vec
         .map(|f| match f {
             Filter::Related(Field::Inverse(i), ids) => {
                 let (source, via) = ty.inverses[*i].resolve();
-                let sources = org.table(source);
                 Some(
                     ids.iter()
-                        .filter_map(|id| sources.get(id))
+                        .filter_map(|id| org.get(source, id))
                         .flat_map(|e| e.relationships[via].iter().map(String::as_str))
                         .collect(),
                 )
@@ -105,19 +107,19 @@ pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> (usize, Vec
     if query.filters.is_empty() && query.search.is_none() && query.sort.is_empty() {
         // The common request: the table knows the total, and the page is
         // a walk of skip + take objects.
-        let page = table
-            .iter()
+        let page = org
+            .all(ty)
             .filter(|e| e.archived == query.archived)
             .skip(skip)
             .take(take)
             .collect();
-        return (table.count(query.archived), page);
+        return (org.count(ty, query.archived), page);
     }
     if query.sort.is_empty() {
         // The table's own order: one pass counts and keeps the page.
         let mut total = 0;
         let mut page = Vec::with_capacity(take);
-        for e in table.iter().filter(|e| matches(e)) {
+        for e in org.all(ty).filter(|e| matches(e)) {
             if total >= skip && page.len() < take {
                 page.push(e);
             }
@@ -125,7 +127,7 @@ pub fn select<'o>(ty: &ResourceType, org: &'o Org, query: &Query) -> (usize, Vec
         }
         return (total, page);
     }
-    let selected: Vec<&'o Arc<Entry>> = table.iter().filter(|e| matches(e)).collect();
+    let selected: Vec<&'o Arc<Entry>> = org.all(ty).filter(|e| matches(e)).collect();
     // Each object's sort keys, computed once, side by side in one buffer.
     let k = query.sort.len();
     let mut keys = Vec::with_capacity(selected.len() * k);
@@ -251,8 +253,8 @@ fn rank(values: &[&str], v: &Value) -> Option<usize> {
 }
 
 /// Collects included objects without duplicates, primary data excluded.
-struct Compound<'o> {
-    org: &'o Org,
+struct Compound<'o, O> {
+    org: &'o O,
     seen: HashSet<(usize, String)>,
     included: Vec<Value>,
     overflow: bool,
@@ -269,8 +271,8 @@ pub const MAX_INCLUDED: usize = 1000;
 )]
 pub struct TooManyIncluded;
 
-impl<'o> Compound<'o> {
-    fn new(org: &'o Org) -> Self {
+impl<'o, O: Organization> Compound<'o, O> {
+    fn new(org: &'o O) -> Self {
         Compound {
             org,
             seen: HashSet::new(),
@@ -292,7 +294,7 @@ impl<'o> Compound<'o> {
                 if self.overflow {
                     return;
                 }
-                let Some(related) = self.org.table(target).get(&name).cloned() else {
+                let Some(related) = self.org.get(target, &name).cloned() else {
                     // A dangling name: linkage shows it, nothing to include.
                     continue;
                 };
@@ -312,13 +314,17 @@ impl<'o> Compound<'o> {
 
 /// Names a relationship field of `e` points at. Inverse relationships leave
 /// archived objects out, as collections do.
-fn related_names(ty: &ResourceType, org: &Org, e: &Entry, field: Field) -> Vec<String> {
+fn related_names(
+    ty: &ResourceType,
+    org: &impl Organization,
+    e: &Entry,
+    field: Field,
+) -> Vec<String> {
     match field {
         Field::Relationship(i) => e.relationships[i].clone(),
         Field::Inverse(i) => {
             let (source, via) = ty.inverses[i].resolve();
-            org.table(source)
-                .referring(via, &e.name)
+            org.referring(source, via, &e.name)
                 .map(str::to_owned)
                 .collect()
         }
@@ -342,7 +348,7 @@ fn linkage_data<'n>(target: &str, to_one: bool, mut names: impl Iterator<Item = 
 
 /// The document of `/{type}/{id}/relationships/{name}`: the relationship's
 /// linkage (for an inverse, the live objects pointing here) and its links.
-pub fn relationship(ty: &ResourceType, org: &Org, e: &Entry, field: Field) -> Value {
+pub fn relationship(ty: &ResourceType, org: &impl Organization, e: &Entry, field: Field) -> Value {
     let target = ty.related(field).map_or("", |t| t.name);
     let names = related_names(ty, org, e, field);
     let mut doc = json!({"jsonapi": {"version": JSONAPI_VERSION}});
@@ -360,7 +366,7 @@ pub fn relationship(ty: &ResourceType, org: &Org, e: &Entry, field: Field) -> Va
 /// under the whole query language, with links on this path.
 pub fn related(
     ty: &ResourceType,
-    org: &Org,
+    org: &impl Organization,
     e: &Entry,
     field: Field,
     mut query: Query,
@@ -373,7 +379,7 @@ pub fn related(
         Field::Relationship(i) if ty.is_to_one(field) => {
             let one = e.relationships[i]
                 .first()
-                .and_then(|name| org.table(target).get(name));
+                .and_then(|name| org.get(target, name));
             return single_at(target, org, one.map(|e| &**e), &query, &path);
         }
         Field::Relationship(i) => Filter::Id(e.relationships[i].to_vec()),
@@ -392,7 +398,7 @@ pub fn related(
 /// inverse relationships carry linkage exactly where they are included.
 pub fn resource(
     ty: &'static ResourceType,
-    org: &Org,
+    org: &impl Organization,
     e: &Entry,
     query: &Query,
     include: Option<&Include>,
@@ -445,11 +451,11 @@ pub fn resource(
         let (source, via) = inv.resolve();
         // No linkage unless included (it can be long): a count, and the
         // links to follow.
-        let count = org.table(source).referring_count(via, &e.name);
+        let count = org.referring_count(source, via, &e.name);
         let mut rel = json!({"meta": {"count": count}});
         rel["links"] = relationship_links(ty, &e.name, inv.name);
         if include.and_then(|i| i.child(field)).is_some() {
-            let names = org.table(source).referring(via, &e.name);
+            let names = org.referring(source, via, &e.name);
             rel["data"] = linkage_data(inv.source, false, names);
         }
         relationships.insert(inv.name.to_owned(), rel);
@@ -471,7 +477,7 @@ pub fn resource(
 /// The document for one object.
 pub fn single(
     ty: &'static ResourceType,
-    org: &Org,
+    org: &impl Organization,
     e: &Entry,
     query: &Query,
 ) -> Result<Value, TooManyIncluded> {
@@ -482,7 +488,7 @@ pub fn single(
 /// resource is `null` when the relationship is empty.
 pub fn single_at(
     ty: &'static ResourceType,
-    org: &Org,
+    org: &impl Organization,
     e: Option<&Entry>,
     query: &Query,
     path: &str,
@@ -516,7 +522,7 @@ pub fn single_at(
 /// The document for a collection request.
 pub fn collection(
     ty: &'static ResourceType,
-    org: &Org,
+    org: &impl Organization,
     query: &Query,
 ) -> Result<Value, TooManyIncluded> {
     collection_at(ty, org, query, &collection_path(ty))
@@ -526,7 +532,7 @@ pub fn collection(
 /// endpoint, or a to-many related resource.
 pub fn collection_at(
     ty: &'static ResourceType,
-    org: &Org,
+    org: &impl Organization,
     query: &Query,
     path: &str,
 ) -> Result<Value, TooManyIncluded> {
@@ -612,7 +618,8 @@ fn page_links(path: &str, query: &Query, total: usize) -> Value {
 mod tests {
     use super::*;
     use crate::api::query::{self, Target};
-    use crate::api::registry::by_name;
+    use crate::crd::registry::by_name;
+    use crate::index::resources::Org;
     use jiff::Timestamp;
 
     fn requirement(
@@ -810,7 +817,7 @@ mod tests {
         assert_eq!(doc["included"].as_array().unwrap().len(), 1, "{doc}");
         assert_eq!(doc["included"][0]["id"], "p1");
         let q = query::parse(per, "include=requirements", Target::Single).unwrap();
-        let p1 = org.table(per).get("p1").unwrap();
+        let p1 = org.get(per, "p1").unwrap();
         let doc = single(per, &org, p1, &q).unwrap();
         let rel = &doc["data"]["relationships"]["requirements"];
         assert_eq!(rel["meta"]["count"], 2);
@@ -843,7 +850,7 @@ mod tests {
             org.upsert(req, requirement(&format!("r{i:04}"), 1, None, Some("p1")));
         }
         let q = query::parse(per, "include=requirements", Target::Single).unwrap();
-        let p1 = org.table(per).get("p1").unwrap().clone();
+        let p1 = org.get(per, "p1").unwrap().clone();
         let doc = single(per, &org, &p1, &q).unwrap();
         assert_eq!(doc["included"].as_array().unwrap().len(), MAX_INCLUDED);
         org.upsert(req, requirement("r9999", 1, None, Some("p1")));

@@ -2,9 +2,8 @@
 //! with the status, a fixed title, a detail safe to show, and where it helps
 //! a `source` pointing at the offending member or parameter.
 
+use http::{StatusCode, header};
 use serde::Serialize;
-use warp::http::{HeaderValue, StatusCode, header};
-use warp::reply::Response;
 
 pub const MEDIA_TYPE: &str = "application/vnd.api+json";
 
@@ -133,20 +132,12 @@ impl Problem {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
     }
 
-    pub fn into_response(self) -> Response {
-        let body = serde_json::json!({
+    /// The error document.
+    pub fn body(&self) -> String {
+        serde_json::json!({
             "jsonapi": {"version": super::document::JSONAPI_VERSION},
             "errors": self.errors,
-        });
-        let mut response = Response::new(body.to_string().into());
-        *response.status_mut() = self.status;
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
-        for (name, value) in self.headers {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.append(name, value);
-            }
-        }
-        response
+        })
+        .to_string()
     }
 }

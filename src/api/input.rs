@@ -3,11 +3,11 @@
 //! once, each with a `source.pointer`: structure errors are 400, a wrong
 //! type or id 409, invalid values 422.
 
+use http::StatusCode;
 use serde_json::{Map, Value};
-use warp::http::StatusCode;
 
 use super::error::{ErrorObject, Problem};
-use super::registry::{self, AttrKind, Field, Relationship, ResourceType};
+use crate::crd::registry::{self, AttrKind, Field, Relationship, ResourceType};
 
 /// What a request document asks to set. `Null` removes an optional value.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -365,7 +365,7 @@ pub fn pointer_for(ty: &ResourceType, field: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::registry::by_name;
+    use crate::crd::registry::by_name;
     use serde_json::json;
 
     fn req() -> &'static ResourceType {

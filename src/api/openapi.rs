@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::document::API_PREFIX;
 use super::error::MEDIA_TYPE;
 use super::query::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use super::registry::{AttrKind, Attribute, ResourceType, TYPES};
+use crate::crd::registry::{AttrKind, Attribute, ResourceType, TYPES};
 
 fn attribute_schema(a: &Attribute) -> Value {
     match a.kind {
@@ -272,7 +272,7 @@ fn relationship_paths(
     for (rel, target, many, computed) in forward.chain(inverse) {
         let mut related = Map::new();
         let (content_schema, mut parameters) = if many {
-            let target_type = super::registry::by_name(target).unwrap_or(ty);
+            let target_type = crate::crd::registry::by_name(target).unwrap_or(ty);
             (
                 schema_ref(&format!("{target}_collection")),
                 collection_parameters(target_type),

@@ -3,7 +3,7 @@
 //! `fields[type]` and `include`. Anything unknown is a 400 naming the
 //! parameter.
 
-use super::registry::{self, AttrKind, Field, ResourceType, TYPES};
+use crate::crd::registry::{self, AttrKind, Field, ResourceType, TYPES};
 
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_PAGE_SIZE: usize = 100;
@@ -399,7 +399,7 @@ fn parse_include(ty: &'static ResourceType, value: &str) -> Result<Include, Quer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::registry::by_name;
+    use crate::crd::registry::by_name;
 
     fn req() -> &'static ResourceType {
         by_name("requirement").unwrap()

@@ -8,8 +8,14 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// CEL check for one scope, kept next to [`super::RESOURCE_TYPES`] by a test.
-pub(crate) const SCOPE_RULE: &str = "self.all(s, s.matches('^([*]|requirement|persona|use_case|test_case|test_result|component|process|policy|capability|team):(read|write)$'))";
+/// CEL check for every scope: `*` or a registry type, then the access.
+fn scope_rule() -> String {
+    let types: Vec<&str> = super::registry::TYPES.iter().map(|t| t.name).collect();
+    format!(
+        "self.all(s, s.matches('^([*]|{}):(read|write)$'))",
+        types.join("|")
+    )
+}
 
 /// Go duration syntax, as CEL's `duration()` accepts it.
 const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
@@ -49,7 +55,7 @@ pub struct ApiCredentialSpec {
     /// `persona`, ...) or `*` for all of them. Write implies read.
     #[serde(default = "default_scopes")]
     #[schemars(length(max = 64), inner(length(max = 64)))]
-    #[x_kube(validation = Rule::new(SCOPE_RULE).message(
+    #[x_kube(validation = Rule::new(scope_rule()).message(
         "each scope must be <type>:read or <type>:write, with type a JSON:API type or *"
     ))]
     pub scopes: Vec<String>,

@@ -3,6 +3,7 @@
 
 pub mod business;
 pub mod credential;
+pub mod registry;
 
 pub use credential::{ApiCredential, ApiCredentialSpec, ApiCredentialStatus, Phase};
 
@@ -12,41 +13,12 @@ use kube::CustomResourceExt;
 /// API group of every kind this operator serves.
 pub const GROUP: &str = "catalio.ai";
 
-/// JSON:API resource types, as they appear in scopes (`requirement:read`).
-pub const RESOURCE_TYPES: &[&str] = &[
-    "requirement",
-    "persona",
-    "use_case",
-    "test_case",
-    "test_result",
-    "component",
-    "process",
-    "policy",
-    "capability",
-    "team",
-];
-
-/// Every CRD, in a stable order.
+/// Every CRD, in a stable order: the credentials, then the business kinds
+/// as the registry lists them.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    use business::*;
-    vec![
-        ApiCredential::crd(),
-        Requirement::crd(),
-        Persona::crd(),
-        UseCase::crd(),
-        TestCase::crd(),
-        TestResult::crd(),
-        Component::crd(),
-        Process::crd(),
-        Policy::crd(),
-        Capability::crd(),
-        Team::crd(),
-    ]
-}
-
-/// File name under `crds/` for a CRD.
-pub fn file_name(crd: &CustomResourceDefinition) -> String {
-    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+    std::iter::once(ApiCredential::crd())
+        .chain(registry::TYPES.iter().map(|t| (t.crd)()))
+        .collect()
 }
 
 /// One CRD as a YAML document.
@@ -67,16 +39,6 @@ pub fn render_all() -> Result<String, serde_saphyr::ser::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scope_rule_lists_every_resource_type() {
-        let listed = credential::SCOPE_RULE
-            .split_once("^([*]|")
-            .and_then(|(_, rest)| rest.split_once("):"))
-            .map(|(types, _)| types.split('|').collect::<Vec<_>>())
-            .expect("scope rule shape");
-        assert_eq!(listed, RESOURCE_TYPES);
-    }
 
     #[test]
     fn crds_directory_matches_the_types() {

@@ -12,8 +12,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
-use crate::api::registry::ResourceType;
 use crate::crd::ApiCredential;
+use crate::crd::registry::ResourceType;
 pub use credentials::{CredentialEntry, CredentialIndex, SecretSlot};
 use resources::{Entry, ResourceStore};
 

@@ -1,33 +1,19 @@
 //! The business resources every replica serves, per organization
 //! (namespace) and type, with a reverse index of every relationship so
 //! inverse relationships and relationship filters need no scan. Fed by
-//! watches and by the API's own writes; read by the JSON:API without I/O.
+//! watches and by the API's own writes; read by the JSON:API without I/O,
+//! through [`api::store::Index`](crate::api::store::Index).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::Timestamp;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use crate::api::registry::{AttrKind, ResourceType, TYPES};
-
-/// One object as the API serves it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Entry {
-    pub name: String,
-    pub uid: String,
-    pub resource_version: String,
-    pub created: Timestamp,
-    pub updated: Timestamp,
-    pub archived: bool,
-    /// Aligned with the type's attributes; `Null` when unset.
-    pub attributes: Box<[Value]>,
-    /// Related object names, aligned with the type's relationships.
-    pub relationships: Box<[Vec<String>]>,
-    /// The searchable attributes, lowercased, for `filter[search]`.
-    pub search_text: String,
-}
+pub use crate::api::store::Entry;
+use crate::api::store::{Index, Organization};
+use crate::crd::registry::{AttrKind, ResourceType, TYPES};
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EntryError {
@@ -245,6 +231,28 @@ pub struct Org {
     tables: Vec<Table>,
 }
 
+impl Organization for Org {
+    fn get(&self, ty: &ResourceType, name: &str) -> Option<&Arc<Entry>> {
+        self.table(ty).get(name)
+    }
+
+    fn all(&self, ty: &ResourceType) -> impl Iterator<Item = &Arc<Entry>> {
+        self.table(ty).iter()
+    }
+
+    fn count(&self, ty: &ResourceType, archived: bool) -> usize {
+        self.table(ty).count(archived)
+    }
+
+    fn referring(&self, ty: &ResourceType, rel: usize, target: &str) -> impl Iterator<Item = &str> {
+        self.table(ty).referring(rel, target)
+    }
+
+    fn referring_count(&self, ty: &ResourceType, rel: usize, target: &str) -> usize {
+        self.table(ty).referring_count(rel, target)
+    }
+}
+
 impl Default for Org {
     fn default() -> Self {
         Org {
@@ -280,17 +288,18 @@ pub struct ResourceStore {
     synced: Mutex<BTreeSet<usize>>,
 }
 
-/// A read view of the store; hold it only while building one response.
-pub struct Snapshot<'a> {
-    orgs: RwLockReadGuard<'a, HashMap<String, Org>>,
-}
-
 static EMPTY: std::sync::LazyLock<Org> = std::sync::LazyLock::new(Org::default);
 
-impl Snapshot<'_> {
-    /// An organization's objects; an unknown organization has none.
-    pub fn org(&self, namespace: &str) -> &Org {
-        self.orgs.get(namespace).unwrap_or(&EMPTY)
+impl Index for ResourceStore {
+    type Org = Org;
+
+    fn read<R>(&self, org: &str, read: impl FnOnce(&Org) -> R) -> R {
+        let orgs = self.orgs.read().unwrap_or_else(|e| e.into_inner());
+        read(orgs.get(org).unwrap_or(&EMPTY))
+    }
+
+    fn remember(&self, ty: &ResourceType, org: &str, entry: Entry) {
+        self.upsert(ty, org, entry);
     }
 }
 
@@ -302,12 +311,6 @@ impl ResourceStore {
             watches,
             synced: Mutex::default(),
         })
-    }
-
-    pub fn read(&self) -> Snapshot<'_> {
-        Snapshot {
-            orgs: self.orgs.read().unwrap_or_else(|e| e.into_inner()),
-        }
     }
 
     pub fn upsert(&self, ty: &ResourceType, namespace: &str, entry: Entry) {
@@ -362,7 +365,7 @@ impl ResourceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::registry::by_name;
+    use crate::crd::registry::by_name;
 
     fn object(kind: &str, ns: &str, name: &str, rv: u64, spec: Value) -> DynamicObject {
         serde_json::from_value(serde_json::json!({
@@ -385,7 +388,7 @@ mod tests {
     }
 
     fn entry(kind: &str, name: &str, rv: u64, spec: Value) -> Entry {
-        let ty = crate::api::registry::TYPES
+        let ty = crate::crd::registry::TYPES
             .iter()
             .find(|t| t.kind == kind)
             .unwrap();
@@ -489,12 +492,10 @@ mod tests {
             [("a".to_owned(), entry("Requirement", "new", 2, spec.clone()))],
         );
         assert!(!store.is_synced());
-        let snap = store.read();
-        assert!(snap.org("a").table(req).get("old").is_none());
-        assert!(snap.org("a").table(req).get("new").is_some());
-        assert!(snap.org("b").table(req).get("kept").is_some());
-        assert_eq!(snap.org("nobody").table(req).len(), 0);
-        drop(snap);
+        assert!(store.read("a", |org| org.get(req, "old").is_none()));
+        assert!(store.read("a", |org| org.get(req, "new").is_some()));
+        assert!(store.read("b", |org| org.get(req, "kept").is_some()));
+        assert_eq!(store.read("nobody", |org| org.all(req).count()), 0);
         store.replace(1, req, Some("b"), []);
         store.replace(1, req, Some("b"), []);
         assert!(store.is_synced());

@@ -2,6 +2,8 @@
 //! and the JSON:API) and the admin one (health, readiness and metrics).
 
 pub mod body;
+pub mod jsonapi;
+pub mod limit;
 pub mod oauth;
 pub mod throttle;
 pub mod tls;
@@ -10,7 +12,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Request;
@@ -23,18 +25,31 @@ use tracing::{debug, warn};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::api::{self, ApiRequest, ApiService};
+use crate::api::store::{Index, Writes};
 use crate::index::CredentialIndex;
 use crate::index::resources::ResourceStore;
 use crate::metrics::Metrics;
 use crate::token::KeyStore;
+pub use jsonapi::JsonApi;
 pub use oauth::{OAuthError, TokenService};
 
-/// Every public route.
-pub fn routes(
+/// The route a response answered, named for metrics (never per id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route(pub &'static str);
+
+fn routed(reply: impl Reply, route: &'static str) -> warp::reply::Response {
+    let mut response = reply.into_response();
+    response.extensions_mut().insert(Route(route));
+    response
+}
+
+/// Every public route: the token endpoint, the well-known documents and
+/// the JSON:API, with one `recover` for every refusal, and metrics per
+/// route.
+pub fn routes<S: Index, W: Writes>(
     service: Arc<TokenService>,
-    jsonapi: Arc<ApiService>,
-) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    jsonapi: Arc<JsonApi<S, W>>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let metrics = service.metrics.clone();
     let with = move || {
         let service = service.clone();
@@ -52,64 +67,63 @@ pub fn routes(
              ct: Option<String>,
              auth: Option<String>,
              peer: Option<Peer>,
-             body: Result<Bytes, body::BodyError>| match body {
-                Ok(body) => s.issue(
-                    ct.as_deref(),
-                    auth.as_deref(),
-                    &body,
-                    peer.map(|p| p.0),
-                    Timestamp::now(),
-                ),
-                Err(e) => oauth::body_error(e).into_response(),
+             body: Result<Bytes, body::BodyError>| {
+                let response = match body {
+                    Ok(body) => s.respond(
+                        ct.as_deref(),
+                        auth.as_deref(),
+                        &body,
+                        peer.map(|p| p.0),
+                        Timestamp::now(),
+                    ),
+                    Err(e) => oauth::body_error(e).into_response(),
+                };
+                routed(response, "token")
             },
         );
     let jwks = warp::path!(".well-known" / "jwks.json")
         .and(warp::get())
         .and(with())
-        .map(|s: Arc<TokenService>| s.jwks());
+        .map(|s: Arc<TokenService>| routed(s.jwks(), "jwks"));
     let metadata = warp::path!(".well-known" / "oauth-authorization-server")
         .and(warp::get())
         .and(with())
-        .map(|s: Arc<TokenService>| s.metadata());
-    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    let resources = warp::path!("api" / "v1" / ..)
-        .and(warp::path::tail())
-        .and(warp::method())
-        .and(query)
-        .and(warp::header::headers_cloned())
-        .and(body::limited(api::BODY_LIMIT))
-        .then(
-            move |tail: warp::path::Tail, method, query, headers, body| {
-                let jsonapi = jsonapi.clone();
-                async move {
-                    let request = ApiRequest {
-                        method,
-                        tail: tail.as_str().to_owned(),
-                        query,
-                        headers,
-                        body,
-                    };
-                    jsonapi.handle(request).await
-                }
-            },
-        );
-    token
+        .map(|s: Arc<TokenService>| routed(s.metadata(), "metadata"));
+    let served = token
         .or(jwks)
         .unify()
         .or(metadata)
         .unify()
-        .or(resources)
+        .or(jsonapi::routes(jsonapi))
         .unify()
         .recover(recover)
-        .unify()
-        .with(warp::log::custom(move |info| {
-            metrics.request(info.path(), info.status().as_u16(), info.elapsed());
-        }))
+        .unify();
+    warp::any().map(Instant::now).and(served).map(
+        move |started: Instant, response: warp::reply::Response| {
+            let route = response
+                .extensions()
+                .get::<Route>()
+                .map_or("other", |r| r.0);
+            metrics.request(route, response.status().as_u16(), started.elapsed());
+            response
+        },
+    )
 }
 
-/// Maps warp's rejections to OAuth error objects with the right status.
-async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+/// Every refusal's error body: JSON:API refusals as JSON:API error
+/// documents, the rest as OAuth error objects.
+pub(crate) async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     use warp::reject::MethodNotAllowed;
+    if let Some(refusal) = rejection.find::<jsonapi::Refusal>() {
+        let response = jsonapi::problem_response(&refusal.problem);
+        return Ok(match refusal.route {
+            Some(route) => routed(response, route),
+            None => response,
+        });
+    }
+    if rejection.find::<jsonapi::NoSuchEndpoint>().is_some() {
+        return Ok(jsonapi::problem_response(&jsonapi::not_found()));
+    }
     let error = if rejection.is_not_found() {
         OAuthError::new(StatusCode::NOT_FOUND, "invalid_request", "Not found")
     } else if rejection.find::<MethodNotAllowed>().is_some() {

@@ -15,10 +15,10 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 use super::throttle::Throttle;
-use crate::index::CredentialIndex;
+use crate::index::{CredentialEntry, CredentialIndex, SecretSlot};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::scope;
-use crate::secret::parse_client_id;
+use crate::secret::{SecretHash, parse_client_id};
 use crate::token::{AccessClaims, KeyStore, new_jti};
 use crate::usage::UsageRecorder;
 
@@ -237,15 +237,128 @@ pub fn parse_basic(authorization: &str) -> Result<(String, String), OAuthError> 
     ))
 }
 
+/// A token request that names a client: what is left once the checks that
+/// need no credential passed (grant type, audience, one authentication
+/// method).
+#[derive(Debug, PartialEq)]
+pub struct ClientRequest {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Space-delimited scopes asked for, if any.
+    pub scope: Option<String>,
+    /// The client authenticated with HTTP Basic.
+    pub basic: bool,
+}
+
+/// Checks a parsed request against `audience` and extracts the client's
+/// credentials, from the body or from `Authorization: Basic`.
+pub fn client_request(
+    request: TokenRequest,
+    authorization: Option<&str>,
+    audience: &str,
+) -> Result<ClientRequest, OAuthError> {
+    match request.grant_type.as_deref() {
+        None => return Err(OAuthError::invalid_request("Missing grant_type")),
+        Some("client_credentials") => {}
+        Some(_) => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Only grant_type=client_credentials is supported",
+            ));
+        }
+    }
+    if let Some(asked) = &request.audience
+        && asked != audience
+    {
+        // RFC 8707 section 2: the resource the token is for is unknown.
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            format!("audience must be {audience}"),
+        ));
+    }
+    let basic = authorization.is_some();
+    let (client_id, client_secret) = match (authorization, request.client_id, request.client_secret)
+    {
+        (Some(header), None, None) => parse_basic(header)?,
+        (Some(_), _, _) => {
+            return Err(OAuthError {
+                basic_challenge: true,
+                ..OAuthError::invalid_request(
+                    "Use one client authentication method, not HTTP Basic and the body together",
+                )
+            });
+        }
+        (None, Some(id), Some(secret)) => (id, secret),
+        (None, _, _) => return Err(OAuthError::invalid_client(false)),
+    };
+    Ok(ClientRequest {
+        client_id,
+        client_secret,
+        scope: request.scope,
+        basic,
+    })
+}
+
+/// What every token carries besides its client's part.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    /// Unless the credential sets its own.
+    pub default_lifetime: Duration,
+}
+
+/// Decides a token request, without I/O: the credential the client id
+/// names (if any), the presented secret's keyed hash and the time in; the
+/// claims of the token to sign, or why there is none, out. Unknown clients,
+/// wrong secrets and revoked credentials are refused alike.
+pub fn issue(
+    entry: Option<&CredentialEntry>,
+    presented: &SecretHash,
+    request: &ClientRequest,
+    settings: &TokenSettings,
+    now: Timestamp,
+    jti: String,
+) -> Result<AccessClaims, OAuthError> {
+    let (Some(entry), Some(slot)) = (entry, entry.and_then(|e| e.match_secret(presented, now)))
+    else {
+        return Err(OAuthError::invalid_client(request.basic));
+    };
+    let granted = scope::narrow(&entry.scopes, request.scope.as_deref())
+        .map_err(|e| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()))?;
+    let secret_id = match slot {
+        SecretSlot::Current => entry.current,
+        SecretSlot::Previous => entry.previous.map(|(h, _)| h),
+    }
+    .map(|h| h.short_id())
+    .unwrap_or_default();
+    let lifetime = entry.token_lifetime.unwrap_or(settings.default_lifetime);
+    let iat = now.as_second();
+    Ok(AccessClaims {
+        iss: settings.issuer.clone(),
+        aud: settings.audience.clone(),
+        sub: entry.client_id.clone(),
+        client_id: entry.client_id.clone(),
+        org: entry.namespace.clone(),
+        scope: granted.join(" "),
+        iat,
+        nbf: iat,
+        exp: iat + lifetime.as_secs() as i64,
+        jti,
+        rot: entry.rotation_counter,
+        sid: secret_id,
+    })
+}
+
 /// What the token endpoint needs, shared by every request.
 pub struct TokenService {
     pub index: Arc<CredentialIndex>,
     pub keys: Arc<KeyStore>,
-    pub issuer: String,
-    pub audience: String,
+    pub settings: TokenSettings,
     pub token_url: String,
     pub jwks_url: String,
-    pub default_lifetime: Duration,
     pub throttle: Throttle,
     pub usage: UsageRecorder,
     pub metrics: Arc<Metrics>,
@@ -253,7 +366,7 @@ pub struct TokenService {
 
 impl TokenService {
     /// Handles one token request from `peer` (the connection's address).
-    pub fn issue(
+    pub fn respond(
         &self,
         content_type: Option<&str>,
         authorization: Option<&str>,
@@ -261,7 +374,7 @@ impl TokenService {
         peer: Option<SocketAddr>,
         now: Timestamp,
     ) -> Response {
-        match self.try_issue(content_type, authorization, body, peer, now) {
+        match self.handle(content_type, authorization, body, peer, now) {
             Ok(response) => {
                 self.metrics.tokens_issued.inc();
                 response
@@ -286,7 +399,9 @@ impl TokenService {
         }
     }
 
-    fn try_issue(
+    /// Parses, throttles, looks the client up, lets [`issue`] decide, then
+    /// signs and records the use.
+    fn handle(
         &self,
         content_type: Option<&str>,
         authorization: Option<&str>,
@@ -295,50 +410,11 @@ impl TokenService {
         now: Timestamp,
     ) -> Result<Response, OAuthError> {
         let request = parse_body(content_type, body)?;
-        match request.grant_type.as_deref() {
-            None => return Err(OAuthError::invalid_request("Missing grant_type")),
-            Some("client_credentials") => {}
-            Some(_) => {
-                return Err(OAuthError::new(
-                    StatusCode::BAD_REQUEST,
-                    "unsupported_grant_type",
-                    "Only grant_type=client_credentials is supported",
-                ));
-            }
-        }
-        if let Some(audience) = &request.audience
-            && audience != &self.audience
-        {
-            // RFC 8707 section 2: the resource the token is for is unknown.
-            return Err(OAuthError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_target",
-                format!("audience must be {}", self.audience),
-            ));
-        }
-        let basic = authorization.is_some();
-        let (client_id, client_secret) = match (
-            authorization,
-            request.client_id,
-            request.client_secret,
-        ) {
-            (Some(header), None, None) => parse_basic(header)?,
-            (Some(_), _, _) => {
-                return Err(OAuthError {
-                    basic_challenge: true,
-                    ..OAuthError::invalid_request(
-                        "Use one client authentication method, not HTTP Basic and the body together",
-                    )
-                });
-            }
-            (None, Some(id), Some(secret)) => (id, secret),
-            (None, _, _) => return Err(OAuthError::invalid_client(false)),
-        };
-
+        let request = client_request(request, authorization, &self.settings.audience)?;
         // Anything but our form is no client of ours: refused before any
         // state is kept about it.
-        let Some(client) = parse_client_id(&client_id) else {
-            return Err(OAuthError::invalid_client(basic));
+        let Some(client) = parse_client_id(&request.client_id) else {
+            return Err(OAuthError::invalid_client(request.basic));
         };
         let source = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
         let clock = Instant::now();
@@ -355,49 +431,34 @@ impl TokenService {
         let ring = self.keys.ring();
         let hasher = ring.hasher().ok_or_else(server_error)?;
         // Hashed before the lookup: an unknown client costs what a wrong
-        // secret costs, and gets the same answer.
-        let presented = hasher.hash(&client_id, client_secret.as_bytes());
-        let entry = self.index.lookup(&client_id);
-        let slot = entry.as_ref().and_then(|e| e.match_secret(&presented, now));
-        let (Some(entry), Some(slot)) = (entry, slot) else {
-            self.throttle.failed(client, source, clock);
-            return Err(OAuthError::invalid_client(basic));
-        };
-
-        let granted = scope::narrow(&entry.scopes, request.scope.as_deref()).map_err(|e| {
-            OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
+        // secret costs.
+        let presented = hasher.hash(&request.client_id, request.client_secret.as_bytes());
+        let entry = self.index.lookup(&request.client_id);
+        let jti = new_jti().map_err(|_| server_error())?;
+        let claims = issue(
+            entry.as_deref(),
+            &presented,
+            &request,
+            &self.settings,
+            now,
+            jti,
+        )
+        .inspect_err(|e| {
+            if e.error == "invalid_client" {
+                self.throttle.failed(client, source, clock);
+            }
         })?;
-        let secret_id = match slot {
-            crate::index::SecretSlot::Current => entry.current,
-            crate::index::SecretSlot::Previous => entry.previous.map(|(h, _)| h),
-        }
-        .map(|h| h.short_id())
-        .unwrap_or_default();
-        let lifetime = entry.token_lifetime.unwrap_or(self.default_lifetime);
-        let iat = now.as_second();
-        let claims = AccessClaims {
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-            sub: entry.client_id.clone(),
-            client_id: entry.client_id.clone(),
-            org: entry.namespace.clone(),
-            scope: granted.join(" "),
-            iat,
-            nbf: iat,
-            exp: iat + lifetime.as_secs() as i64,
-            jti: new_jti().map_err(|_| server_error())?,
-            rot: entry.rotation_counter,
-            sid: secret_id,
-        };
         let key = ring.signer(now).ok_or_else(server_error)?;
         let payload = serde_json::to_vec(&claims).map_err(|_| server_error())?;
         let token = key.sign(&payload).map_err(|_| server_error())?;
-        self.usage.record(&entry.namespace, &entry.name);
+        if let Some(entry) = &entry {
+            self.usage.record(&entry.namespace, &entry.name);
+        }
 
         let body = json!({
             "access_token": token,
             "token_type": "Bearer",
-            "expires_in": lifetime.as_secs(),
+            "expires_in": claims.exp - claims.iat,
             "scope": claims.scope,
         });
         let mut response = warp::reply::json(&body).into_response();
@@ -417,13 +478,17 @@ impl TokenService {
 
     pub fn metadata(&self) -> Response {
         let scopes: Vec<String> = std::iter::once("*".to_owned())
-            .chain(crate::crd::RESOURCE_TYPES.iter().map(|t| t.to_string()))
+            .chain(
+                crate::crd::registry::TYPES
+                    .iter()
+                    .map(|t| t.name.to_owned()),
+            )
             .flat_map(|t| [format!("{t}:read"), format!("{t}:write")])
             .collect();
         // Only what is implemented: no authorization endpoint (so no
         // response types), no JWT client authentication.
         warp::reply::json(&json!({
-            "issuer": self.issuer,
+            "issuer": self.settings.issuer,
             "token_endpoint": self.token_url,
             "jwks_uri": self.jwks_url,
             "grant_types_supported": ["client_credentials"],
@@ -558,6 +623,160 @@ mod tests {
             let e = parse_basic(bad).unwrap_err();
             assert!(e.basic_challenge && e.error == "invalid_request", "{bad}");
         }
+    }
+
+    fn request(id: &str, scope: Option<&str>) -> ClientRequest {
+        ClientRequest {
+            client_id: id.into(),
+            client_secret: "s".into(),
+            scope: scope.map(str::to_owned),
+            basic: false,
+        }
+    }
+
+    #[test]
+    fn requests_name_one_client_for_our_audience() {
+        let parsed = |body: &str| {
+            parse_body(Some("application/x-www-form-urlencoded"), body.as_bytes()).unwrap()
+        };
+        let error = |body: &str, authorization: Option<&str>| {
+            client_request(parsed(body), authorization, "aud")
+                .unwrap_err()
+                .error
+        };
+        assert_eq!(
+            error("client_id=a&client_secret=s", None),
+            "invalid_request"
+        );
+        assert_eq!(error("grant_type=password", None), "unsupported_grant_type");
+        assert_eq!(
+            error("grant_type=client_credentials&audience=other", None),
+            "invalid_target"
+        );
+        assert_eq!(
+            error("grant_type=client_credentials&client_id=a", None),
+            "invalid_client"
+        );
+        let basic = format!("Basic {}", STANDARD.encode("a:s"));
+        let both = client_request(
+            parsed("grant_type=client_credentials&client_id=a"),
+            Some(&basic),
+            "aud",
+        )
+        .unwrap_err();
+        assert!(both.basic_challenge && both.error == "invalid_request");
+        assert_eq!(
+            client_request(
+                parsed("grant_type=client_credentials&audience=aud&scope=x"),
+                Some(&basic),
+                "aud"
+            ),
+            Ok(ClientRequest {
+                client_id: "a".into(),
+                client_secret: "s".into(),
+                scope: Some("x".into()),
+                basic: true,
+            })
+        );
+    }
+
+    #[test]
+    fn issue_decides_from_the_credential_alone() {
+        use crate::secret::SecretHasher;
+        let hasher = SecretHasher::new(&[3; 32]);
+        let id = "ci_0f1e2d3c4b5a69788695a4b3c2d1e0f9";
+        let (current, previous) = (hasher.hash(id, b"new"), hasher.hash(id, b"old"));
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let entry = CredentialEntry {
+            client_id: id.into(),
+            namespace: "org".into(),
+            name: "ci".into(),
+            uid: "u".into(),
+            scopes: vec!["*:read".into(), "requirement:write".into()],
+            revoked: false,
+            current: Some(current),
+            previous: Some((previous, at(100))),
+            rotation_counter: 4,
+            token_lifetime: Some(Duration::from_secs(3600)),
+            phase: crate::crd::Phase::Active,
+        };
+        let settings = TokenSettings {
+            issuer: "https://catalio.ai".into(),
+            audience: "aud".into(),
+            default_lifetime: Duration::from_secs(86_400),
+        };
+        let decide = |entry: Option<&CredentialEntry>, hash: &SecretHash, scope, now| {
+            issue(
+                entry,
+                hash,
+                &request(id, scope),
+                &settings,
+                now,
+                "jti".into(),
+            )
+        };
+        let claims = decide(Some(&entry), &current, None, at(0)).unwrap();
+        assert_eq!(
+            (
+                claims.sub.as_str(),
+                claims.client_id.as_str(),
+                claims.org.as_str()
+            ),
+            (id, id, "org")
+        );
+        assert_eq!(claims.scope, "*:read requirement:write");
+        assert_eq!(
+            (claims.iat, claims.nbf, claims.exp),
+            (1_800_000_000, 1_800_000_000, 1_800_003_600)
+        );
+        assert_eq!(
+            (claims.rot, claims.sid.as_str()),
+            (4, current.short_id().as_str())
+        );
+        assert_eq!(
+            (
+                claims.iss.as_str(),
+                claims.aud.as_str(),
+                claims.jti.as_str()
+            ),
+            ("https://catalio.ai", "aud", "jti")
+        );
+        // The previous secret during its grace period, bound to itself.
+        let claims = decide(Some(&entry), &previous, Some("persona:read"), at(99)).unwrap();
+        assert_eq!(
+            (claims.sid, claims.scope),
+            (previous.short_id(), "persona:read".into())
+        );
+        // Refused alike: past the grace period, a wrong secret, no such
+        // client, a revoked credential.
+        let revoked = CredentialEntry {
+            revoked: true,
+            ..entry.clone()
+        };
+        let wrong = hasher.hash(id, b"guess");
+        for (entry, hash, now) in [
+            (Some(&entry), &previous, at(100)),
+            (Some(&entry), &wrong, at(0)),
+            (None, &current, at(0)),
+            (Some(&revoked), &current, at(0)),
+        ] {
+            assert_eq!(
+                decide(entry, hash, None, now).unwrap_err(),
+                OAuthError::invalid_client(false)
+            );
+        }
+        // Scopes beyond the credential's; the server's lifetime by default.
+        let e = decide(Some(&entry), &current, Some("persona:write"), at(0)).unwrap_err();
+        assert_eq!(
+            (e.status, e.error),
+            (StatusCode::BAD_REQUEST, "invalid_scope")
+        );
+        let default = CredentialEntry {
+            token_lifetime: None,
+            ..entry.clone()
+        };
+        let claims = decide(Some(&default), &current, None, at(0)).unwrap();
+        assert_eq!(claims.exp - claims.iat, 86_400);
     }
 
     #[test]

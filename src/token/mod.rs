@@ -205,3 +205,93 @@ impl Verifier {
         Ok(Verified { claims, credential })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ApiCredential, ApiCredentialSpec, ApiCredentialStatus};
+    use crate::secret::{SecretHasher, client_id_for_uid};
+    use base64::engine::general_purpose::STANDARD;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    const UID: &str = "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9";
+
+    #[test]
+    fn only_access_tokens_verify() {
+        let now = Timestamp::now();
+        let stored = StoredKey::generate(Algorithm::Es256, now, now).unwrap();
+        let keys = KeyStore::new();
+        keys.replace(KeyRing::load(std::slice::from_ref(&stored), Some(&[1; 32])).0);
+        let client_id = client_id_for_uid(UID);
+        let hash = SecretHasher::new(&[1; 32]).hash(&client_id, b"s");
+        let mut cred = ApiCredential::new(
+            "ci",
+            ApiCredentialSpec {
+                display_name: "CI".into(),
+                scopes: vec!["*:read".into()],
+                secret_name: None,
+                secret_template: None,
+                rotation: Default::default(),
+                token_lifetime: None,
+                revoked: false,
+            },
+        );
+        cred.metadata.uid = Some(UID.into());
+        cred.metadata.namespace = Some("org".into());
+        cred.status = Some(ApiCredentialStatus {
+            secret_hash: Some(hash.to_string()),
+            ..Default::default()
+        });
+        let index = CredentialIndex::new();
+        index.upsert(&cred);
+        let verifier = Verifier {
+            keys: keys.clone(),
+            index,
+            issuer: "https://catalio.ai".into(),
+            audience: "https://catalio.ai/api/v1".into(),
+            leeway: Duration::from_secs(60),
+        };
+        let iat = now.as_second();
+        let claims = AccessClaims {
+            iss: "https://catalio.ai".into(),
+            aud: "https://catalio.ai/api/v1".into(),
+            sub: client_id.clone(),
+            client_id: client_id.clone(),
+            org: "org".into(),
+            scope: "*:read".into(),
+            iat,
+            nbf: iat,
+            exp: iat + 60,
+            jti: "j".into(),
+            rot: 0,
+            sid: hash.short_id(),
+        };
+        let ours = SigningKey::load(&stored).unwrap();
+        let token = ours.sign(&serde_json::to_vec(&claims).unwrap()).unwrap();
+        assert!(verifier.verify(&token, now).is_ok());
+
+        // The same claims under the same key, as a plain JWT: refused for
+        // its type alone.
+        let der = STANDARD.decode(&stored.pkcs8).unwrap();
+        let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(stored.kid.clone());
+        header.typ = Some("JWT".into());
+        let plain = encode(&header, &claims, &EncodingKey::from_ec_der(&der)).unwrap();
+        assert_eq!(
+            verifier.verify(&plain, now).unwrap_err(),
+            VerifyError::Invalid("type")
+        );
+        header.typ = Some("application/at+jwt".into());
+        let media_type = encode(&header, &claims, &EncodingKey::from_ec_der(&der)).unwrap();
+        assert!(verifier.verify(&media_type, now).is_ok());
+
+        // A token whose client_id is not its subject is no one's.
+        let mut other = claims.clone();
+        other.client_id = "ci_00000000000000000000000000000000".into();
+        let token = ours.sign(&serde_json::to_vec(&other).unwrap()).unwrap();
+        assert_eq!(
+            verifier.verify(&token, now).unwrap_err(),
+            VerifyError::Inactive
+        );
+    }
+}

@@ -1,8 +1,14 @@
-//! The JSON:API resource types, declared once: how each type's attributes
-//! and relationships map onto its custom resource's spec. Everything else in
-//! the API (index, query language, documents, request validation, OpenAPI)
-//! is generic over these declarations, so adding a type is adding an entry
-//! here and its kind in `crd::business`.
+//! The business resource types, declared once: each type's custom resource,
+//! and how its JSON:API attributes and relationships map onto the spec.
+//! Everything else (the CRDs, scopes, the index, the query language,
+//! documents, request validation, OpenAPI, metrics) reads these
+//! declarations, so adding a type is adding an entry here and its kind in
+//! [`super::business`].
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+use super::business;
 
 /// What values an attribute holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +80,8 @@ pub struct ResourceType {
     pub kind: &'static str,
     /// Plural of the custom resource.
     pub plural: &'static str,
+    /// The custom resource's definition.
+    pub crd: fn() -> CustomResourceDefinition,
     pub attributes: &'static [Attribute],
     pub relationships: &'static [Relationship],
     pub inverses: &'static [Inverse],
@@ -219,6 +227,7 @@ pub static TYPES: &[ResourceType] = &[
         endpoint: "requirements",
         kind: "Requirement",
         plural: "requirements",
+        crd: business::Requirement::crd,
         attributes: &[
             required(text("title", "title")),
             text("description", "description"),
@@ -252,6 +261,7 @@ pub static TYPES: &[ResourceType] = &[
         endpoint: "personas",
         kind: "Persona",
         plural: "personas",
+        crd: business::Persona::crd,
         attributes: &[
             required(text("name", "name")),
             text("description", "description"),
@@ -269,6 +279,7 @@ pub static TYPES: &[ResourceType] = &[
         endpoint: "use_cases",
         kind: "UseCase",
         plural: "usecases",
+        crd: business::UseCase::crd,
         attributes: &[
             required(text("title", "title")),
             text("description", "description"),
@@ -287,6 +298,7 @@ pub static TYPES: &[ResourceType] = &[
         endpoint: "test_cases",
         kind: "TestCase",
         plural: "testcases",
+        crd: business::TestCase::crd,
         attributes: &[
             required(text("title", "title")),
             attr("steps", "steps", AttrKind::List),
@@ -305,6 +317,7 @@ pub static TYPES: &[ResourceType] = &[
         endpoint: "test_results",
         kind: "TestResult",
         plural: "testresults",
+        crd: business::TestResult::crd,
         attributes: &[
             required(attr("outcome", "outcome", AttrKind::Enum(OUTCOME))),
             attr("executed_at", "executedAt", AttrKind::Time),
@@ -318,6 +331,7 @@ pub static TYPES: &[ResourceType] = &[
         endpoint: "components",
         kind: "Component",
         plural: "components",
+        crd: business::Component::crd,
         attributes: NAMED,
         relationships: &[],
         inverses: &[Inverse {
@@ -331,6 +345,7 @@ pub static TYPES: &[ResourceType] = &[
         endpoint: "processes",
         kind: "Process",
         plural: "processes",
+        crd: business::Process::crd,
         attributes: &[
             required(text("name", "name")),
             text("description", "description"),
@@ -344,6 +359,7 @@ pub static TYPES: &[ResourceType] = &[
         endpoint: "policies",
         kind: "Policy",
         plural: "policies",
+        crd: business::Policy::crd,
         attributes: &[
             required(text("name", "name")),
             text("description", "description"),
@@ -357,6 +373,7 @@ pub static TYPES: &[ResourceType] = &[
         endpoint: "capabilities",
         kind: "Capability",
         plural: "capabilities",
+        crd: business::Capability::crd,
         attributes: NAMED,
         relationships: &[],
         inverses: &[],
@@ -366,6 +383,7 @@ pub static TYPES: &[ResourceType] = &[
         endpoint: "teams",
         kind: "Team",
         plural: "teams",
+        crd: business::Team::crd,
         attributes: NAMED,
         relationships: &[],
         inverses: &[Inverse {
@@ -379,7 +397,7 @@ pub static TYPES: &[ResourceType] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{self, RESOURCE_TYPES};
+    use crate::crd;
     use serde_json::Value;
 
     fn spec_schema(kind: &str) -> Value {
@@ -392,10 +410,9 @@ mod tests {
     }
 
     #[test]
-    fn types_are_the_scope_types_in_order() {
-        let names: Vec<_> = TYPES.iter().map(|t| t.name).collect();
-        assert_eq!(names, RESOURCE_TYPES);
+    fn types_are_found_by_name_endpoint_and_position() {
         for (i, t) in TYPES.iter().enumerate() {
+            assert_eq!(by_name(t.name).map(|t| t.name), Some(t.name));
             assert_eq!(t.index(), i);
             assert_eq!(by_endpoint(t.endpoint).map(|t| t.name), Some(t.name));
         }

@@ -1,0 +1,144 @@
+//! What the JSON:API reads and writes, as the engine sees it: an object as
+//! served ([`Entry`]), an organization's objects ([`Organization`]), the
+//! in-memory index of every organization ([`Index`]) and the writes that go
+//! to the API server ([`Writes`]). The index implements the first three
+//! without I/O; `crate::writes` implements the last against Kubernetes. The
+//! HTTP handlers are generic over both, so everything but the writes
+//! themselves is tested in process against an in-memory index.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+use super::error::Problem;
+use crate::crd::registry::ResourceType;
+
+/// One object as the API serves it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+    pub archived: bool,
+    /// Aligned with the type's attributes; `Null` when unset.
+    pub attributes: Box<[Value]>,
+    /// Related object names, aligned with the type's relationships.
+    pub relationships: Box<[Vec<String>]>,
+    /// The searchable attributes, lowercased, for `filter[search]`.
+    pub search_text: String,
+}
+
+/// One organization's objects of every type, read without I/O.
+pub trait Organization {
+    fn get(&self, ty: &ResourceType, name: &str) -> Option<&Arc<Entry>>;
+
+    /// Every object of `ty`, oldest first, then by name.
+    fn all(&self, ty: &ResourceType) -> impl Iterator<Item = &Arc<Entry>>;
+
+    /// How many objects of `ty` are archived (`true`) or live (`false`).
+    fn count(&self, ty: &ResourceType, archived: bool) -> usize;
+
+    /// Names of the live objects of `ty` whose relationship `rel` includes
+    /// `target`, in name order.
+    fn referring(&self, ty: &ResourceType, rel: usize, target: &str) -> impl Iterator<Item = &str>;
+
+    /// How many live objects of `ty` have `target` in relationship `rel`.
+    fn referring_count(&self, ty: &ResourceType, rel: usize, target: &str) -> usize;
+}
+
+/// Every organization's objects.
+pub trait Index: Send + Sync + 'static {
+    type Org: Organization;
+
+    /// Runs `read` on the objects of organization `org` (none, for an
+    /// organization the index has never seen).
+    fn read<R>(&self, org: &str, read: impl FnOnce(&Self::Org) -> R) -> R;
+
+    /// Takes an object the API server just returned for a write, so the
+    /// writer reads its own write at once.
+    fn remember(&self, ty: &ResourceType, org: &str, entry: Entry);
+}
+
+/// A change to the members of a to-many relationship.
+#[derive(Clone, Copy, Debug)]
+pub enum Edit<'a> {
+    Add(&'a [String]),
+    Remove(&'a [String]),
+}
+
+impl Edit<'_> {
+    pub fn apply(self, members: &mut Vec<String>) {
+        match self {
+            Edit::Add(names) => {
+                for name in names {
+                    if !members.contains(name) {
+                        members.push(name.clone());
+                    }
+                }
+            }
+            Edit::Remove(names) => members.retain(|m| !names.contains(m)),
+        }
+    }
+}
+
+/// The writes, each answering the object as the API server stored it.
+pub trait Writes: Send + Sync + 'static {
+    /// Creates an object of `ty` in `org` with a new id and `spec`.
+    fn create(
+        &self,
+        ty: &'static ResourceType,
+        org: &str,
+        spec: Map<String, Value>,
+    ) -> impl Future<Output = Result<Entry, Problem>> + Send;
+
+    /// Merges `spec` into object `id`; with `precondition`, only at that
+    /// resource version (412 otherwise).
+    fn patch(
+        &self,
+        ty: &'static ResourceType,
+        org: &str,
+        id: &str,
+        spec: Map<String, Value>,
+        precondition: Option<String>,
+    ) -> impl Future<Output = Result<Entry, Problem>> + Send;
+
+    /// Adds names to, or removes them from, the to-many relationship `rel`
+    /// of object `id`, read and written at one version.
+    fn edit_members(
+        &self,
+        ty: &'static ResourceType,
+        org: &str,
+        id: &str,
+        rel: usize,
+        edit: Edit<'_>,
+        precondition: Option<String>,
+    ) -> impl Future<Output = Result<Entry, Problem>> + Send;
+
+    /// Whether object `name` of `ty` exists in `org`, asking the API server
+    /// (for an object created a moment ago that the index has not seen).
+    fn exists(
+        &self,
+        ty: &'static ResourceType,
+        org: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, Problem>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_add_once_and_remove_every_occurrence() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut members = names(&["a", "b"]);
+        Edit::Add(&names(&["b", "c"])).apply(&mut members);
+        assert_eq!(members, names(&["a", "b", "c"]));
+        Edit::Remove(&names(&["a", "x"])).apply(&mut members);
+        assert_eq!(members, names(&["b", "c"]));
+    }
+}
