@@ -31,10 +31,11 @@ require_wrk() {
   command -v wrk > /dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 }
 
-# Namespace "bench" with the read-only credential "load".
+# A namespace (default "bench") with the read-only credential "load".
 bench_credential() {
-  kubectl create namespace bench > /dev/null
-  kubectl -n bench apply -f - > /dev/null <<YAML
+  local ns=${1:-bench}
+  kubectl create namespace "$ns" > /dev/null
+  kubectl -n "$ns" apply -f - > /dev/null <<YAML
 apiVersion: catalio.ai/v1
 kind: ApiCredential
 metadata: {name: load}

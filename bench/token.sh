@@ -7,21 +7,24 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seconds=${1:-20}
 require_wrk
-bench_credential
 
 lua=$(mktemp)
 run_case() { # alg
-  local alg=$1 port admin
+  # Each algorithm runs as its own installation (its own key Secret, so its
+  # own hash key) in a namespace of its own: two installations on one
+  # namespace would each regenerate the secrets the other sealed.
+  local alg=$1 port admin ns=bench-${1,,}
+  bench_credential "$ns"
   port=$(free_port); admin=$(free_port)
   "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
-    --namespace bench --signing-alg "$alg" --signing-key-secret "bench-keys-${alg,,}" \
+    --namespace "$ns" --watch-namespaces "$ns" --signing-alg "$alg" \
     --token-url "http://127.0.0.1:$port/oauth/token" 2> "/tmp/bench-operator-$alg.log" &
   pids+=($!)
   wait_ready "$admin"
-  kubectl -n bench wait --for=jsonpath='{.status.phase}'=Active apicred/load --timeout=60s > /dev/null
+  kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Active apicred/load --timeout=60s > /dev/null
   local id secret
-  id=$(kubectl -n bench get secret load -o jsonpath='{.data.client_id}' | base64 -d)
-  secret=$(kubectl -n bench get secret load -o jsonpath='{.data.client_secret}' | base64 -d)
+  id=$(kubectl -n "$ns" get secret load -o jsonpath='{.data.client_id}' | base64 -d)
+  secret=$(kubectl -n "$ns" get secret load -o jsonpath='{.data.client_secret}' | base64 -d)
   cat > "$lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
