@@ -121,10 +121,13 @@ impl Problem {
     }
 
     pub fn not_found(what: &str, id: &str) -> Self {
+        // The id is the client's: echo a bounded part of it.
+        let shown: String = id.chars().take(80).collect();
+        let more = if shown.len() < id.len() { "..." } else { "" };
         Problem::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no {what} with id {id:?}"),
+            format!("no {what} with id {shown:?}{more}"),
         )
     }
 

@@ -307,8 +307,11 @@ fn linkage_names(
             ));
             return None;
         }
-        if id.is_empty() {
-            errors.push(invalid("id must not be empty", format!("{at}/id")));
+        if !crate::crd::is_object_name(id) {
+            errors.push(invalid(
+                "id must be an object name: lowercase letters, digits, '-' and '.'",
+                format!("{at}/id"),
+            ));
             return None;
         }
         Some(id.to_owned())

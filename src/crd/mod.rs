@@ -13,6 +13,21 @@ use kube::CustomResourceExt;
 /// API group of every kind this operator serves.
 pub const GROUP: &str = "catalio.ai";
 
+/// Whether `name` can name an object: a DNS-1123 subdomain, as the API
+/// server requires of every object name (at most 253 characters of
+/// lowercase letters, digits, `-` and `.`, each dot-separated label starting
+/// and ending with a letter or digit).
+pub fn is_object_name(name: &str) -> bool {
+    let label = |l: &str| {
+        let b = l.as_bytes();
+        let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        b.first().is_some_and(edge)
+            && b.last().is_some_and(edge)
+            && b.iter().all(|c| edge(c) || *c == b'-')
+    };
+    (1..=253).contains(&name.len()) && name.split('.').all(label)
+}
+
 /// Every CRD, in a stable order: the credentials, then the business kinds
 /// as the registry lists them.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -39,6 +54,33 @@ pub fn render_all() -> Result<String, serde_saphyr::ser::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_names_are_dns_subdomains() {
+        for good in ["a", "r1", "req-00001", "a.b-c.d", "0", &"a".repeat(253)] {
+            assert!(is_object_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "%2E%2E",
+            "a..b",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a/b",
+            "a b",
+            "é",
+            "x%2Fstatus",
+            ".a",
+            "a.",
+            &"a".repeat(254),
+        ] {
+            assert!(!is_object_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn crds_directory_matches_the_types() {

@@ -38,6 +38,9 @@ use crate::token::{Verified, Verifier};
 
 /// Request bodies above this answer 413.
 pub const BODY_LIMIT: u64 = 1024 * 1024;
+/// Related ids one write may ask the API server about when the index does
+/// not know them (objects created a moment ago); beyond, they are unknown.
+const MAX_LOOKUPS: usize = 16;
 
 /// What the JSON:API needs, shared by every request.
 pub struct JsonApi<S, W> {
@@ -542,8 +545,10 @@ impl<S: Index, W: Writes> JsonApi<S, W> {
             unknown
         });
         let mut errors = Vec::new();
-        for (target, name, pointer) in unknown {
-            if !self.writes.exists(target, org, &name).await? {
+        for (i, (target, name, pointer)) in unknown.into_iter().enumerate() {
+            // One request asks the API server about a few objects at most.
+            let exists = i < MAX_LOOKUPS && self.writes.exists(target, org, &name).await?;
+            if !exists {
                 errors.push(
                     ErrorObject::new(
                         StatusCode::NOT_FOUND,
@@ -602,6 +607,13 @@ async fn serve<S: Index, W: Writes>(
         verified,
     } = admitted;
     let Call { ty, at, method, .. } = call;
+    // An id that cannot name an object names none here: it never reaches
+    // the API server, where it could name a path of its own.
+    if let At::One(id) | At::Related(id, _) | At::Relationship(id, _) = &at
+        && !crate::crd::is_object_name(id)
+    {
+        return Err(Problem::not_found(ty.name, id));
+    }
     let org = verified.claims.org.as_str();
     let client = verified.claims.sub.as_str();
     // The type of the primary data and whether it is one object.

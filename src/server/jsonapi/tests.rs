@@ -999,3 +999,75 @@ async fn the_openapi_document_is_served_without_a_token() {
     assert_eq!(r.error().0, 405);
     assert_eq!(r.headers["allow"], "GET");
 }
+
+#[tokio::test]
+async fn malformed_ids_are_unknown_on_every_route() {
+    let h = Harness::new();
+    let token = h.token(ORG, &["*:write"]);
+    h.apply(ORG, DATASET);
+    let long = "a".repeat(300);
+    let ids = [
+        "%2E%2E",
+        "%2E",
+        "x%2Fstatus",
+        "r1%2Fstatus",
+        "..%2F..%2Fpersonas%2Fdev",
+        "UPPER",
+        "a_b",
+        "-a",
+        "a-",
+        "a..b",
+        "%00",
+        "%20",
+        "%C3%A9",
+        "a%3Fb",
+        long.as_str(),
+    ];
+    let routes: Vec<(&str, String, Option<Value>)> = ids
+        .iter()
+        .flat_map(|id| {
+            let one = format!("/api/v1/requirements/{id}");
+            [
+                ("GET", one.clone(), None),
+                (
+                    "PATCH",
+                    one.clone(),
+                    Some(json!({"data": {"type": "requirement", "id": id}})),
+                ),
+                ("DELETE", one.clone(), None),
+                ("GET", format!("{one}/persona"), None),
+                ("GET", format!("{one}/use_cases"), None),
+                ("GET", format!("{one}/relationships/components"), None),
+                (
+                    "PATCH",
+                    format!("{one}/relationships/persona"),
+                    Some(json!({"data": null})),
+                ),
+                (
+                    "POST",
+                    format!("{one}/relationships/components"),
+                    Some(json!({"data": []})),
+                ),
+                (
+                    "DELETE",
+                    format!("{one}/relationships/components"),
+                    Some(json!({"data": []})),
+                ),
+            ]
+        })
+        .collect();
+    for (method, path, body) in routes {
+        let request = match &body {
+            Some(body) => with_body(method, &path, &token, body),
+            None => Harness::request(method, &path, Some(&token)),
+        };
+        let r = h.send(request).await;
+        // A write that got through would be NoWrites' 500.
+        assert_eq!(r.error().0, 404, "{method} {path}: {}", r.body);
+        assert!(
+            r.body.to_string().len() < 400,
+            "the id is echoed in full: {}",
+            r.body
+        );
+    }
+}
