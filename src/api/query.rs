@@ -101,6 +101,42 @@ pub struct Query {
 }
 
 impl Query {
+    /// Leaves out of every document the inverse relationships whose objects
+    /// the client may not read, as if `fields[...]` had not named them:
+    /// their counts and links would tell about those objects.
+    pub fn hide_unreadable(&mut self, readable: impl Fn(&ResourceType) -> bool) {
+        for ty in TYPES {
+            let hidden: Vec<Field> = ty
+                .inverses
+                .iter()
+                .enumerate()
+                .filter(|(_, inv)| !registry::by_name(inv.source).is_some_and(&readable))
+                .map(|(i, _)| Field::Inverse(i))
+                .collect();
+            if hidden.is_empty() {
+                continue;
+            }
+            self.fields[ty.index()]
+                .get_or_insert_with(|| ty.fields().collect())
+                .retain(|f| !hidden.contains(f));
+        }
+    }
+
+    /// The inverse relationship filters, by parameter, and the type of
+    /// objects each one reads.
+    pub fn inverse_filters<'q>(
+        &'q self,
+        ty: &'static ResourceType,
+    ) -> impl Iterator<Item = (&'static str, &'static ResourceType)> + 'q {
+        self.filters.iter().filter_map(move |f| match f {
+            Filter::Related(field @ Field::Inverse(_), _) => {
+                let inverse = ty.inverse(*field)?;
+                Some((inverse.name, registry::by_name(inverse.source)?))
+            }
+            _ => None,
+        })
+    }
+
     /// Whether `fields[...]` keeps `field` of `ty`: a test for each field
     /// of one type, looked up once.
     pub fn wanted(&self, ty: &ResourceType) -> impl Fn(Field) -> bool + '_ {

@@ -157,6 +157,15 @@ impl ResourceType {
         }
     }
 
+    /// Every field of the type, as `fields[...]` may name them.
+    pub fn fields(&self) -> impl Iterator<Item = Field> + '_ {
+        (0..self.attributes.len())
+            .map(Field::Attribute)
+            .chain((0..self.relationships.len()).map(Field::Relationship))
+            .chain((0..self.inverses.len()).map(Field::Inverse))
+            .chain([Field::Archived, Field::CreatedAt, Field::UpdatedAt])
+    }
+
     /// Position in [`TYPES`].
     pub fn index(&self) -> usize {
         TYPES.iter().position(|t| t.name == self.name).unwrap_or(0)
@@ -488,12 +497,7 @@ mod tests {
     #[test]
     fn field_names_name_their_fields() {
         for t in TYPES {
-            let fields = (0..t.attributes.len())
-                .map(Field::Attribute)
-                .chain((0..t.relationships.len()).map(Field::Relationship))
-                .chain((0..t.inverses.len()).map(Field::Inverse))
-                .chain([Field::Archived, Field::CreatedAt, Field::UpdatedAt]);
-            for field in fields {
+            for field in t.fields() {
                 assert_eq!(t.field(t.field_name(field)), Some(field), "{}", t.name);
             }
         }

@@ -490,6 +490,32 @@ fn in_linkage(rel: &Relationship, j: usize) -> String {
     }
 }
 
+/// A write may point only at objects the token may read: whether they
+/// exist would tell about them.
+fn check_link_scopes(
+    ty: &ResourceType,
+    changes: &input::Changes,
+    verified: &Verified,
+    pointer: &(dyn Fn(&Relationship, usize) -> String + Sync),
+) -> Result<(), Problem> {
+    for (i, names) in &changes.relationships {
+        let rel = &ty.relationships[*i];
+        if !names.is_empty() && !verified.allows(rel.target, Access::Read) {
+            return Err(ErrorObject::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!(
+                    "linking {} objects needs the scope {}:read",
+                    rel.target, rel.target
+                ),
+            )
+            .pointer(pointer(rel, 0))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 impl<S: Index, W: Writes> JsonApi<S, W> {
     fn authenticate(&self, authorization: Option<&str>) -> Result<Verified, Problem> {
         let challenge = "Bearer realm=\"catalio\"";
@@ -642,12 +668,30 @@ async fn serve<S: Index, W: Writes>(
             (ty, Target::Single)
         }
     };
-    let query = query::parse(primary, &raw_query, target).map_err(|e| {
+    let mut query = query::parse(primary, &raw_query, target).map_err(|e| {
         Problem::from(
             ErrorObject::new(StatusCode::BAD_REQUEST, "invalid_query", e.detail)
                 .parameter(e.parameter),
         )
     })?;
+    // Nothing about objects the token may not read shapes the answer:
+    // filtering by them is refused, and their counts are left out.
+    if let Some((name, hidden)) = query
+        .inverse_filters(primary)
+        .find(|(_, t)| !verified.allows(t.name, Access::Read))
+    {
+        return Err(ErrorObject::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!(
+                "filtering by {name} reads {} objects: it needs the scope {}:read",
+                hidden.name, hidden.name
+            ),
+        )
+        .parameter(format!("filter[{name}]"))
+        .into());
+    }
+    query.hide_unreadable(|t| verified.allows(t.name, Access::Read));
     // Included objects are read too: each type needs its read scope.
     if let Some(hidden) = query
         .include
@@ -683,6 +727,7 @@ async fn serve<S: Index, W: Writes>(
         (Method::POST, At::Collection) => {
             let changes =
                 input::parse(ty, &body(content_type, unread).await?, Intent::Create, None)?;
+            check_link_scopes(ty, &changes, &verified, &in_document)?;
             api.check_related(ty, org, &changes, &in_document).await?;
             let entry = api.writes.create(ty, org, changes.spec(ty)).await?;
             api.remember(ty, org, &entry);
@@ -702,6 +747,7 @@ async fn serve<S: Index, W: Writes>(
                 Some(&id),
             )?;
             let precondition = if_match(if_match_header.as_deref())?;
+            check_link_scopes(ty, &changes, &verified, &in_document)?;
             api.check_related(ty, org, &changes, &in_document).await?;
             let entry = api
                 .writes
@@ -761,6 +807,7 @@ async fn serve<S: Index, W: Writes>(
             // Removing a name that does not exist is no error; adding or
             // setting one is.
             if method != Method::DELETE {
+                check_link_scopes(ty, &changes, &verified, &in_linkage)?;
                 api.check_related(ty, org, &changes, &in_linkage).await?;
             }
             let names = &changes.relationships[0].1;

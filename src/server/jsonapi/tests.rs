@@ -1071,3 +1071,72 @@ async fn malformed_ids_are_unknown_on_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn nothing_about_unreadable_types_shapes_an_answer() {
+    let h = Harness::new();
+    h.apply(ORG, DATASET);
+    let everything = h.token(ORG, &["*:read"]);
+    let requirements = h.token(ORG, &["requirement:read"]);
+    let writer = h.token(ORG, &["requirement:write"]);
+
+    // With use_case:read, r2's use cases are counted and can filter...
+    let r = h.get(&everything, "/api/v1/requirements/r2").await;
+    assert_eq!(
+        r.body["data"]["relationships"]["use_cases"]["meta"]["count"],
+        1
+    );
+    let r = h
+        .get(&everything, "/api/v1/requirements?filter[use_cases]=u3")
+        .await;
+    assert_eq!(r.ids(), ["r2"]);
+    // ...without it, neither: no count, no links, and the filter is refused.
+    for path in [
+        "/api/v1/requirements/r2",
+        "/api/v1/requirements?filter[id]=r2",
+        "/api/v1/requirements/r2?fields[requirement]=title,use_cases",
+    ] {
+        let r = h.get(&requirements, path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            !r.body["data"].to_string().contains("use_cases"),
+            "{path} tells about use cases: {}",
+            r.body
+        );
+    }
+    let r = h
+        .get(&requirements, "/api/v1/requirements?filter[use_cases]=u3")
+        .await;
+    assert_eq!(
+        r.error(),
+        (
+            403,
+            "insufficient_scope".into(),
+            json!({"parameter": "filter[use_cases]"})
+        )
+    );
+    // Whether an object exists is about it too: linking to an unreadable
+    // type is refused before anything is looked up.
+    let linked = json!({"data": {"type": "requirement", "attributes": {"title": "x"},
+        "relationships": {"persona": {"data": {"type": "persona", "id": "dev"}}}}});
+    let r = h
+        .send(with_body("POST", "/api/v1/requirements", &writer, &linked))
+        .await;
+    assert_eq!(
+        r.error(),
+        (
+            403,
+            "insufficient_scope".into(),
+            json!({"pointer": "/data/relationships/persona/data"})
+        )
+    );
+    let r = h
+        .send(with_body(
+            "PATCH",
+            "/api/v1/requirements/r1/relationships/persona",
+            &writer,
+            &json!({"data": {"type": "persona", "id": "nobody"}}),
+        ))
+        .await;
+    assert_eq!(r.error().1, "insufficient_scope");
+}
