@@ -255,29 +255,45 @@ fn rank(values: &[&str], v: &Value) -> Option<usize> {
 /// Collects included objects without duplicates, primary data excluded.
 struct Compound<'o, O> {
     org: &'o O,
+    /// Objects in the document, by type position and id.
     seen: HashSet<(usize, String)>,
+    /// Objects whose relationships were walked, per include path (the
+    /// address of the path's node in the include tree): each once.
+    walked: HashSet<(usize, String, usize)>,
     included: Vec<Value>,
-    overflow: bool,
+    /// Related names read so far.
+    steps: usize,
+    overflow: Option<TooManyIncluded>,
 }
 
 /// Objects one document may include; inverse relationships can be large,
 /// and one request should not render a whole organization.
 pub const MAX_INCLUDED: usize = 1000;
+/// Related names one document's includes may read, whatever they find.
+pub const MAX_INCLUDE_STEPS: usize = 100_000;
 
-/// The include asked for more than [`MAX_INCLUDED`] objects.
+/// The include asked for more than one document may hold or read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "include would add more than {MAX_INCLUDED} objects; use a smaller page or filter the related collection"
-)]
-pub struct TooManyIncluded;
+pub enum TooManyIncluded {
+    #[error(
+        "include would add more than {MAX_INCLUDED} objects; use a smaller page or filter the related collection"
+    )]
+    Objects,
+    #[error(
+        "include would read more than {MAX_INCLUDE_STEPS} related objects; use a smaller page, a shorter include path or the related collection"
+    )]
+    Steps,
+}
 
 impl<'o, O: Organization> Compound<'o, O> {
     fn new(org: &'o O) -> Self {
         Compound {
             org,
             seen: HashSet::new(),
+            walked: HashSet::new(),
             included: Vec::new(),
-            overflow: false,
+            steps: 0,
+            overflow: None,
         }
     }
 
@@ -285,51 +301,75 @@ impl<'o, O: Organization> Compound<'o, O> {
         self.seen.insert((ty.index(), e.name.clone()));
     }
 
+    /// Includes what `include` names below `e`. Every related name read
+    /// counts against the budget, and an object is walked at most once per
+    /// include path, so the work is bounded whatever the graph.
     fn walk(&mut self, ty: &'static ResourceType, e: &Entry, include: &Include, query: &Query) {
+        let org = self.org;
         for (field, child) in &include.children {
             let Some(target) = ty.related(*field) else {
                 continue;
             };
-            for name in related_names(ty, self.org, e, *field) {
-                if self.overflow {
+            let node = child as *const Include as usize;
+            let mut below = Vec::new();
+            for name in related_iter(ty, org, e, *field) {
+                self.steps += 1;
+                if self.steps > MAX_INCLUDE_STEPS {
+                    self.overflow = Some(TooManyIncluded::Steps);
+                }
+                if self.overflow.is_some() {
                     return;
                 }
-                let Some(related) = self.org.get(target, &name).cloned() else {
+                let Some(related) = org.get(target, name) else {
                     // A dangling name: linkage shows it, nothing to include.
                     continue;
                 };
-                if self.seen.insert((target.index(), name)) {
+                if self.seen.insert((target.index(), name.to_owned())) {
                     if self.included.len() == MAX_INCLUDED {
-                        self.overflow = true;
+                        self.overflow = Some(TooManyIncluded::Objects);
                         return;
                     }
-                    let rendered = resource(target, self.org, &related, query, Some(child));
+                    let rendered = resource(target, org, related, query, Some(child));
                     self.included.push(rendered);
                 }
-                self.walk(target, &related, child, query);
+                if !child.is_empty() && self.walked.insert((target.index(), name.to_owned(), node))
+                {
+                    below.push(related);
+                }
+            }
+            for related in below {
+                self.walk(target, related, child, query);
             }
         }
     }
 }
 
-/// Names a relationship field of `e` points at. Inverse relationships leave
-/// archived objects out, as collections do.
+/// The names a relationship field of `e` points at, read in place.
+/// Inverse relationships leave archived objects out, as collections do.
+fn related_iter<'o, O: Organization>(
+    ty: &ResourceType,
+    org: &'o O,
+    e: &'o Entry,
+    field: Field,
+) -> Box<dyn Iterator<Item = &'o str> + 'o> {
+    match field {
+        Field::Relationship(i) => Box::new(e.relationships[i].iter().map(String::as_str)),
+        Field::Inverse(i) => {
+            let (source, via) = ty.inverses[i].resolve();
+            Box::new(org.referring(source, via, &e.name))
+        }
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+/// Names a relationship field of `e` points at, owned.
 fn related_names(
     ty: &ResourceType,
     org: &impl Organization,
     e: &Entry,
     field: Field,
 ) -> Vec<String> {
-    match field {
-        Field::Relationship(i) => e.relationships[i].clone(),
-        Field::Inverse(i) => {
-            let (source, via) = ty.inverses[i].resolve();
-            org.referring(source, via, &e.name)
-                .map(str::to_owned)
-                .collect()
-        }
-        _ => Vec::new(),
-    }
+    related_iter(ty, org, e, field).map(str::to_owned).collect()
 }
 
 fn linkage(ty: &str, id: &str) -> Value {
@@ -510,8 +550,8 @@ pub fn single_at(
         "links": {"self": with_params(path, &params)},
     });
     doc["data"] = data;
-    if compound.overflow {
-        return Err(TooManyIncluded);
+    if let Some(overflow) = compound.overflow {
+        return Err(overflow);
     }
     if !query.include.is_empty() {
         doc["included"] = Value::Array(compound.included);
@@ -556,8 +596,8 @@ pub fn collection_at(
     });
     doc["data"] = Value::Array(data);
     doc["links"] = page_links(path, query, total);
-    if compound.overflow {
-        return Err(TooManyIncluded);
+    if let Some(overflow) = compound.overflow {
+        return Err(overflow);
     }
     if !query.include.is_empty() {
         doc["included"] = Value::Array(compound.included);
@@ -854,8 +894,8 @@ mod tests {
         let doc = single(per, &org, &p1, &q).unwrap();
         assert_eq!(doc["included"].as_array().unwrap().len(), MAX_INCLUDED);
         org.upsert(req, requirement("r9999", 1, None, Some("p1")));
-        assert_eq!(single(per, &org, &p1, &q), Err(TooManyIncluded));
+        assert_eq!(single(per, &org, &p1, &q), Err(TooManyIncluded::Objects));
         let q = query::parse(per, "include=requirements", Target::Collection).unwrap();
-        assert_eq!(collection(per, &org, &q), Err(TooManyIncluded));
+        assert_eq!(collection(per, &org, &q), Err(TooManyIncluded::Objects));
     }
 }
