@@ -1495,3 +1495,112 @@ async fn relationship_endpoints_read_and_change_linkage() {
     }
     assert!(!metrics.contains("r1/") && !metrics.contains("dev/"));
 }
+
+/// A dense graph: every requirement relates to every component.
+fn dense_graph(components: usize, requirements: usize) -> String {
+    let names = (0..components)
+        .map(|c| format!("c{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut yaml = String::new();
+    for c in 0..components {
+        yaml.push_str(&format!(
+            "apiVersion: catalio.ai/v1\nkind: Component\nmetadata: {{name: c{c}}}\n\
+             spec: {{name: C{c}}}\n---\n"
+        ));
+    }
+    for r in 0..requirements {
+        yaml.push_str(&format!(
+            "apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {{name: r{r}}}\n\
+             spec: {{title: R{r}, components: [{names}]}}\n---\n"
+        ));
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn include_walks_answer_and_writes_land_while_they_run() {
+    let h = Harness::start("walk", 1, &[]).await;
+    let token = h.token(0, "reader", &["*:read"]).await;
+    let out = cluster().kubectl_stdin(
+        &["-n", h.org(0), "create", "-f", "-"],
+        Some(&dense_graph(96, 300)),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(WAIT, "the graph to be served", || async {
+        let r = h.get(&token, "/api/v1/requirements?page[size]=1").await;
+        (r.status == 200 && r.body["meta"]["total"] == 300).then_some(())
+    })
+    .await;
+
+    // Before includes were bounded, this request walked every path through
+    // the graph (billions of steps) holding the index: it never answered,
+    // and nothing the watch saw became visible meanwhile.
+    let walk = "/api/v1/requirements?page[size]=100&include=components.requirements.components";
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let walkers = (0..2).map(|_| {
+        let (http, url, token, stop) = (
+            h.http.clone(),
+            format!("{}{walk}", h.base),
+            token.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || answers.is_empty() {
+                let response = http
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .header("accept", MEDIA)
+                    .timeout(WAIT)
+                    .send()
+                    .await
+                    .expect("the include request answers");
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                answers.push((status, body));
+            }
+            answers
+        })
+    });
+    let walkers: Vec<_> = walkers.collect();
+
+    h.apply(
+        0,
+        "apiVersion: catalio.ai/v1\nkind: Component\nmetadata: {name: late}\nspec: {name: Late}\n",
+    );
+    eventually(WAIT, "the new component to be served", || async {
+        (h.get(&token, "/api/v1/components/late").await.status == 200).then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for walker in walkers {
+        for (status, body) in walker.await.unwrap() {
+            match status {
+                200 => {
+                    assert_eq!(body["data"].as_array().unwrap().len(), 100);
+                    let included = body["included"].as_array().unwrap();
+                    // Every component and every requirement off the page,
+                    // each once.
+                    assert_eq!(included.len(), 96 + 200);
+                    let mut ids: Vec<_> = included
+                        .iter()
+                        .map(|r| (r["type"].to_string(), r["id"].to_string()))
+                        .collect();
+                    ids.sort();
+                    ids.dedup();
+                    assert_eq!(ids.len(), included.len());
+                }
+                400 => assert_eq!(
+                    body["errors"][0]["source"]["parameter"], "include",
+                    "{body}"
+                ),
+                _ => panic!("{status}: {body}"),
+            }
+        }
+    }
+}

@@ -3,9 +3,16 @@
 //! inverse relationships and relationship filters need no scan. Fed by
 //! watches and by the API's own writes; read by the JSON:API without I/O,
 //! through [`api::store::Index`](crate::api::store::Index).
+//!
+//! Readers never hold a lock while they work: each organization is an
+//! `Arc` of persistent maps, which a reader clones under a moment's read
+//! lock and a writer updates copy-on-write, sharing all but the changed
+//! path with the snapshots readers still hold.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
+
+use imbl::{OrdMap, OrdSet};
 
 use jiff::Timestamp;
 use kube::api::DynamicObject;
@@ -119,15 +126,15 @@ impl Entry {
 }
 
 /// One type's objects in one organization.
-#[derive(Default, Debug)]
+#[derive(Clone, Default, Debug)]
 pub struct Table {
-    by_name: HashMap<String, Arc<Entry>>,
+    by_name: imbl::HashMap<String, Arc<Entry>>,
     /// Default order: oldest first, then by name.
-    order: BTreeMap<(Timestamp, String), Arc<Entry>>,
+    order: OrdMap<(Timestamp, String), Arc<Entry>>,
     /// Per relationship of this type: related name -> names of the live
     /// (not archived) objects here that point at it. Inverse relationships
     /// are read from here, and leave archived objects out as collections do.
-    refs: Vec<HashMap<String, BTreeSet<String>>>,
+    refs: Vec<imbl::HashMap<String, OrdSet<String>>>,
     archived: usize,
 }
 
@@ -174,7 +181,7 @@ impl Table {
         self.refs
             .get(rel)
             .and_then(|m| m.get(target))
-            .map_or(0, BTreeSet::len)
+            .map_or(0, OrdSet::len)
     }
 
     fn insert(&mut self, entry: Arc<Entry>) {
@@ -191,7 +198,7 @@ impl Table {
         };
         for (i, names) in live.iter().enumerate() {
             if self.refs.len() <= i {
-                self.refs.resize_with(i + 1, HashMap::new);
+                self.refs.resize_with(i + 1, imbl::HashMap::new);
             }
             for target in names {
                 self.refs[i]
@@ -226,7 +233,7 @@ impl Table {
 }
 
 /// One organization's objects of every type.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Org {
     tables: Vec<Table>,
 }
@@ -282,20 +289,20 @@ impl Org {
 
 /// Every organization's objects.
 pub struct ResourceStore {
-    orgs: RwLock<HashMap<String, Org>>,
+    /// Each organization as its latest snapshot.
+    orgs: RwLock<HashMap<String, Arc<Org>>>,
     watches: usize,
     /// The watches that have listed once.
     synced: Mutex<BTreeSet<usize>>,
 }
 
-static EMPTY: std::sync::LazyLock<Org> = std::sync::LazyLock::new(Org::default);
+static EMPTY: std::sync::LazyLock<Arc<Org>> = std::sync::LazyLock::new(Arc::default);
 
 impl Index for ResourceStore {
     type Org = Org;
 
     fn read<R>(&self, org: &str, read: impl FnOnce(&Org) -> R) -> R {
-        let orgs = self.orgs.read().unwrap_or_else(|e| e.into_inner());
-        read(orgs.get(org).unwrap_or(&EMPTY))
+        read(&self.snapshot(org))
     }
 
     fn remember(&self, ty: &ResourceType, org: &str, entry: Entry) {
@@ -313,17 +320,22 @@ impl ResourceStore {
         })
     }
 
+    /// Organization `org` as it is now; later writes do not change it.
+    pub fn snapshot(&self, org: &str) -> Arc<Org> {
+        let orgs = self.orgs.read().unwrap_or_else(|e| e.into_inner());
+        orgs.get(org).unwrap_or(&EMPTY).clone()
+    }
+
     pub fn upsert(&self, ty: &ResourceType, namespace: &str, entry: Entry) {
         let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
-        orgs.entry(namespace.to_owned())
-            .or_default()
-            .upsert(ty, entry);
+        let org = orgs.entry(namespace.to_owned()).or_default();
+        Arc::make_mut(org).upsert(ty, entry);
     }
 
     pub fn remove(&self, ty: &ResourceType, namespace: &str, name: &str) {
         let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
         if let Some(org) = orgs.get_mut(namespace) {
-            org.remove(ty, name);
+            Arc::make_mut(org).remove(ty, name);
             if org.is_empty() {
                 orgs.remove(namespace);
             }
@@ -339,14 +351,23 @@ impl ResourceStore {
         scope: Option<&str>,
         listing: impl IntoIterator<Item = (String, Entry)>,
     ) {
+        // The new tables are built before the lock is taken.
+        let mut tables: HashMap<String, Table> = HashMap::new();
+        for (namespace, entry) in listing {
+            tables.entry(namespace).or_default().insert(Arc::new(entry));
+        }
         let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
         for (namespace, org) in orgs.iter_mut() {
             if scope.is_none_or(|s| s == namespace) {
-                org.tables[ty.index()] = Table::default();
+                let table = tables.remove(namespace).unwrap_or_default();
+                Arc::make_mut(org).tables[ty.index()] = table;
             }
         }
-        for (namespace, entry) in listing {
-            orgs.entry(namespace).or_default().upsert(ty, entry);
+        for (namespace, table) in tables {
+            if scope.is_some_and(|s| s != namespace) {
+                continue;
+            }
+            Arc::make_mut(orgs.entry(namespace).or_default()).tables[ty.index()] = table;
         }
         orgs.retain(|_, org| !org.is_empty());
         drop(orgs);
