@@ -127,6 +127,26 @@ pub struct Operator {
     #[arg(long, env = "CATALIO_API_BURST", default_value_t = 200)]
     pub api_burst: u32,
 
+    /// Connections the public listener holds open at once; more wait to be
+    /// accepted until one closes.
+    #[arg(long, env = "CATALIO_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Time a client has to send a request's headers; also how long an
+    /// idle HTTP/1.1 keep-alive connection stays open.
+    #[arg(long, env = "CATALIO_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: String,
+
+    /// Time a client has to send a request's whole body.
+    #[arg(long, env = "CATALIO_BODY_READ_TIMEOUT", default_value = "30s")]
+    pub body_read_timeout: String,
+
+    /// A connection whose client neither sends nor reads for this long is
+    /// closed (quiet HTTP/2 connections; stalled downloads).
+    #[arg(long, env = "CATALIO_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
+
     /// Log line format.
     #[arg(long, env = "CATALIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

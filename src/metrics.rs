@@ -57,6 +57,7 @@ pub struct Metrics {
     pub api_refused: Family<ReasonLabel, Counter>,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_duration: HistogramFamily<RouteLabel>,
+    pub open_connections: Gauge,
     credentials: Family<PhaseLabel, Gauge>,
 }
 
@@ -72,6 +73,7 @@ impl Metrics {
         let http_requests = Family::default();
         let http_duration: HistogramFamily<RouteLabel> =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let open_connections = Gauge::default();
         let credentials = Family::default();
         registry.register(
             "reconciles",
@@ -114,6 +116,11 @@ impl Metrics {
             http_duration.clone(),
         );
         registry.register(
+            "http_open_connections",
+            "Connections open to the public listener",
+            open_connections.clone(),
+        );
+        registry.register(
             "credentials",
             "Credentials this replica knows, by phase",
             credentials.clone(),
@@ -128,6 +135,7 @@ impl Metrics {
             api_refused,
             http_requests,
             http_duration,
+            open_connections,
             credentials,
         })
     }

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::server::limit::RateLimit;
 use crate::server::oauth::TokenSettings;
 use crate::server::tls::{CertFiles, ReloadingCert};
-use crate::server::{self, JsonApi, Readiness, TokenService, throttle::Throttle};
+use crate::server::{self, JsonApi, Limits, Readiness, TokenService, throttle::Throttle};
 use crate::token::{KeyStore, RotationPolicy, Verifier, keystore};
 use crate::usage::UsageRecorder;
 use crate::writes::{KubeWrites, api_resource};
@@ -70,6 +70,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         shutdown_delay,
         api_rate_limit,
         api_burst,
+        max_connections,
+        header_read_timeout,
+        body_read_timeout,
+        idle_timeout,
         log_format,
     } = operator;
     telemetry::init(log_format);
@@ -79,6 +83,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let token_lifetime = parse("token-lifetime", &token_lifetime)?;
     let shutdown_delay = parse("shutdown-delay", &shutdown_delay)?;
     let lease_duration = parse("lease-duration", &lease_duration)?;
+    let positive = |flag: &str, value: &str| match parse(flag, value)? {
+        Duration::ZERO => bail!("--{flag} must be more than 0"),
+        d => Ok(d),
+    };
+    let header_read_timeout = positive("header-read-timeout", &header_read_timeout)?;
+    let body_read_timeout = positive("body-read-timeout", &body_read_timeout)?;
+    let idle_timeout = positive("idle-timeout", &idle_timeout)?;
     if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&token_lifetime) {
         bail!("--token-lifetime must be between 1m and 24h");
     }
@@ -134,6 +145,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tls,
             api_rate_limit,
             api_burst,
+            limits: Limits {
+                max_connections: max_connections as usize,
+                header_read: header_read_timeout,
+                idle: idle_timeout,
+                open: metrics.open_connections.clone(),
+            },
+            body_read_timeout,
         };
         let (task, index, resources) =
             serve_public(public, &client, &scopes, &keys, &metrics, drained.clone()).await?;
@@ -148,7 +166,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {admin_listen}"))?;
     let admin_routes = server::admin_routes(readiness, metrics.clone());
-    tasks.push(server::serve(admin, admin_routes, None, drained).boxed());
+    tasks.push(server::serve(admin, admin_routes, None, Limits::admin(), drained).boxed());
 
     if controller {
         let ctx = Arc::new(controller::Context::new(
@@ -186,6 +204,8 @@ struct Public {
     tls: Option<Arc<ReloadingCert>>,
     api_rate_limit: u32,
     api_burst: u32,
+    limits: Limits,
+    body_read_timeout: Duration,
 }
 
 /// Binds the public port and serves the token endpoint and the JSON:API
@@ -208,6 +228,8 @@ async fn serve_public(
         tls,
         api_rate_limit,
         api_burst,
+        limits,
+        body_read_timeout,
     } = public;
     let (index, resources) = watch_for_server(client, scopes);
     let service = Arc::new(TokenService {
@@ -251,8 +273,8 @@ async fn serve_public(
         .await
         .with_context(|| format!("binding {listen}"))?;
     info!(%listen, "serving");
-    let routes = server::routes(service, jsonapi);
-    let task = server::serve(listener, routes, tls, drained).boxed();
+    let routes = server::routes(service, jsonapi, body_read_timeout);
+    let task = server::serve(listener, routes, tls, limits, drained).boxed();
     Ok((task, index, resources))
 }
 

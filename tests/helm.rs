@@ -155,6 +155,23 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
         "the chart's RBAC does not list {rule}"
     );
     assert!(!default.contains("CATALIO_TLS_CERT_FILE"));
+    // Every setting the chart passes is one the binary reads.
+    let help = std::process::Command::new(OPERATOR)
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let passed: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- name: CATALIO_"))
+        .collect();
+    assert!(passed.contains(&"MAX_CONNECTIONS"), "{passed:?}");
+    for name in passed {
+        assert!(
+            help.contains(&format!("env: CATALIO_{name}=")),
+            "the chart sets CATALIO_{name}, which no flag reads"
+        );
+    }
     for needle in [
         "https://rel-catalio-operator.ops.svc:8080/oauth/token",
         "value: /etc/catalio/tls/tls.crt",
@@ -183,6 +200,8 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
         ("signingAlgorithm=HS256", "signingAlgorithm"),
         ("watchNamespaces={Not_Valid}", "watchNamespaces"),
         ("tokenLifetime=1day", "tokenLifetime"),
+        ("api.maxConnections=0", "maxConnections"),
+        ("api.bodyReadTimeout=forever", "bodyReadTimeout"),
         ("typo=1", "additional properties 'typo' not allowed"),
         (
             "tls.enabled=true,tls.certManager.enabled=true",

@@ -1604,3 +1604,171 @@ async fn include_walks_answer_and_writes_land_while_they_run() {
         }
     }
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length body from a
+/// keep-alive connection; its status line.
+async fn response(conn: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        conn.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no content-length in {head}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).await.unwrap();
+    head.lines().next().unwrap().to_owned()
+}
+
+/// Everything the server sends until it closes the connection.
+async fn until_closed(conn: &mut tokio::net::TcpStream) -> String {
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(WAIT, conn.read_to_end(&mut all))
+        .await
+        .expect("the server to close the connection");
+    // A reset after a refusal is a close too.
+    if let Err(e) = read {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// Clients that send slowly or not at all hold neither memory nor a
+/// connection for long, and past the connection cap newcomers wait to be
+/// accepted rather than the server running out.
+#[tokio::test]
+async fn slow_silent_and_crowding_clients_are_bounded() {
+    let h = Harness::start(
+        "api-slow",
+        1,
+        &[
+            "--max-connections",
+            "8",
+            "--header-read-timeout",
+            "3s",
+            "--body-read-timeout",
+            "2s",
+            "--idle-timeout",
+            "3s",
+        ],
+    )
+    .await;
+    let token = h.token(0, "writer", &["*:write"]).await;
+    let addr = h.base.trim_start_matches("http://").to_owned();
+    let connect = || tokio::net::TcpStream::connect(addr.as_str());
+    let head = |path: &str, auth: &str, length: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: {MEDIA}\r\n\
+             Content-Length: {length}\r\n\r\n"
+        )
+    };
+
+    // Without a token, a large body that never comes is not waited for:
+    // 401 from the headers (reading it first would answer 408).
+    let mut conn = connect().await.unwrap();
+    let request = head("/api/v1/requirements", "", 1_000_000) + "{";
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+
+    // With one, a body that stalls is given up on: 408, in each API's
+    // error format, and nothing is created.
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let mut conn = connect().await.unwrap();
+    let request = head("/api/v1/requirements", &auth, 100) + "{\"data\":";
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"body_timeout\""), "{answer}");
+    let mut conn = connect().await.unwrap();
+    let request = head("/oauth/token", "", 100).replace(MEDIA, "application/x-www-form-urlencoded")
+        + "grant_type=";
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"invalid_request\""), "{answer}");
+    assert_eq!(
+        h.kubectl_json(0, &["get", "requirements"])["items"],
+        json!([])
+    );
+
+    // Half a request head, no bytes at all, or an HTTP/2 connection that
+    // goes quiet: each is closed, unanswered.
+    let mut half = connect().await.unwrap();
+    half.write_all(b"GET /api/v1/requirements HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = connect().await.unwrap();
+    let mut quiet_h2 = connect().await.unwrap();
+    quiet_h2
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    for conn in [&mut half, &mut silent] {
+        let answer = until_closed(conn).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+    }
+    let answer = until_closed(&mut quiet_h2).await;
+    assert!(!answer.contains("HTTP/1.1"), "{answer}");
+
+    // The cap. Once every connection above is gone, eight busy keep-alive
+    // clients hold all eight slots.
+    let open = || async {
+        let metrics = h
+            .http
+            .get(format!("{}/metrics", h.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("catalio_http_open_connections "))
+            .unwrap_or_else(|| panic!("no open connections gauge in {metrics}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    eventually(WAIT, "every connection to close", || async {
+        (open().await == 0).then_some(())
+    })
+    .await;
+    let jwks = b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut holders = Vec::new();
+    for _ in 0..8 {
+        let mut conn = connect().await.unwrap();
+        conn.write_all(jwks).await.unwrap();
+        assert_eq!(response(&mut conn).await, "HTTP/1.1 200 OK");
+        holders.push(conn);
+    }
+    // A ninth connects (the kernel completes it) and asks; the eight ask
+    // again and are answered, yet the ninth is still not accepted.
+    let mut ninth = connect().await.unwrap();
+    ninth.write_all(jwks).await.unwrap();
+    for conn in &mut holders {
+        conn.write_all(jwks).await.unwrap();
+        assert_eq!(response(conn).await, "HTTP/1.1 200 OK");
+    }
+    assert_eq!(open().await, 8);
+    // One leaves: the ninth is served.
+    drop(holders.pop());
+    let answer = tokio::time::timeout(WAIT, response(&mut ninth))
+        .await
+        .expect("the ninth to be answered once a slot is free");
+    assert_eq!(answer, "HTTP/1.1 200 OK");
+}

@@ -13,7 +13,7 @@
 //! this runs in process against an in-memory index in the unit tests.
 
 use std::sync::{Arc, LazyLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use jiff::Timestamp;
@@ -335,6 +335,7 @@ fn admission<S: Index, W: Writes>(
 /// 404 for anything else below `/api/v1`.
 pub fn routes<S: Index, W: Writes>(
     api: Arc<JsonApi<S, W>>,
+    body_timeout: Duration,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let openapi = {
         let api = api.clone();
@@ -363,7 +364,7 @@ pub fn routes<S: Index, W: Writes>(
         .and(query)
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("if-match"))
-        .and(super::body::unread())
+        .and(super::body::unread(body_timeout))
         .and_then(
             |admitted: Admitted<S, W>, query: String, content_type, if_match, body| async move {
                 let route = admitted.call.route;
@@ -615,6 +616,11 @@ async fn body(content_type: Option<&str>, body: Unread) -> Result<Bytes, Problem
             StatusCode::BAD_REQUEST,
             "invalid_document",
             "the request body could not be read",
+        )),
+        Err(BodyError::TimedOut) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time",
         )),
     }
 }

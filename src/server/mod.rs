@@ -2,6 +2,7 @@
 //! and the JSON:API) and the admin one (health, readiness and metrics).
 
 pub mod body;
+mod deadline;
 pub mod jsonapi;
 pub mod limit;
 pub mod oauth;
@@ -17,10 +18,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use jiff::Timestamp;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
@@ -49,6 +53,7 @@ fn routed(reply: impl Reply, route: &'static str) -> warp::reply::Response {
 pub fn routes<S: Index, W: Writes>(
     service: Arc<TokenService>,
     jsonapi: Arc<JsonApi<S, W>>,
+    body_timeout: Duration,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let metrics = service.metrics.clone();
     let with = move || {
@@ -61,7 +66,7 @@ pub fn routes<S: Index, W: Writes>(
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::ext::optional::<Peer>())
-        .and(body::limited(oauth::BODY_LIMIT))
+        .and(body::limited(oauth::BODY_LIMIT, body_timeout))
         .map(
             |s: Arc<TokenService>,
              ct: Option<String>,
@@ -94,7 +99,7 @@ pub fn routes<S: Index, W: Writes>(
         .unify()
         .or(metadata)
         .unify()
-        .or(jsonapi::routes(jsonapi))
+        .or(jsonapi::routes(jsonapi, body_timeout))
         .unify()
         .recover(recover)
         .unify();
@@ -203,6 +208,52 @@ pub struct Peer(pub SocketAddr);
 /// A TLS handshake slower than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What one listener grants its clients: how many connections at once,
+/// and how long it waits on each.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections open at once; past it, new ones wait in the kernel's
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// Time a client has to send a request head (which also ends an idle
+    /// HTTP/1.1 keep-alive connection), and the first bytes of any.
+    pub header_read: Duration,
+    /// Time a connection may wait on its client, to read or to write,
+    /// once past its first bytes (what ends a quiet HTTP/2 connection).
+    pub idle: Duration,
+    /// Connections open now, for metrics.
+    pub open: Gauge,
+}
+
+impl Limits {
+    /// The admin listener's: kubelet probes and Prometheus, a few at once.
+    pub fn admin() -> Self {
+        Limits {
+            max_connections: 256,
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            open: Gauge::default(),
+        }
+    }
+}
+
+/// A connection's slot under [`Limits::max_connections`], given back when
+/// the connection ends.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// Any stream a connection is served over: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// Serves `filter` on `listener` until `shutdown` resolves, then finishes
 /// the requests in flight. With `tls`, every connection is TLS. Each request
 /// carries its connection's [`Peer`].
@@ -210,6 +261,7 @@ pub async fn serve<F, R>(
     listener: tokio::net::TcpListener,
     filter: F,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -217,8 +269,20 @@ pub async fn serve<F, R>(
 {
     let graceful = GracefulShutdown::new();
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    builder.http2().timer(TokioTimer::new());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // A slot first: at the cap, connections wait unaccepted.
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -231,6 +295,11 @@ pub async fn serve<F, R>(
             },
             () = &mut shutdown => break,
         };
+        limits.open.inc();
+        let slot = Slot {
+            _permit: permit,
+            open: limits.open.clone(),
+        };
         let service = warp::service(filter.clone());
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(Peer(peer));
@@ -239,33 +308,29 @@ pub async fn serve<F, R>(
         });
         let watcher = graceful.watcher();
         let tls = tls.clone();
+        let builder = builder.clone();
+        let (first, idle) = (limits.header_read, limits.idle);
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let result = match tls {
-                None => {
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection).await
-                }
+            let _slot = slot;
+            let stream: Box<dyn Io> = match tls {
+                None => Box::new(stream),
                 Some(tls) => {
-                    let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection).await
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
                 }
             };
-            if let Err(e) = result {
+            let io = TokioIo::new(deadline::Deadline::new(stream, first, idle));
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            if let Err(e) = watcher.watch(connection).await {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
         });

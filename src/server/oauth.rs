@@ -509,6 +509,11 @@ pub fn body_error(e: super::body::BodyError) -> OAuthError {
             format!("The body is larger than {BODY_LIMIT} bytes"),
         ),
         super::body::BodyError::Read => OAuthError::invalid_request("The body could not be read"),
+        super::body::BodyError::TimedOut => OAuthError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            "The body did not arrive in time",
+        ),
     }
 }
 

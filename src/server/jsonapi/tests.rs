@@ -232,7 +232,7 @@ impl Harness {
     /// Sends a request through the public routes' JSON:API part and its
     /// recover, as the server does.
     pub async fn send(&self, request: warp::test::RequestBuilder) -> Reply {
-        let routes = routes(self.api.clone())
+        let routes = routes(self.api.clone(), Duration::from_secs(30))
             .recover(crate::server::recover)
             .unify();
         let response = request.reply(&routes).await;
