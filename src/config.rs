@@ -127,6 +127,29 @@ pub struct Operator {
     #[arg(long, env = "CATALIO_API_BURST", default_value_t = 200)]
     pub api_burst: u32,
 
+    /// Objects of each type one organization may hold through the JSON:API
+    /// (archived ones count: archiving keeps them); past it, 403.
+    #[arg(long, env = "CATALIO_MAX_OBJECTS_PER_KIND", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_objects_per_kind: u32,
+
+    /// Bytes of content (names, attributes, related names) of each type one
+    /// organization may hold through the JSON:API: a number, or with a
+    /// Ki, Mi or Gi suffix; past it, 403.
+    #[arg(long, env = "CATALIO_MAX_BYTES_PER_KIND", default_value = "32Mi",
+          value_parser = parse_bytes)]
+    pub max_bytes_per_kind: u64,
+
+    /// Access tokens per second one credential may be issued (0: no
+    /// limit); past it, 429 with Retry-After. Tokens last hours: a client
+    /// needs few.
+    #[arg(long, env = "CATALIO_TOKEN_RATE_LIMIT", default_value_t = 10)]
+    pub token_rate_limit: u32,
+
+    /// Tokens a credential may be issued at once above the rate.
+    #[arg(long, env = "CATALIO_TOKEN_BURST", default_value_t = 50)]
+    pub token_burst: u32,
+
     /// Connections the public listener holds open at once; more wait to be
     /// accepted until one closes.
     #[arg(long, env = "CATALIO_MAX_CONNECTIONS", default_value_t = 1024,
@@ -152,8 +175,55 @@ pub struct Operator {
     pub log_format: LogFormat,
 }
 
+/// A byte count as Kubernetes quantities write it: `1048576`, `64Ki`,
+/// `32Mi`, `1Gi`.
+fn parse_bytes(input: &str) -> Result<u64, String> {
+    let (digits, unit) = input
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((input, ""), |at| input.split_at(at));
+    let scale: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(format!("{input:?}: the unit must be Ki, Mi or Gi")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{input:?} is not a positive byte count"))
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_read_as_quantities() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64Ki"), Ok(64 << 10));
+        assert_eq!(parse_bytes("32Mi"), Ok(32 << 20));
+        assert_eq!(parse_bytes("2Gi"), Ok(2 << 30));
+        for bad in [
+            "",
+            "0",
+            "0Mi",
+            "Mi",
+            "1.5Mi",
+            "32M",
+            "32mi",
+            "-1",
+            "99999999999999Gi",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -25,6 +25,7 @@ use crate::index::resources::ResourceStore;
 use crate::index::{self, CredentialIndex};
 use crate::leader::{self, Elector};
 use crate::metrics::Metrics;
+use crate::server::jsonapi::Quota;
 use crate::server::limit::RateLimit;
 use crate::server::oauth::TokenSettings;
 use crate::server::tls::{CertFiles, ReloadingCert};
@@ -70,6 +71,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         shutdown_delay,
         api_rate_limit,
         api_burst,
+        max_objects_per_kind,
+        max_bytes_per_kind,
+        token_rate_limit,
+        token_burst,
         max_connections,
         header_read_timeout,
         body_read_timeout,
@@ -145,6 +150,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tls,
             api_rate_limit,
             api_burst,
+            quota: Quota {
+                objects: max_objects_per_kind as usize,
+                bytes: usize::try_from(max_bytes_per_kind).unwrap_or(usize::MAX),
+            },
+            token_rate_limit,
+            token_burst,
             limits: Limits {
                 max_connections: max_connections as usize,
                 header_read: header_read_timeout,
@@ -204,6 +215,9 @@ struct Public {
     tls: Option<Arc<ReloadingCert>>,
     api_rate_limit: u32,
     api_burst: u32,
+    quota: Quota,
+    token_rate_limit: u32,
+    token_burst: u32,
     limits: Limits,
     body_read_timeout: Duration,
 }
@@ -228,6 +242,9 @@ async fn serve_public(
         tls,
         api_rate_limit,
         api_burst,
+        quota,
+        token_rate_limit,
+        token_burst,
         limits,
         body_read_timeout,
     } = public;
@@ -243,6 +260,7 @@ async fn serve_public(
         },
         token_url: token_url.clone(),
         throttle: Throttle::default(),
+        issuance: RateLimit::new(token_rate_limit, token_burst),
         usage: UsageRecorder::spawn(client.clone(), Duration::from_secs(60)),
         metrics: metrics.clone(),
     });
@@ -259,6 +277,7 @@ async fn serve_public(
             leeway: Duration::from_secs(60),
         },
         limit: RateLimit::new(api_rate_limit, api_burst),
+        quota,
         metrics: metrics.clone(),
         openapi: api::openapi::document(&token_url).to_string(),
     });

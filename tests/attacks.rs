@@ -553,3 +553,90 @@ async fn strict_oauth_clients_accept_the_server() {
     assert_eq!(checked["header"]["typ"], "at+jwt");
     assert_eq!(checked["claims"]["client_id"], id);
 }
+
+/// Hole 11: a client looping on the token endpoint had every signature the
+/// replica could make. Issuance is limited per credential, counted only
+/// once the secret is right, so a stranger holding the public client id
+/// cannot spend the owner's allowance.
+#[tokio::test]
+async fn one_looping_client_cannot_take_every_signature() {
+    let t = Target::start(
+        "token-loop",
+        &[
+            "--token-url",
+            "{base}/oauth/token",
+            "--token-rate-limit",
+            "1",
+            "--token-burst",
+            "5",
+        ],
+    )
+    .await;
+    let (id, secret) = t.credential("looping", "").await;
+    let (other_id, other_secret) = t.credential("other", "").await;
+    let stranger = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        .build()
+        .unwrap();
+    for _ in 0..8 {
+        let (status, _) = t.token_from(&stranger, &id, "catalio_cs_wrong").await;
+        assert_eq!(status, 401);
+    }
+    // The owner loops: a few tokens (the burst, less the one taken above),
+    // then 429 with Retry-After.
+    let mut issued = 0;
+    let refused = loop {
+        let r = t
+            .http
+            .post(t.url("/oauth/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", id.as_str()),
+                ("client_secret", secret.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => issued += 1,
+            429 => break r,
+            other => panic!("the looping client got {other}"),
+        }
+        assert!(issued < 200, "200 tokens in a row: issuance is not limited");
+    };
+    assert!(
+        issued >= 4,
+        "the stranger spent the owner's allowance: {issued} issued"
+    );
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After: {wait}");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    // Other credentials are not held back, and the looping one is served
+    // again once it waits.
+    assert_eq!(t.token_status(&other_id, &other_secret).await, 200);
+    eventually(WAIT, "the looping client to be served again", || async {
+        (t.token_status(&id, &secret).await == 200).then_some(())
+    })
+    .await;
+    let metrics = metrics_text(&t).await;
+    assert!(
+        metrics.contains("catalio_tokens_refused_total{reason=\"rate_limited\"}"),
+        "no rate_limited in metrics"
+    );
+}
+
+async fn metrics_text(t: &Target) -> String {
+    t.http
+        .get(format!("{}/metrics", t.endpoints.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

@@ -166,6 +166,9 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
         .filter_map(|l| l.trim().strip_prefix("- name: CATALIO_"))
         .collect();
     assert!(passed.contains(&"MAX_CONNECTIONS"), "{passed:?}");
+    // Large numbers reach the binary as integers, not as 1e+06.
+    let big = template(&["--set", "api.maxObjectsPerKind=1000000"]);
+    assert!(big.contains("value: \"1000000\""), "{big}");
     for name in passed {
         assert!(
             help.contains(&format!("env: CATALIO_{name}=")),
@@ -201,6 +204,7 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
         ("watchNamespaces={Not_Valid}", "watchNamespaces"),
         ("tokenLifetime=1day", "tokenLifetime"),
         ("api.maxConnections=0", "maxConnections"),
+        ("api.maxBytesPerKind=32MB", "maxBytesPerKind"),
         ("api.bodyReadTimeout=forever", "bodyReadTimeout"),
         ("typo=1", "additional properties 'typo' not allowed"),
         (

@@ -1772,3 +1772,105 @@ async fn slow_silent_and_crowding_clients_are_bounded() {
         .expect("the ninth to be answered once a slot is free");
     assert_eq!(answer, "HTTP/1.1 200 OK");
 }
+
+/// One tenant cannot fill every replica through the API: objects and bytes
+/// per type are capped per organization, and the refusal names the limit.
+#[tokio::test]
+async fn quotas_cap_what_one_organization_holds() {
+    let h = Harness::start(
+        "api-quota",
+        2,
+        &["--max-objects-per-kind", "3", "--max-bytes-per-kind", "4Ki"],
+    )
+    .await;
+    let token = h.token(0, "writer", &["*:write"]).await;
+    let other = h.token(1, "writer", &["*:write"]).await;
+    let create = |token: &str, ty: &str, title: &str| {
+        let (path, doc) = (
+            format!("/api/v1/{ty}s"),
+            json!({"data": {"type": ty, "attributes": {"title": title}}}),
+        );
+        let (h, token) = (&h, token.to_owned());
+        async move { h.call(Method::POST, &path, Some(&token), Some(doc)).await }
+    };
+    for i in 0..3 {
+        let r = create(&token, "requirement", &format!("r{i}")).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // Archived objects count: archiving keeps them.
+    let first = h.kubectl_json(0, &["get", "requirements"])["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = h
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/requirements/{first}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = create(&token, "requirement", "one too many").await;
+    let (status, code, _) = r.error();
+    assert_eq!((status, code.as_str()), (403, "too_many_objects"));
+    let detail = r.body["errors"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("holds 3 requirement objects") && detail.contains("3 per type"),
+        "{detail}"
+    );
+    // Per type and per organization: others still write.
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/personas",
+            Some(&token),
+            Some(json!({"data": {"type": "persona", "attributes": {"name": "Manager"}}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(create(&other, "requirement", "elsewhere").await.status, 201);
+    // Bytes: a write that could take the type past 4 KiB is refused.
+    let second = h.kubectl_json(0, &["get", "requirements"])["items"][1]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = h
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/requirements/{second}"),
+            Some(&token),
+            Some(json!({"data": {"type": "requirement", "id": second,
+                "attributes": {"description": "d".repeat(4096)}}})),
+        )
+        .await;
+    let (status, code, _) = r.error();
+    assert_eq!((status, code.as_str()), (403, "too_many_bytes"));
+    assert!(
+        r.body["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("4096 bytes per type")
+    );
+    // A small change still lands.
+    let r = h
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/requirements/{second}"),
+            Some(&token),
+            Some(json!({"data": {"type": "requirement", "id": second,
+                "attributes": {"description": "short"}}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Nothing refused reached the API server.
+    let items = h.kubectl_json(0, &["get", "requirements"])["items"].clone();
+    assert_eq!(items.as_array().unwrap().len(), 3);
+    assert!(
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["spec"]["description"] != "d".repeat(4096))
+    );
+}

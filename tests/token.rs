@@ -694,7 +694,8 @@ async fn signing_key_rotation_publishes_before_signing_and_keeps_old_keys() {
 
 #[tokio::test]
 async fn last_used_at_moves_and_is_written_at_most_once_a_minute() {
-    let s = Server::start("usage", &[]).await;
+    // 200 tokens for one credential: its issuance limit is off here.
+    let s = Server::start("usage", &["--token-rate-limit", "0"]).await;
     let cred = s.credential("ci", "").await;
     let creds = Api::<ApiCredential>::namespaced(s.client.clone(), &s.ns.name);
     let used = eventually(WAIT, "lastUsedAt to be set", || async {
@@ -776,7 +777,11 @@ async fn neither_secrets_nor_tokens_reach_the_logs() {
 
 #[tokio::test]
 async fn sigterm_under_load_fails_no_request_in_flight() {
-    let mut s = Server::start("sigterm", &["--shutdown-delay", "2s"]).await;
+    let mut s = Server::start(
+        "sigterm",
+        &["--shutdown-delay", "2s", "--token-rate-limit", "0"],
+    )
+    .await;
     let cred = s.credential("ci", "").await;
     let body = json!({
         "client_id": cred.id, "client_secret": cred.secret, "grant_type": "client_credentials",

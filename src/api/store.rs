@@ -32,6 +32,36 @@ pub struct Entry {
     pub search_text: String,
 }
 
+impl Entry {
+    /// About how many bytes of content the object holds: its name, its
+    /// attributes and the names it relates to. What quotas count.
+    pub fn footprint(&self) -> usize {
+        fn value(v: &Value) -> usize {
+            match v {
+                Value::Null | Value::Bool(_) => 1,
+                Value::Number(_) => 8,
+                Value::String(s) => s.len(),
+                Value::Array(items) => items.iter().map(value).sum::<usize>() + 1,
+                Value::Object(fields) => {
+                    fields
+                        .iter()
+                        .map(|(k, v)| k.len() + value(v))
+                        .sum::<usize>()
+                        + 1
+                }
+            }
+        }
+        self.name.len()
+            + self.attributes.iter().map(value).sum::<usize>()
+            + self
+                .relationships
+                .iter()
+                .flatten()
+                .map(String::len)
+                .sum::<usize>()
+    }
+}
+
 /// One organization's objects of every type, read without I/O.
 pub trait Organization {
     fn get(&self, ty: &ResourceType, name: &str) -> Option<&Arc<Entry>>;
@@ -41,6 +71,9 @@ pub trait Organization {
 
     /// How many objects of `ty` are archived (`true`) or live (`false`).
     fn count(&self, ty: &ResourceType, archived: bool) -> usize;
+
+    /// The [`Entry::footprint`] of every object of `ty`, archived or not.
+    fn bytes(&self, ty: &ResourceType) -> usize;
 
     /// Names of the live objects of `ty` whose relationship `rel` includes
     /// `target`, in name order.

@@ -136,6 +136,8 @@ pub struct Table {
     /// are read from here, and leave archived objects out as collections do.
     refs: Vec<imbl::HashMap<String, OrdSet<String>>>,
     archived: usize,
+    /// The footprint of every object here.
+    bytes: usize,
 }
 
 impl Table {
@@ -208,6 +210,7 @@ impl Table {
             }
         }
         self.archived += usize::from(entry.archived);
+        self.bytes += entry.footprint();
         self.order
             .insert((entry.created, entry.name.clone()), entry.clone());
         self.by_name.insert(entry.name.clone(), entry);
@@ -218,6 +221,7 @@ impl Table {
             return;
         };
         self.archived -= usize::from(old.archived);
+        self.bytes -= old.footprint();
         self.order.remove(&(old.created, old.name.clone()));
         for (i, names) in old.relationships.iter().enumerate() {
             for target in names {
@@ -249,6 +253,10 @@ impl Organization for Org {
 
     fn count(&self, ty: &ResourceType, archived: bool) -> usize {
         self.table(ty).count(archived)
+    }
+
+    fn bytes(&self, ty: &ResourceType) -> usize {
+        self.table(ty).bytes
     }
 
     fn referring(&self, ty: &ResourceType, rel: usize, target: &str) -> impl Iterator<Item = &str> {
@@ -496,6 +504,19 @@ mod tests {
             (1, 0)
         );
         assert_eq!(org.table(req).len(), 1);
+        // Quotas read the bytes held, which follow every change.
+        let held = |org: &Org| org.bytes(req);
+        let r1 = org.get(req, "r1").unwrap().footprint();
+        assert_eq!(held(&org), r1);
+        let title = |t: String| serde_json::json!({ "title": t });
+        org.upsert(req, entry("Requirement", "r3", 11, title("x".repeat(1000))));
+        let big = held(&org);
+        assert_eq!(big, r1 + org.get(req, "r3").unwrap().footprint());
+        org.upsert(req, entry("Requirement", "r3", 12, title("y".into())));
+        assert_eq!(held(&org), big - 999);
+        org.remove(req, "r3");
+        org.remove(req, "r1");
+        assert_eq!(held(&org), 0);
     }
 
     #[test]

@@ -48,9 +48,58 @@ pub struct JsonApi<S, W> {
     pub writes: W,
     pub verifier: Verifier,
     pub limit: RateLimit,
+    pub quota: Quota,
     pub metrics: Arc<Metrics>,
     /// The OpenAPI document, rendered once.
     pub openapi: String,
+}
+
+/// What one organization may hold of each type through the API: every
+/// replica holds every organization's objects, so one tenant must not be
+/// able to fill them all.
+#[derive(Clone, Copy, Debug)]
+pub struct Quota {
+    /// Objects, archived ones included (archiving keeps them).
+    pub objects: usize,
+    /// Bytes of content ([`Entry::footprint`]).
+    pub bytes: usize,
+}
+
+impl Quota {
+    /// Refuses a write that could take `ty` past the quota: one that adds
+    /// `adds` objects, and `grows` bytes at most (a write's body bounds
+    /// what it can add).
+    fn admits(
+        &self,
+        ty: &ResourceType,
+        org: &impl Organization,
+        adds: usize,
+        grows: usize,
+    ) -> Result<(), Problem> {
+        let held = org.count(ty, false) + org.count(ty, true);
+        if adds > 0 && held + adds > self.objects {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "too_many_objects",
+                format!(
+                    "this organization holds {held} {} objects, the most its quota allows ({} per type)",
+                    ty.name, self.objects
+                ),
+            ));
+        }
+        let bytes = org.bytes(ty);
+        if bytes.saturating_add(grows) > self.bytes {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "too_many_bytes",
+                format!(
+                    "this organization's {} objects hold {bytes} bytes; this write could take them past its quota of {} bytes per type",
+                    ty.name, self.bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A refused request: the problem, and the route it was refused on (for
@@ -731,8 +780,10 @@ async fn serve<S: Index, W: Writes>(
             Ok(with_etag(respond(StatusCode::OK, Some(&doc)), entry))
         }),
         (Method::POST, At::Collection) => {
-            let changes =
-                input::parse(ty, &body(content_type, unread).await?, Intent::Create, None)?;
+            let body = body(content_type, unread).await?;
+            api.index
+                .read(org, |o| api.quota.admits(ty, o, 1, body.len()))?;
+            let changes = input::parse(ty, &body, Intent::Create, None)?;
             check_link_scopes(ty, &changes, &verified, &in_document)?;
             api.check_related(ty, org, &changes, &in_document).await?;
             let entry = api.writes.create(ty, org, changes.spec(ty)).await?;
@@ -746,12 +797,10 @@ async fn serve<S: Index, W: Writes>(
             Ok(response)
         }
         (Method::PATCH, At::One(id)) => {
-            let changes = input::parse(
-                ty,
-                &body(content_type, unread).await?,
-                Intent::Update,
-                Some(&id),
-            )?;
+            let body = body(content_type, unread).await?;
+            api.index
+                .read(org, |o| api.quota.admits(ty, o, 0, body.len()))?;
+            let changes = input::parse(ty, &body, Intent::Update, Some(&id))?;
             let precondition = if_match(if_match_header.as_deref())?;
             check_link_scopes(ty, &changes, &verified, &in_document)?;
             api.check_related(ty, org, &changes, &in_document).await?;
@@ -804,7 +853,12 @@ async fn serve<S: Index, W: Writes>(
             })
         }),
         (method, At::Relationship(id, Field::Relationship(i))) => {
-            let names = input::parse_linkage(ty, i, &body(content_type, unread).await?)?;
+            let body = body(content_type, unread).await?;
+            if method != Method::DELETE {
+                api.index
+                    .read(org, |o| api.quota.admits(ty, o, 0, body.len()))?;
+            }
+            let names = input::parse_linkage(ty, i, &body)?;
             let precondition = if_match(if_match_header.as_deref())?;
             let changes = input::Changes {
                 relationships: vec![(i, names)],

@@ -1,12 +1,12 @@
-//! Per-organization rate limiting of the JSON:API: a token bucket per
-//! namespace, refilled continuously. A refused request learns how long to
-//! wait (`Retry-After`).
+//! Rate limiting: a token bucket per key, refilled continuously. The
+//! JSON:API keys by organization (namespace), the token endpoint by client
+//! id. A refused request learns how long to wait (`Retry-After`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Organizations tracked at once; full buckets are dropped first.
+/// Keys tracked at once; full buckets are dropped first.
 const CAPACITY: usize = 100_000;
 
 pub struct RateLimit {
@@ -25,20 +25,20 @@ impl RateLimit {
         }
     }
 
-    /// Takes one request from `org`'s bucket at `now`, or says how long
+    /// Takes one request from `key`'s bucket at `now`, or says how long
     /// until one is available.
-    pub fn take(&self, org: &str, now: Instant) -> Result<(), Duration> {
+    pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
         if self.rate <= 0.0 {
             return Ok(());
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= CAPACITY && !buckets.contains_key(org) {
+        if buckets.len() >= CAPACITY && !buckets.contains_key(key) {
             let (rate, burst) = (self.rate, self.burst);
             buckets.retain(|_, (level, at)| {
                 *level + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
             });
         }
-        let (level, at) = buckets.entry(org.to_owned()).or_insert((self.burst, now));
+        let (level, at) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
         let refilled =
             (*level + now.saturating_duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
         *at = now;

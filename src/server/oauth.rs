@@ -14,6 +14,7 @@ use tracing::debug;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
+use super::limit::RateLimit;
 use super::throttle::Throttle;
 use crate::index::{CredentialEntry, CredentialIndex, SecretSlot};
 use crate::metrics::{Metrics, ReasonLabel};
@@ -360,6 +361,9 @@ pub struct TokenService {
     pub token_url: String,
     pub jwks_url: String,
     pub throttle: Throttle,
+    /// Tokens issued per credential: one looping client cannot take every
+    /// signature the replica can make.
+    pub issuance: RateLimit,
     pub usage: UsageRecorder,
     pub metrics: Arc<Metrics>,
 }
@@ -385,10 +389,11 @@ impl TokenService {
                     status = e.status.as_u16(),
                     "token request refused"
                 );
-                let reason = match e.status {
-                    StatusCode::TOO_MANY_REQUESTS => "throttled",
-                    StatusCode::INTERNAL_SERVER_ERROR => "server_error",
-                    _ => e.error,
+                let reason = match (e.status, e.error) {
+                    (StatusCode::TOO_MANY_REQUESTS, "invalid_client") => "throttled",
+                    (StatusCode::TOO_MANY_REQUESTS, _) => "rate_limited",
+                    (StatusCode::INTERNAL_SERVER_ERROR, _) => "server_error",
+                    (_, error) => error,
                 };
                 self.metrics
                     .tokens_refused
@@ -448,6 +453,18 @@ impl TokenService {
                 self.throttle.failed(client, source, clock);
             }
         })?;
+        // Counted only once the secret is right: client ids are public, and
+        // a stranger must not spend an owner's allowance.
+        if let Err(wait) = self.issuance.take(&request.client_id, clock) {
+            return Err(OAuthError {
+                retry_after: Some(wait),
+                ..OAuthError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "invalid_request",
+                    "Too many tokens issued to this client; reuse the last one until it expires",
+                )
+            });
+        }
         let key = ring.signer(now).ok_or_else(server_error)?;
         let payload = serde_json::to_vec(&claims).map_err(|_| server_error())?;
         let token = key.sign(&payload).map_err(|_| server_error())?;

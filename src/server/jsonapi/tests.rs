@@ -140,6 +140,10 @@ impl Harness {
                 leeway: Duration::from_secs(60),
             },
             limit,
+            quota: Quota {
+                objects: 10_000,
+                bytes: 32 << 20,
+            },
             metrics: Metrics::new(),
             openapi: crate::api::openapi::document("http://catalio.test/oauth/token").to_string(),
         });
