@@ -2,13 +2,13 @@
 //! sort and paging, or one object, with relationships, sparse fieldsets,
 //! compound documents and links. Pure functions of the index and the query.
 
-use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::query::{Filter, Include, Page, Query, SortField, SortKey};
+use super::order::{compare, sort_value};
+use super::query::{Filter, Include, Page, Query};
 use super::store::{Entry, Organization};
 use crate::crd::registry::{self, AttrKind, Field, ResourceType};
 
@@ -127,6 +127,18 @@ pub fn select<'o, O: Organization>(
         }
         return (total, page);
     }
+    if let Some(sorted) = org.sorted(ty, &query.sort) {
+        // The order is kept: the page is a walk to its end, and the total
+        // a count without sorting.
+        let total =
+            counted(ty, org, query).unwrap_or_else(|| org.all(ty).filter(|e| matches(e)).count());
+        let page = sorted
+            .filter(|e| matches(e))
+            .skip(skip)
+            .take(take)
+            .collect();
+        return (total, page);
+    }
     let selected: Vec<&'o Arc<Entry>> = org.all(ty).filter(|e| matches(e)).collect();
     // Each object's sort keys, computed once, side by side in one buffer.
     let k = query.sort.len();
@@ -159,97 +171,22 @@ pub fn select<'o, O: Organization>(
     (total, page)
 }
 
-/// One object's value for one sort key, computed once per request rather
-/// than at every comparison.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum SortValue<'e> {
-    Rank(usize),
-    Text(Text<'e>),
-    Time(jiff::Timestamp),
-    Flag(bool),
-    Unset,
-}
-
-fn sort_value<'e>(ty: &ResourceType, field: SortField, e: &'e Entry) -> SortValue<'e> {
-    match field {
-        SortField::Id => SortValue::Text(Text(&e.name)),
-        SortField::Field(Field::CreatedAt) => SortValue::Time(e.created),
-        SortField::Field(Field::UpdatedAt) => SortValue::Time(e.updated),
-        SortField::Field(Field::Archived) => SortValue::Flag(e.archived),
-        SortField::Field(Field::Attribute(i)) => {
-            let value = &e.attributes[i];
-            match (ty.attributes[i].kind, value.as_str()) {
-                (_, None) => SortValue::Unset,
-                (AttrKind::Enum(values), Some(_)) => {
-                    rank(values, value).map_or(SortValue::Unset, SortValue::Rank)
-                }
-                (_, Some(text)) => SortValue::Text(Text(text)),
-            }
+/// A collection's total from the index's counts, when the request filters
+/// by nothing but the values of one enum attribute.
+fn counted(ty: &ResourceType, org: &impl Organization, query: &Query) -> Option<usize> {
+    if query.search.is_some() {
+        return None;
+    }
+    match &query.filters[..] {
+        [] => Some(org.count(ty, query.archived)),
+        [Filter::Attribute(i, values)] if !query.archived => {
+            let mut values: Vec<&str> = values.iter().map(String::as_str).collect();
+            values.sort_unstable();
+            values.dedup();
+            values.iter().map(|v| org.live_with(ty, *i, v)).sum()
         }
-        SortField::Field(_) => SortValue::Unset,
+        _ => None,
     }
-}
-
-/// Text in the order people expect of a sorted list: letters regardless of
-/// case first ("apple" < "Banana" < "cherry"), then by code point, so the
-/// order stays total ("Apple" < "apple").
-#[derive(Debug, PartialEq, Eq)]
-struct Text<'e>(&'e str);
-
-impl<'e> Ord for Text<'e> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Byte by byte while both are ASCII (names and titles usually are,
-        // and sorting compares them thousands of times); from the first
-        // other character on, which is a character boundary in both, by
-        // folded characters.
-        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        let mut i = 0;
-        let folded = loop {
-            match (a.get(i), b.get(i)) {
-                (Some(x), Some(y)) if x.is_ascii() && y.is_ascii() => {
-                    match x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase()) {
-                        Ordering::Equal => i += 1,
-                        unequal => break unequal,
-                    }
-                }
-                (Some(_), Some(_)) => {
-                    let fold = |s: &'e str| s.chars().flat_map(char::to_lowercase);
-                    break fold(&self.0[i..]).cmp(fold(&other.0[i..]));
-                }
-                (x, y) => break x.is_some().cmp(&y.is_some()),
-            }
-        };
-        folded.then_with(|| self.0.cmp(other.0))
-    }
-}
-
-impl PartialOrd for Text<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-fn compare(keys: &[SortKey], a: &[SortValue<'_>], b: &[SortValue<'_>]) -> Ordering {
-    for (key, (x, y)) in keys.iter().zip(a.iter().zip(b)) {
-        let order = match (x, y) {
-            // Unset values come last whichever the direction.
-            (SortValue::Unset, SortValue::Unset) => continue,
-            (SortValue::Unset, _) => return Ordering::Greater,
-            (_, SortValue::Unset) => return Ordering::Less,
-            _ if key.descending => y.cmp(x),
-            _ => x.cmp(y),
-        };
-        if order != Ordering::Equal {
-            return order;
-        }
-    }
-    Ordering::Equal
-}
-
-/// Enums sort in their declared order (low before critical).
-fn rank(values: &[&str], v: &Value) -> Option<usize> {
-    let v = v.as_str()?;
-    values.iter().position(|x| *x == v)
 }
 
 /// Collects included objects without duplicates, primary data excluded.
@@ -738,40 +675,6 @@ mod tests {
     }
 
     #[test]
-    fn text_sorts_regardless_of_case_then_by_code_point() {
-        let mut words = [
-            "cherry", "Banana", "apple", "Apple", "Éclair", "eclair", "zed", "Zed",
-        ];
-        words.sort_by(|a, b| Text(a).cmp(&Text(b)));
-        // Case folds, accents do not (that takes a collation table).
-        assert_eq!(
-            words,
-            [
-                "Apple", "apple", "Banana", "cherry", "eclair", "Zed", "zed", "Éclair"
-            ]
-        );
-        // Past a shared ASCII prefix, with other characters, and prefixes.
-        let order = |a: &str, b: &str| Text(a).cmp(&Text(b));
-        assert_eq!(order("Straße", "STRASSE"), Ordering::Greater);
-        assert_eq!(order("naïve", "NAÏVE"), Ordering::Greater);
-        assert_eq!(order("NAÏVE", "naïve"), Ordering::Less);
-        assert_eq!(order("Ärger", "ärger"), Ordering::Less);
-        assert_eq!(order("ärger", "Ärgerlich"), Ordering::Less);
-        assert_eq!(order("Req 10", "req 9"), Ordering::Less);
-        assert_eq!(order("req", "Req 1"), Ordering::Less);
-        assert_eq!(order("Même", "même"), Ordering::Less);
-        assert_eq!(order("même", "même"), Ordering::Equal);
-        // In a collection, through sort=assignee and its reverse.
-        let req = by_name("requirement").unwrap();
-        let mut org = Org::default();
-        for (name, assignee) in [("a", "bob"), ("b", "Alice"), ("c", "alice"), ("d", "Carol")] {
-            org.upsert(req, requirement(name, 1, Some(assignee), None));
-        }
-        assert_eq!(ids(req, &org, "sort=assignee"), ["b", "c", "a", "d"]);
-        assert_eq!(ids(req, &org, "sort=-assignee"), ["d", "a", "c", "b"]);
-    }
-
-    #[test]
     fn sorted_pages_partition_the_whole_order() {
         let req = by_name("requirement").unwrap();
         let mut org = Org::default();
@@ -818,6 +721,77 @@ mod tests {
                 .iter()
                 .all(|id| id[1..].parse::<usize>().unwrap() % 5 == 0)
         );
+    }
+
+    #[test]
+    fn kept_orders_answer_what_sorting_answers_as_objects_change() {
+        let req = by_name("requirement").unwrap();
+        let mut sorting = Org::default();
+        let upsert = |org: &mut Org, i: usize, version: usize| {
+            let assignee = ["ann", "Bob", "cy", "bob"][(i + version) % 4];
+            let mut e = requirement(
+                &format!("r{i:02}"),
+                (i % 4) as i64,
+                (!i.is_multiple_of(5)).then_some(assignee),
+                i.is_multiple_of(3).then_some("p1"),
+            );
+            e.archived = i.is_multiple_of(7);
+            let status = req.attributes.iter().position(|a| a.field == "status");
+            e.attributes[status.unwrap()] = ["draft", "active", "active"][(i + version) % 3].into();
+            e.resource_version = version.to_string();
+            org.upsert(req, e);
+        };
+        for i in 0..40 {
+            upsert(&mut sorting, i, 1);
+        }
+        let queries = [
+            "sort=assignee&filter[status]=active",
+            "sort=-assignee,-id",
+            "sort=-created_at,assignee&page[size]=7&page[number]=2",
+            "sort=title&filter[persona]=p1",
+            "sort=-assignee&filter[archived]=true",
+            "sort=assignee&filter[search]=r1",
+            "sort=id&page[offset]=35&page[limit]=10",
+            "sort=title&filter[status]=draft,active,draft",
+            "sort=title&filter[status]=rejected",
+        ];
+        // The first four orders are kept; past that cap, orders sort per
+        // request (and still answer the same).
+        let mut kept = sorting.clone();
+        let keys = |raw: &str| query::parse(req, raw, Target::Collection).unwrap().sort;
+        for raw in queries {
+            kept.keep_sorted(req, &keys(raw));
+        }
+        let is_kept: Vec<bool> = queries
+            .iter()
+            .map(|raw| kept.sorted(req, &keys(raw)).is_some())
+            .collect();
+        assert_eq!(
+            is_kept,
+            [true, true, true, true, false, true, false, true, true]
+        );
+        let same = |sorting: &Org, kept: &Org, when: &str| {
+            for raw in queries {
+                let q = query::parse(req, raw, Target::Collection).unwrap();
+                let (a, b) = (
+                    collection(req, sorting, &q).unwrap(),
+                    collection(req, kept, &q).unwrap(),
+                );
+                assert_eq!(a, b, "{raw} {when}");
+            }
+        };
+        same(&sorting, &kept, "at first");
+        // Changes reach the kept orders: new values, removals, archiving.
+        for org in [&mut sorting, &mut kept] {
+            for i in (0..40).step_by(3) {
+                upsert(org, i, 2);
+            }
+            for i in (1..40).step_by(8) {
+                org.remove(req, &format!("r{i:02}"));
+            }
+            upsert(org, 41, 1);
+        }
+        same(&sorting, &kept, "after changes");
     }
 
     #[test]
@@ -897,5 +871,16 @@ mod tests {
         assert_eq!(single(per, &org, &p1, &q), Err(TooManyIncluded::Objects));
         let q = query::parse(per, "include=requirements", Target::Collection).unwrap();
         assert_eq!(collection(per, &org, &q), Err(TooManyIncluded::Objects));
+    }
+
+    #[test]
+    fn collections_sort_text_regardless_of_case() {
+        let req = by_name("requirement").unwrap();
+        let mut org = Org::default();
+        for (name, assignee) in [("a", "bob"), ("b", "Alice"), ("c", "alice"), ("d", "Carol")] {
+            org.upsert(req, requirement(name, 1, Some(assignee), None));
+        }
+        assert_eq!(ids(req, &org, "sort=assignee"), ["b", "c", "a", "d"]);
+        assert_eq!(ids(req, &org, "sort=-assignee"), ["d", "a", "c", "b"]);
     }
 }

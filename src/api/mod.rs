@@ -1,5 +1,6 @@
 //! The JSON:API engine, pure: the query language ([`query`]), request
-//! documents ([`input`]), response documents ([`document`]), error documents
+//! documents ([`input`]), response documents ([`document`]) and the order
+//! they sort in ([`order`]), error documents
 //! ([`error`]), media-type rules ([`media`]) and the OpenAPI description
 //! ([`openapi`]), all generic over the type declarations in
 //! [`crate::crd::registry`]. It reads objects through the traits in
@@ -12,5 +13,6 @@ pub mod error;
 pub mod input;
 pub mod media;
 pub mod openapi;
+pub mod order;
 pub mod query;
 pub mod store;

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value};
 
 use super::error::Problem;
+use super::query::SortKey;
 use crate::crd::registry::ResourceType;
 
 /// One object as the API serves it.
@@ -75,6 +76,18 @@ pub trait Organization {
     /// The [`Entry::footprint`] of every object of `ty`, archived or not.
     fn bytes(&self, ty: &ResourceType) -> usize;
 
+    /// Every object of `ty` in the order of `keys` (then oldest first, then
+    /// by name), if that order is kept ([`Index::keep_sorted`]).
+    fn sorted(
+        &self,
+        ty: &ResourceType,
+        keys: &[SortKey],
+    ) -> Option<impl Iterator<Item = &Arc<Entry>>>;
+
+    /// How many live objects of `ty` have enum attribute `attribute` set to
+    /// `value`; `None` when the attribute is not an enum.
+    fn live_with(&self, ty: &ResourceType, attribute: usize, value: &str) -> Option<usize>;
+
     /// Names of the live objects of `ty` whose relationship `rel` includes
     /// `target`, in name order.
     fn referring(&self, ty: &ResourceType, rel: usize, target: &str) -> impl Iterator<Item = &str>;
@@ -94,6 +107,10 @@ pub trait Index: Send + Sync + 'static {
     /// Takes an object the API server just returned for a write, so the
     /// writer reads its own write at once.
     fn remember(&self, ty: &ResourceType, org: &str, entry: Entry);
+
+    /// Asks that organization `org` keep its objects of `ty` in the order
+    /// of `keys` from now on, as far as the index keeps orders at all.
+    fn keep_sorted(&self, org: &str, ty: &ResourceType, keys: &[SortKey]);
 }
 
 /// A change to the members of a to-many relationship.

@@ -1,6 +1,9 @@
 //! The business resources every replica serves, per organization
 //! (namespace) and type, with a reverse index of every relationship so
-//! inverse relationships and relationship filters need no scan. Fed by
+//! inverse relationships and relationship filters need no scan, live counts
+//! per enum value so filtered totals need no count, and the sort orders
+//! clients ask for kept as objects change so a sorted page is a walk of
+//! the page. Fed by
 //! watches and by the API's own writes; read by the JSON:API without I/O,
 //! through [`api::store::Index`](crate::api::store::Index).
 //!
@@ -18,6 +21,8 @@ use jiff::Timestamp;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
+use crate::api::order::OrderKey;
+use crate::api::query::SortKey;
 pub use crate::api::store::Entry;
 use crate::api::store::{Index, Organization};
 use crate::crd::registry::{AttrKind, ResourceType, TYPES};
@@ -138,7 +143,32 @@ pub struct Table {
     archived: usize,
     /// The footprint of every object here.
     bytes: usize,
+    /// Per enum attribute (by position): live objects per value, so a
+    /// filtered collection's total needs no count.
+    enums: Vec<imbl::HashMap<String, usize>>,
+    /// Orders collections were asked for, each kept up to date as objects
+    /// come and go (at most [`SORTED_ORDERS`]), so a sorted page is a walk
+    /// of the page, not a sort of the collection.
+    sorted: Vec<(Box<[SortKey]>, Sorted)>,
 }
+
+/// Objects in one kept order.
+type Sorted = OrdMap<OrderKey, Arc<Entry>>;
+
+/// An object's enum attributes that are set: position and value.
+fn enum_values<'e>(ty: &ResourceType, e: &'e Entry) -> impl Iterator<Item = (usize, &'e str)> {
+    ty.attributes
+        .iter()
+        .zip(e.attributes.iter())
+        .enumerate()
+        .filter(|(_, (a, _))| matches!(a.kind, AttrKind::Enum(_)))
+        .filter_map(|(i, (_, v))| Some((i, v.as_str()?)))
+}
+
+/// Sort orders kept per table: what one organization's type costs in
+/// memory stays bounded whatever orders clients ask for; others sort per
+/// request.
+pub const SORTED_ORDERS: usize = 4;
 
 impl Table {
     pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
@@ -167,6 +197,34 @@ impl Table {
         self.order.values()
     }
 
+    /// Every object in the order of `keys`, if that order is kept.
+    pub fn sorted(&self, keys: &[SortKey]) -> Option<impl Iterator<Item = &Arc<Entry>>> {
+        self.sorted
+            .iter()
+            .find(|(kept, _)| **kept == *keys)
+            .map(|(_, sorted)| sorted.values())
+    }
+
+    /// Whether the order of `keys` is kept, or cannot be (the table keeps
+    /// as many as it may): nothing to build.
+    fn settled(&self, keys: &[SortKey]) -> bool {
+        self.sorted.len() >= SORTED_ORDERS || self.sorted.iter().any(|(k, _)| **k == *keys)
+    }
+
+    /// Starts keeping the order of `keys`, unless it is kept already or the
+    /// table keeps as many as it may.
+    fn keep_sorted(&mut self, ty: &ResourceType, keys: &[SortKey]) {
+        if self.settled(keys) {
+            return;
+        }
+        let sorted = self
+            .order
+            .values()
+            .map(|e| (OrderKey::new(ty, keys, e), e.clone()))
+            .collect();
+        self.sorted.push((keys.into(), sorted));
+    }
+
     /// Names of the live objects whose relationship `rel` includes
     /// `target`, in name order.
     pub fn referring(&self, rel: usize, target: &str) -> impl Iterator<Item = &str> {
@@ -186,13 +244,13 @@ impl Table {
             .map_or(0, OrdSet::len)
     }
 
-    fn insert(&mut self, entry: Arc<Entry>) {
+    fn insert(&mut self, ty: &ResourceType, entry: Arc<Entry>) {
         if let Some(old) = self.by_name.get(&entry.name)
             && (entry.older_than(old) || **old == *entry)
         {
             return;
         }
-        self.remove(&entry.name.clone());
+        self.remove(ty, &entry.name.clone());
         let live = if entry.archived {
             &[][..]
         } else {
@@ -211,15 +269,39 @@ impl Table {
         }
         self.archived += usize::from(entry.archived);
         self.bytes += entry.footprint();
+        if !entry.archived {
+            for (i, value) in enum_values(ty, &entry) {
+                if self.enums.len() <= i {
+                    self.enums.resize_with(i + 1, imbl::HashMap::new);
+                }
+                *self.enums[i].entry(value.to_owned()).or_default() += 1;
+            }
+        }
+        for (keys, sorted) in &mut self.sorted {
+            sorted.insert(OrderKey::new(ty, keys, &entry), entry.clone());
+        }
         self.order
             .insert((entry.created, entry.name.clone()), entry.clone());
         self.by_name.insert(entry.name.clone(), entry);
     }
 
-    fn remove(&mut self, name: &str) {
+    fn remove(&mut self, ty: &ResourceType, name: &str) {
         let Some(old) = self.by_name.remove(name) else {
             return;
         };
+        for (keys, sorted) in &mut self.sorted {
+            sorted.remove(&OrderKey::new(ty, keys, &old));
+        }
+        if !old.archived {
+            for (i, value) in enum_values(ty, &old) {
+                if let Some(n) = self.enums[i].get_mut(value) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.enums[i].remove(value);
+                    }
+                }
+            }
+        }
         self.archived -= usize::from(old.archived);
         self.bytes -= old.footprint();
         self.order.remove(&(old.created, old.name.clone()));
@@ -259,6 +341,22 @@ impl Organization for Org {
         self.table(ty).bytes
     }
 
+    fn sorted(
+        &self,
+        ty: &ResourceType,
+        keys: &[SortKey],
+    ) -> Option<impl Iterator<Item = &Arc<Entry>>> {
+        self.table(ty).sorted(keys)
+    }
+
+    fn live_with(&self, ty: &ResourceType, attribute: usize, value: &str) -> Option<usize> {
+        if !matches!(ty.attributes.get(attribute)?.kind, AttrKind::Enum(_)) {
+            return None;
+        }
+        let counts = self.table(ty).enums.get(attribute);
+        Some(counts.and_then(|c| c.get(value)).copied().unwrap_or(0))
+    }
+
     fn referring(&self, ty: &ResourceType, rel: usize, target: &str) -> impl Iterator<Item = &str> {
         self.table(ty).referring(rel, target)
     }
@@ -283,11 +381,17 @@ impl Org {
 
     /// Adds or replaces an object, unless the one held is newer.
     pub fn upsert(&mut self, ty: &ResourceType, entry: Entry) {
-        self.tables[ty.index()].insert(Arc::new(entry));
+        self.tables[ty.index()].insert(ty, Arc::new(entry));
     }
 
     pub fn remove(&mut self, ty: &ResourceType, name: &str) {
-        self.tables[ty.index()].remove(name);
+        self.tables[ty.index()].remove(ty, name);
+    }
+
+    /// Keeps objects of `ty` in the order of `keys` from now on (see
+    /// [`Index::keep_sorted`]).
+    pub fn keep_sorted(&mut self, ty: &ResourceType, keys: &[SortKey]) {
+        self.tables[ty.index()].keep_sorted(ty, keys);
     }
 
     fn is_empty(&self) -> bool {
@@ -315,6 +419,18 @@ impl Index for ResourceStore {
 
     fn remember(&self, ty: &ResourceType, org: &str, entry: Entry) {
         self.upsert(ty, org, entry);
+    }
+
+    fn keep_sorted(&self, org: &str, ty: &ResourceType, keys: &[SortKey]) {
+        if self.snapshot(org).table(ty).settled(keys) {
+            return;
+        }
+        // Built under the write lock: once per order and table, and a sort
+        // of what one organization holds of one type.
+        let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = orgs.get_mut(org) {
+            Arc::make_mut(held).keep_sorted(ty, keys);
+        }
     }
 }
 
@@ -362,7 +478,10 @@ impl ResourceStore {
         // The new tables are built before the lock is taken.
         let mut tables: HashMap<String, Table> = HashMap::new();
         for (namespace, entry) in listing {
-            tables.entry(namespace).or_default().insert(Arc::new(entry));
+            tables
+                .entry(namespace)
+                .or_default()
+                .insert(ty, Arc::new(entry));
         }
         let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
         for (namespace, org) in orgs.iter_mut() {

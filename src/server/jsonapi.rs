@@ -768,6 +768,9 @@ async fn serve<S: Index, W: Writes>(
     let content_type = content_type.as_deref();
     match (method, at) {
         (Method::GET, At::Collection) => {
+            if !query.sort.is_empty() {
+                api.index.keep_sorted(org, ty, &query.sort);
+            }
             let doc = api
                 .index
                 .read(org, |o| document::collection(ty, o, &query))
