@@ -610,7 +610,6 @@ mod tests {
         attributes[8] = assignee.map_or(Value::Null, Value::from);
         Entry {
             name: name.into(),
-            uid: format!("uid-{name}"),
             resource_version: "1".into(),
             created: Timestamp::from_second(created).unwrap(),
             updated: Timestamp::from_second(created).unwrap(),
@@ -630,7 +629,6 @@ mod tests {
     fn persona(name: &str) -> Entry {
         Entry {
             name: name.into(),
-            uid: format!("uid-{name}"),
             resource_version: "1".into(),
             created: Timestamp::from_second(1).unwrap(),
             updated: Timestamp::from_second(1).unwrap(),

@@ -20,7 +20,6 @@ use crate::crd::registry::ResourceType;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     pub name: String,
-    pub uid: String,
     pub resource_version: String,
     pub created: Timestamp,
     pub updated: Timestamp,

@@ -163,15 +163,13 @@ impl CredentialIndex {
 
     /// Replaces what one watch sees (`namespace`, or `None` for all) with a
     /// fresh full list after a (re)list; other watches' entries stay.
+    /// Entries are made as objects arrive (`CredentialEntry::from_object`),
+    /// so a relist never holds every object whole.
     pub fn replace_scope(
         &self,
         namespace: Option<&str>,
-        creds: impl IntoIterator<Item = ApiCredential>,
+        fresh: impl IntoIterator<Item = CredentialEntry>,
     ) {
-        let fresh: Vec<_> = creds
-            .into_iter()
-            .filter_map(|c| CredentialEntry::from_object(&c))
-            .collect();
         let mut state = self.write();
         state
             .by_client_id
@@ -200,6 +198,13 @@ mod tests {
     use crate::crd::{ApiCredentialSpec, ApiCredentialStatus};
     use crate::secret::SecretHasher;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn entries<const N: usize>(creds: [ApiCredential; N]) -> Vec<CredentialEntry> {
+        creds
+            .iter()
+            .filter_map(CredentialEntry::from_object)
+            .collect()
+    }
 
     fn hash(uid: &str, secret: &[u8]) -> SecretHash {
         SecretHasher::new(&[7; 32]).hash(&client_id_for_uid(uid), secret)
@@ -276,7 +281,7 @@ mod tests {
         let index = CredentialIndex::new();
         assert!(!index.is_synced());
         index.upsert(&cred("gone", false, b"x", None));
-        index.replace_scope(None, [cred("kept", false, b"y", None)]);
+        index.replace_scope(None, entries([cred("kept", false, b"y", None)]));
         assert!(index.is_synced());
         assert!(index.lookup("ci_gone").is_none());
         assert!(index.lookup("ci_kept").is_some());
@@ -289,10 +294,10 @@ mod tests {
         let index = CredentialIndex::with_watches(2);
         let mut other = cred("bbbb", false, b"b", None);
         other.metadata.namespace = Some("org-b".into());
-        index.replace_scope(Some("org-b"), [other]);
+        index.replace_scope(Some("org-b"), entries([other]));
         assert!(!index.is_synced(), "org-a has not listed yet");
         index.upsert(&cred("stale", false, b"s", None));
-        index.replace_scope(Some("org-a"), [cred("aaaa", false, b"a", None)]);
+        index.replace_scope(Some("org-a"), entries([cred("aaaa", false, b"a", None)]));
         assert!(index.is_synced());
         assert!(
             index.lookup("ci_bbbb").is_some(),

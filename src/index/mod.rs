@@ -25,12 +25,16 @@ pub async fn run_credential_watch(
     namespace: Option<String>,
     index: Arc<CredentialIndex>,
 ) -> Result<(), watcher::Error> {
-    let mut relist: Vec<ApiCredential> = Vec::new();
+    // Entries, not objects: a relist of every credential holds only what
+    // the index keeps of each, never the objects whole.
+    let mut relist: Vec<CredentialEntry> = Vec::new();
     let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     while let Some(event) = events.try_next().await? {
         match event {
             watcher::Event::Init => relist.clear(),
-            watcher::Event::InitApply(DeserializeGuard(Ok(cred))) => relist.push(cred),
+            watcher::Event::InitApply(DeserializeGuard(Ok(cred))) => {
+                relist.extend(CredentialEntry::from_object(&cred));
+            }
             watcher::Event::InitDone => index.replace_scope(namespace.as_deref(), relist.drain(..)),
             watcher::Event::Apply(DeserializeGuard(Ok(cred))) => index.upsert(&cred),
             watcher::Event::Delete(DeserializeGuard(Ok(cred))) => {

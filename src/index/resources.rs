@@ -104,7 +104,6 @@ impl Entry {
             .fold(created, Timestamp::max);
         let entry = Entry {
             name: name.clone(),
-            uid: meta.uid.clone().unwrap_or_default(),
             resource_version: meta.resource_version.clone().unwrap_or_default(),
             created,
             updated,
