@@ -104,6 +104,7 @@ static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
         issuer: "https://catalio.ai".into(),
         audience: "https://catalio.ai/api/v1".into(),
         leeway: Duration::from_secs(60),
+        verified: Default::default(),
     }
 });
 

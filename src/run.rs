@@ -275,6 +275,7 @@ async fn serve_public(
             issuer,
             audience,
             leeway: Duration::from_secs(60),
+            verified: Default::default(),
         },
         limit: RateLimit::new(api_rate_limit, api_burst),
         quota,

@@ -175,6 +175,7 @@ impl Server {
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
             leeway: Duration::from_secs(5),
+            verified: Default::default(),
         }
     }
 

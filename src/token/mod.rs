@@ -7,6 +7,7 @@
 //! they retire, at the moment the index learns of it. `rot` records the
 //! rotation counter the token was issued under.
 
+mod cache;
 pub mod keys;
 pub mod keystore;
 
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::{CredentialEntry, CredentialIndex};
 use crate::scope::{self, Access};
+use cache::Checked;
+pub use cache::VerifiedTokens;
 pub use keys::{ACCESS_TOKEN_TYPE, Algorithm, KeyRing, RotationPolicy, SigningKey, StoredKey};
 
 /// The claims of an access token (RFC 9068 section 2.2, and ours).
@@ -129,7 +132,7 @@ impl VerifyError {
 /// A token that passed every check, with the credential it belongs to.
 #[derive(Debug)]
 pub struct Verified {
-    pub claims: AccessClaims,
+    pub claims: Arc<AccessClaims>,
     pub credential: Arc<CredentialEntry>,
 }
 
@@ -154,10 +157,56 @@ pub struct Verifier {
     pub audience: String,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+    /// Tokens whose signature was checked already.
+    pub verified: VerifiedTokens,
 }
 
 impl Verifier {
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Verified, VerifyError> {
+        let claims = match self.verified.get(token) {
+            Some(checked) => {
+                // Its signature held; what can change since is checked now.
+                if self.keys.ring().by_kid(&checked.kid).is_none() {
+                    return Err(VerifyError::UnknownKey);
+                }
+                let (at, leeway) = (now.as_second(), self.leeway.as_secs() as i64);
+                if checked.claims.exp < at - leeway {
+                    return Err(VerifyError::Expired);
+                }
+                if checked.claims.nbf > at + leeway {
+                    return Err(VerifyError::Invalid("not yet valid"));
+                }
+                checked.claims.clone()
+            }
+            None => {
+                let (kid, claims) = self.check(token)?;
+                let claims = Arc::new(claims);
+                self.verified.insert(
+                    token,
+                    Checked {
+                        kid,
+                        claims: claims.clone(),
+                    },
+                );
+                claims
+            }
+        };
+        let credential = self
+            .index
+            .lookup(&claims.sub)
+            .ok_or(VerifyError::Inactive)?;
+        if claims.client_id != claims.sub
+            || credential.namespace != claims.org
+            || !credential.secret_id_live(&claims.sid, now)
+        {
+            return Err(VerifyError::Inactive);
+        }
+        Ok(Verified { claims, credential })
+    }
+
+    /// The signature and the claims that never change: the key that signed
+    /// and the claims.
+    fn check(&self, token: &str) -> Result<(String, AccessClaims), VerifyError> {
         let header = decode_header(token).map_err(|_| VerifyError::Malformed)?;
         // RFC 9068 section 4: only what says it is an access token is one.
         let typ = header.typ.as_deref().unwrap_or_default();
@@ -192,17 +241,7 @@ impl Verifier {
                 }
             })?
             .claims;
-        let credential = self
-            .index
-            .lookup(&claims.sub)
-            .ok_or(VerifyError::Inactive)?;
-        if claims.client_id != claims.sub
-            || credential.namespace != claims.org
-            || !credential.secret_id_live(&claims.sid, now)
-        {
-            return Err(VerifyError::Inactive);
-        }
-        Ok(Verified { claims, credential })
+        Ok((kid, claims))
     }
 }
 
@@ -216,8 +255,18 @@ mod tests {
 
     const UID: &str = "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9";
 
-    #[test]
-    fn only_access_tokens_verify() {
+    /// A verifier knowing one ES256 key and one credential, and claims
+    /// that credential's tokens carry.
+    struct Fixture {
+        now: Timestamp,
+        stored: StoredKey,
+        keys: Arc<KeyStore>,
+        cred: ApiCredential,
+        verifier: Verifier,
+        claims: AccessClaims,
+    }
+
+    fn fixture() -> Fixture {
         let now = Timestamp::now();
         let stored = StoredKey::generate(Algorithm::Es256, now, now).unwrap();
         let keys = KeyStore::new();
@@ -250,6 +299,7 @@ mod tests {
             issuer: "https://catalio.ai".into(),
             audience: "https://catalio.ai/api/v1".into(),
             leeway: Duration::from_secs(60),
+            verified: Default::default(),
         };
         let iat = now.as_second();
         let claims = AccessClaims {
@@ -266,6 +316,25 @@ mod tests {
             rot: 0,
             sid: hash.short_id(),
         };
+        Fixture {
+            now,
+            stored,
+            keys,
+            cred,
+            verifier,
+            claims,
+        }
+    }
+
+    #[test]
+    fn only_access_tokens_verify() {
+        let Fixture {
+            now,
+            stored,
+            verifier,
+            claims,
+            ..
+        } = fixture();
         let ours = SigningKey::load(&stored).unwrap();
         let token = ours.sign(&serde_json::to_vec(&claims).unwrap()).unwrap();
         assert!(verifier.verify(&token, now).is_ok());
@@ -292,6 +361,62 @@ mod tests {
         assert_eq!(
             verifier.verify(&token, now).unwrap_err(),
             VerifyError::Inactive
+        );
+    }
+
+    #[test]
+    fn a_checked_signature_is_remembered_and_the_rest_checked_every_time() {
+        let Fixture {
+            now,
+            stored,
+            keys,
+            mut cred,
+            verifier,
+            claims,
+        } = fixture();
+        let ours = SigningKey::load(&stored).unwrap();
+        let token = ours.sign(&serde_json::to_vec(&claims).unwrap()).unwrap();
+        assert!(verifier.verify(&token, now).is_ok());
+        assert!(verifier.verify(&token, now).is_ok());
+        assert_eq!(verifier.verified.len(), 1);
+        // Another signature on the same claims is not the remembered token.
+        let mut forged = token.clone();
+        forged.truncate(token.len() - 4);
+        forged.push_str(if token.ends_with("AAAA") {
+            "BBBB"
+        } else {
+            "AAAA"
+        });
+        assert_eq!(
+            verifier.verify(&forged, now).unwrap_err(),
+            VerifyError::Invalid("signature")
+        );
+        // Expiry and not-before read the clock each time.
+        let later = now + jiff::SignedDuration::from_secs(60 + 61);
+        assert_eq!(
+            verifier.verify(&token, later).unwrap_err(),
+            VerifyError::Expired
+        );
+        let earlier = now - jiff::SignedDuration::from_secs(61);
+        assert_eq!(
+            verifier.verify(&token, earlier).unwrap_err(),
+            VerifyError::Invalid("not yet valid")
+        );
+        // Revocation and a retired key apply at once.
+        cred.spec.revoked = true;
+        verifier.index.upsert(&cred);
+        assert_eq!(
+            verifier.verify(&token, now).unwrap_err(),
+            VerifyError::Inactive
+        );
+        cred.spec.revoked = false;
+        verifier.index.upsert(&cred);
+        assert!(verifier.verify(&token, now).is_ok());
+        let other = StoredKey::generate(Algorithm::Es256, now, now).unwrap();
+        keys.replace(KeyRing::load(&[other], Some(&[1; 32])).0);
+        assert_eq!(
+            verifier.verify(&token, now).unwrap_err(),
+            VerifyError::UnknownKey
         );
     }
 }

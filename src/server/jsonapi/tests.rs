@@ -138,6 +138,7 @@ impl Harness {
                 issuer: ISSUER.into(),
                 audience: AUDIENCE.into(),
                 leeway: Duration::from_secs(60),
+                verified: Default::default(),
             },
             limit,
             quota: Quota {
