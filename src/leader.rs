@@ -6,11 +6,16 @@
 //! other replica may take over (after the full duration), so two leaders
 //! never write at once. On shutdown the holder releases the lease, so the
 //! next leader need not wait.
+//!
+//! Another replica's clock is never compared with ours: a lease is judged
+//! expired when this replica has seen it unchanged for the lease duration
+//! by its own monotonic clock (as client-go does), whatever `renewTime`
+//! the holder's clock wrote.
 
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
@@ -30,7 +35,9 @@ pub enum Decision {
     Follow,
 }
 
-pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
+/// What to do about a lease this replica has seen unchanged for
+/// `unchanged_for`.
+pub fn decide(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration) -> Decision {
     let Some(spec) = spec else {
         return Decision::Create;
     };
@@ -38,13 +45,8 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
         Some(holder) if holder == me => Decision::Renew,
         None | Some("") => Decision::Acquire,
         Some(_) => {
-            let duration =
-                SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(15).into());
-            let expired = spec
-                .renew_time
-                .as_ref()
-                .is_none_or(|renewed| renewed.0 + duration <= now);
-            if expired {
+            let seconds = spec.lease_duration_seconds.unwrap_or(15).max(1);
+            if unchanged_for >= Duration::from_secs(seconds.unsigned_abs().into()) {
                 Decision::Acquire
             } else {
                 Decision::Follow
@@ -58,18 +60,30 @@ pub struct Elector {
     pub name: String,
     pub identity: String,
     pub duration: Duration,
+    /// The lease as last seen, and when it last changed, by our clock.
+    pub observed: Option<(LeaseSpec, Instant)>,
 }
 
 impl Elector {
+    /// How long the lease has looked exactly like `spec` to this replica.
+    fn unchanged_for(&mut self, spec: Option<&LeaseSpec>) -> Duration {
+        match (&self.observed, spec) {
+            (Some((seen, at)), Some(spec)) if seen == spec => at.elapsed(),
+            _ => {
+                self.observed = spec.map(|s| (s.clone(), Instant::now()));
+                Duration::ZERO
+            }
+        }
+    }
+
     /// One round: whether we hold the lease afterwards.
-    async fn try_hold(&self) -> Result<bool, kube::Error> {
+    async fn try_hold(&mut self) -> Result<bool, kube::Error> {
+        // Written into the lease only, for people to read; never compared.
         let now = Timestamp::now();
         let existing = self.api.get_opt(&self.name).await?;
-        let decision = decide(
-            existing.as_ref().and_then(|l| l.spec.as_ref()),
-            &self.identity,
-            now,
-        );
+        let spec = existing.as_ref().and_then(|l| l.spec.as_ref());
+        let unchanged_for = self.unchanged_for(spec);
+        let decision = decide(spec, &self.identity, unchanged_for);
         let spec = |acquired: Option<MicroTime>, transitions: i32| LeaseSpec {
             holder_identity: Some(self.identity.clone()),
             lease_duration_seconds: Some(self.duration.as_secs().max(1) as i32),
@@ -137,7 +151,7 @@ impl Elector {
     /// Runs `work` whenever this replica leads, until `shutdown` resolves;
     /// then stops the work and releases the lease.
     pub async fn run(
-        self,
+        mut self,
         work: impl Fn() -> BoxFuture<'static, ()>,
         shutdown: impl Future<Output = ()>,
     ) {
@@ -196,38 +210,53 @@ pub fn identity() -> String {
 mod tests {
     use super::*;
 
-    fn at(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).unwrap()
-    }
-
     fn held_by(holder: &str, renewed: i64) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(holder.into()),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(at(renewed))),
+            renew_time: Some(MicroTime(
+                Timestamp::from_second(1_800_000_000 + renewed).unwrap(),
+            )),
             ..Default::default()
         }
     }
 
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
     #[test]
     fn decisions() {
-        assert_eq!(decide(None, "a", at(0)), Decision::Create);
+        assert_eq!(decide(None, "a", secs(0)), Decision::Create);
         assert_eq!(
-            decide(Some(&held_by("a", 0)), "a", at(100)),
+            decide(Some(&held_by("a", 0)), "a", secs(100)),
             Decision::Renew
         );
         assert_eq!(
-            decide(Some(&held_by("b", 0)), "a", at(14)),
+            decide(Some(&held_by("b", 0)), "a", secs(14)),
             Decision::Follow
         );
         assert_eq!(
-            decide(Some(&held_by("b", 0)), "a", at(15)),
+            decide(Some(&held_by("b", 0)), "a", secs(15)),
             Decision::Acquire
         );
         let released = LeaseSpec {
             holder_identity: None,
             ..held_by("b", 0)
         };
-        assert_eq!(decide(Some(&released), "a", at(1)), Decision::Acquire);
+        assert_eq!(decide(Some(&released), "a", secs(0)), Decision::Acquire);
+    }
+
+    /// The holder's clock, minutes off either way, changes nothing: only
+    /// how long we have seen the lease unchanged counts.
+    #[test]
+    fn the_holders_clock_is_never_compared_with_ours() {
+        let now = Timestamp::now().as_second() - 1_800_000_000;
+        for skew in [-600, 600] {
+            let lease = held_by("b", now + skew);
+            assert_eq!(decide(Some(&lease), "a", secs(0)), Decision::Follow);
+            assert_eq!(decide(Some(&lease), "a", secs(14)), Decision::Follow);
+            assert_eq!(decide(Some(&lease), "a", secs(15)), Decision::Acquire);
+        }
     }
 }

@@ -195,6 +195,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             name: leader_lease,
             identity: leader::identity(),
             duration: lease_duration,
+            observed: None,
         };
         let work = leader_work(ctx, scopes, secrets, signing_key_secret, policy);
         tasks.push(elector.run(work, shutdown).boxed());

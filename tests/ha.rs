@@ -21,13 +21,17 @@ struct Replica {
 }
 
 fn start(ns: &str) -> Replica {
+    start_with_lease(ns, "3s")
+}
+
+fn start_with_lease(ns: &str, lease: &str) -> Replica {
     let args = [
         "--namespace",
         ns,
         "--watch-namespaces",
         ns,
         "--lease-duration",
-        "3s",
+        lease,
         "--shutdown-delay",
         "0s",
     ];
@@ -238,4 +242,78 @@ async fn leads_now(client: &Client, ns: &str, r: &Replica) -> bool {
         .and_then(|s| s.holder_identity)
         .unwrap_or_default();
     holder.ends_with(&format!("-{}", r.operator.pid()))
+}
+
+/// Another replica's clock is never compared with ours. The test plays a
+/// replica whose clock is ten minutes behind, then ten minutes ahead: while
+/// it renews, the operator must not take the lease however old its
+/// renewTime looks; once it stops, the operator must take over within about
+/// the lease duration however far ahead its renewTime is.
+#[tokio::test]
+async fn a_holders_skewed_clock_neither_loses_nor_keeps_the_lease() {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use kube::api::PostParams;
+
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "skew").await;
+    let leases = Api::<Lease>::namespaced(client.clone(), &ns.name);
+    let skewed =
+        |minutes: i64| MicroTime(jiff::Timestamp::now() + jiff::SignedDuration::from_mins(minutes));
+    let mut lease = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(LEASE.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("skewed".into()),
+            lease_duration_seconds: Some(10),
+            renew_time: Some(skewed(-10)),
+            ..Default::default()
+        }),
+    };
+    lease = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let replica = start_with_lease(&ns.name, "10s");
+    let http = reqwest::Client::new();
+    eventually(WAIT, "the replica to serve", || async {
+        http.get(format!("{}/.well-known/jwks.json", replica.base))
+            .send()
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+    // Renewed every second for twice the lease duration, each renewal ten
+    // minutes in the past: the lease stays ours (a replace with a stale
+    // resourceVersion would fail if the replica had taken it).
+    let renewing = Instant::now();
+    while renewing.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        lease.spec.as_mut().unwrap().renew_time = Some(skewed(-10));
+        lease = leases
+            .replace(LEASE, &PostParams::default(), &lease)
+            .await
+            .expect("the lease is still ours");
+        assert_eq!(
+            lease.spec.as_ref().unwrap().holder_identity.as_deref(),
+            Some("skewed")
+        );
+    }
+    assert!(!leads(&replica), "the replica took a lease being renewed");
+    // A last renewal ten minutes ahead, then silence: the replica takes
+    // over about ten seconds after it last saw the lease change.
+    lease.spec.as_mut().unwrap().renew_time = Some(skewed(10));
+    leases
+        .replace(LEASE, &PostParams::default(), &lease)
+        .await
+        .unwrap();
+    let silent = Instant::now();
+    create_and_wait(&client, &ns.name, "after-skew", WAIT).await;
+    eprintln!(
+        "takeover from a holder whose clock is 10 minutes ahead: {:?} after its last renewal",
+        silent.elapsed()
+    );
+    assert!(leads(&replica));
 }
