@@ -214,16 +214,25 @@ fn precondition_failed() -> Problem {
 /// failures name the offending members; our own lack of permission is our
 /// fault, not the client's.
 fn write_error(ty: &ResourceType, e: kube::Error, precondition: bool) -> Problem {
-    let kube::Error::Api(status) = e else {
-        warn!(error = %e, "Kubernetes API server unreachable");
-        return Problem::new(
+    let unavailable = || {
+        Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "backend_unavailable",
             "the data store is unavailable; retry later",
         )
-        .with_header(header::RETRY_AFTER, "1");
+        .with_header(header::RETRY_AFTER, "1")
+    };
+    let kube::Error::Api(status) = e else {
+        warn!(error = %e, "Kubernetes API server unreachable");
+        return unavailable();
     };
     match status.code {
+        // The API server up without etcd (500 "etcdserver: ..."), timing
+        // out (504), overloaded (429, 503): it will be back.
+        429 | 500 | 503 | 504 => {
+            warn!(code = status.code, reason = %status.reason, "Kubernetes API server cannot write now");
+            unavailable()
+        }
         422 => {
             let causes = status
                 .details
@@ -278,6 +287,37 @@ fn write_error(ty: &ResourceType, e: kube::Error, precondition: bool) -> Problem
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_server_that_cannot_write_now_is_a_503_to_retry() {
+        let ty = crate::crd::registry::by_name("requirement").unwrap();
+        let refusal = |code: u16, reason: &str| {
+            let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+                "status": "Failure", "code": code, "reason": reason,
+                "message": "etcdserver: request timed out",
+            }))
+            .unwrap();
+            write_error(ty, kube::Error::Api(Box::new(status)), false)
+        };
+        for (code, reason) in [
+            (500, "InternalError"),
+            (503, "ServiceUnavailable"),
+            (504, "Timeout"),
+            (429, "TooManyRequests"),
+        ] {
+            let p = refusal(code, reason);
+            assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE, "{code}");
+            assert_eq!(p.errors[0].code, "backend_unavailable");
+            assert!(
+                p.headers
+                    .iter()
+                    .any(|(h, v)| *h == header::RETRY_AFTER && v == "1")
+            );
+        }
+        // What the API server refuses for good stays a refusal.
+        assert_eq!(refusal(400, "BadRequest").status, StatusCode::BAD_GATEWAY);
+        assert_eq!(refusal(409, "Conflict").status, StatusCode::CONFLICT);
+    }
 
     #[test]
     fn ids_are_lowercase_uuid_v4() {
