@@ -58,6 +58,7 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_duration: HistogramFamily<RouteLabel>,
     pub open_connections: Gauge,
+    pub usage_notes: Family<ResultLabel, Counter>,
     credentials: Family<PhaseLabel, Gauge>,
 }
 
@@ -74,6 +75,7 @@ impl Metrics {
         let http_duration: HistogramFamily<RouteLabel> =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let open_connections = Gauge::default();
+        let usage_notes = Family::default();
         let credentials = Family::default();
         registry.register(
             "reconciles",
@@ -121,6 +123,11 @@ impl Metrics {
             open_connections.clone(),
         );
         registry.register(
+            "usage_notes",
+            "Credential uses noted for status.lastUsedAt, by what became of them (written, skipped within the interval, dropped when the writer was behind)",
+            usage_notes.clone(),
+        );
+        registry.register(
             "credentials",
             "Credentials this replica knows, by phase",
             credentials.clone(),
@@ -136,6 +143,7 @@ impl Metrics {
             http_requests,
             http_duration,
             open_connections,
+            usage_notes,
             credentials,
         })
     }

@@ -262,7 +262,7 @@ async fn serve_public(
         token_url: token_url.clone(),
         throttle: Throttle::default(),
         issuance: RateLimit::new(token_rate_limit, token_burst),
-        usage: UsageRecorder::spawn(client.clone(), Duration::from_secs(60)),
+        usage: UsageRecorder::spawn(client.clone(), Duration::from_secs(60), metrics.clone()),
         metrics: metrics.clone(),
     });
     let jsonapi = Arc::new(JsonApi {

@@ -4,6 +4,7 @@
 //! per interval.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::crd::ApiCredential;
+use crate::metrics::{Metrics, ResultLabel};
 
 /// Field manager of the lastUsedAt writes, separate from the controller's so
 /// neither removes the other's fields.
@@ -22,22 +24,39 @@ pub const USAGE_MANAGER: &str = "catalio-operator-usage";
 #[derive(Clone)]
 pub struct UsageRecorder {
     tx: mpsc::Sender<(String, String)>,
+    metrics: Arc<Metrics>,
+}
+
+fn noted(metrics: &Metrics, result: &'static str) {
+    metrics
+        .usage_notes
+        .get_or_create(&ResultLabel { result })
+        .inc();
 }
 
 impl UsageRecorder {
     /// Notes a use. Never waits: when the writer is behind, the note is
     /// dropped (a later use will be recorded).
     pub fn record(&self, namespace: &str, name: &str) {
-        let _ = self.tx.try_send((namespace.to_owned(), name.to_owned()));
+        if self
+            .tx
+            .try_send((namespace.to_owned(), name.to_owned()))
+            .is_err()
+        {
+            noted(&self.metrics, "dropped");
+        }
     }
 
     /// Starts the writer task.
-    pub fn spawn(client: Client, interval: Duration) -> Self {
+    pub fn spawn(client: Client, interval: Duration, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::channel::<(String, String)>(1024);
+        let counted = metrics.clone();
         tokio::spawn(async move {
+            let metrics = counted;
             let mut written: HashMap<(String, String), Instant> = HashMap::new();
             while let Some(key) = rx.recv().await {
                 if written.get(&key).is_some_and(|at| at.elapsed() < interval) {
+                    noted(&metrics, "skipped");
                     continue;
                 }
                 written.retain(|_, at| at.elapsed() < interval);
@@ -63,8 +82,9 @@ impl UsageRecorder {
                 {
                     warn!(credential = %name, %namespace, error = %e, "recording lastUsedAt failed");
                 }
+                noted(&metrics, "written");
             }
         });
-        Self { tx }
+        Self { tx, metrics }
     }
 }

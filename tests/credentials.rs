@@ -116,6 +116,23 @@ impl Fixture {
         .await
     }
 
+    /// Changes the credential's display name and waits until a reconcile has
+    /// seen the change (`status.observedGeneration`): the event a "nothing
+    /// happened" check must follow.
+    async fn reconciled_again(&self, name: &str) {
+        let out = self.patch(name, r#"{"spec":{"displayName":"Poked"}}"#);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let generation = self.creds().get(name).await.unwrap().metadata.generation;
+        self.status_until(name, "a reconcile of the change", |s| {
+            s.observed_generation >= generation
+        })
+        .await;
+    }
+
     async fn active(&self, name: &str) -> ApiCredentialStatus {
         self.status_until(name, "credential to become Active", |s| {
             s.phase == Some(Phase::Active)
@@ -306,8 +323,8 @@ async fn restart_reapply_and_lost_status_never_change_the_secret() {
     assert_eq!(rebuilt.last_rotated_at, status.last_rotated_at);
     assert_eq!(rebuilt.phase, Some(Phase::Active));
 
-    // Give a resync time to misbehave, then compare.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Another reconcile, then compare.
+    f.reconciled_again("ci").await;
     let after = f.secret("ci").await;
     assert_eq!(after.data, before.data);
     assert_eq!(
@@ -512,8 +529,9 @@ async fn revocation_deletes_the_secret_and_cannot_be_undone() {
     ]);
     assert!(!removed.status.success());
 
-    // The tombstone stays revoked and no Secret comes back.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The tombstone stays revoked and no Secret comes back, reconciled
+    // again or not.
+    f.reconciled_again("ci").await;
     assert!(f.secrets().get_opt("ci").await.unwrap().is_none());
     let still = f.creds().get("ci").await.unwrap();
     assert!(still.spec.revoked);

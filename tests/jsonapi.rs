@@ -785,7 +785,7 @@ async fn media_types_documents_and_limits() {
     );
     conn.write_all(head.as_bytes()).await.unwrap();
     let mut status_line = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut status_line))
+    tokio::time::timeout(WAIT, conn.read_exact(&mut status_line))
         .await
         .expect("answered without the body")
         .unwrap();
