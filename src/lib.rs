@@ -20,4 +20,5 @@ pub mod server;
 pub mod telemetry;
 pub mod token;
 pub mod usage;
+pub mod watch;
 pub mod writes;

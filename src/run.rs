@@ -15,7 +15,7 @@ use kube::api::DynamicObject;
 use kube::core::DeserializeGuard;
 use kube::{Api, Client};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{Cli, Command, Operator};
 use crate::controller::{self, plan::Settings};
@@ -33,7 +33,7 @@ use crate::server::{self, JsonApi, Limits, Readiness, TokenService, throttle::Th
 use crate::token::{KeyStore, RotationPolicy, Verifier, keystore};
 use crate::usage::UsageRecorder;
 use crate::writes::{KubeWrites, api_resource};
-use crate::{api, crd, duration, telemetry};
+use crate::{api, crd, duration, telemetry, watch};
 
 type Shutdown = Shared<BoxFuture<'static, ()>>;
 type Task = BoxFuture<'static, ()>;
@@ -124,15 +124,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         watch_namespaces.into_iter().map(Some).collect()
     };
 
-    let client = Client::try_default()
+    let mut kube_config = kube::Config::infer()
         .await
-        .context("connecting to Kubernetes")?;
+        .context("finding the Kubernetes API server")?;
+    // An API server that does not answer a connection within this is down:
+    // writes say so sooner, and a broken watch errors again at least this
+    // often (what /readyz's report relies on).
+    kube_config.connect_timeout = Some(watch::CONNECT_TIMEOUT);
+    let client = Client::try_from(kube_config).context("connecting to Kubernetes")?;
     let shutdown: Shutdown = shutdown_signal().boxed().shared();
     let draining = Arc::new(AtomicBool::new(false));
     let drained = drained(shutdown.clone(), draining.clone(), shutdown_delay);
     let metrics = Metrics::new();
-    let keys = watch_keys(&client, &namespace, &signing_key_secret);
+    let health = Arc::new(watch::Health::default());
+    let keys = watch_keys(&client, &namespace, &signing_key_secret, &health);
     let mut readiness = Readiness {
+        health: health.clone(),
         index: None,
         resources: None,
         keys: None,
@@ -164,8 +171,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             },
             body_read_timeout,
         };
-        let (task, index, resources) =
-            serve_public(public, &client, &scopes, &keys, &metrics, drained.clone()).await?;
+        let (task, index, resources) = serve_public(
+            public,
+            &client,
+            &scopes,
+            &keys,
+            &metrics,
+            &health,
+            drained.clone(),
+        )
+        .await?;
         tasks.push(task);
         readiness.index = Some(index);
         readiness.resources = Some(resources);
@@ -232,6 +247,7 @@ async fn serve_public(
     scopes: &Scopes,
     keys: &Arc<KeyStore>,
     metrics: &Arc<Metrics>,
+    health: &Arc<watch::Health>,
     drained: Shutdown,
 ) -> anyhow::Result<(Task, Arc<CredentialIndex>, Arc<ResourceStore>)> {
     let Public {
@@ -249,7 +265,7 @@ async fn serve_public(
         limits,
         body_read_timeout,
     } = public;
-    let (index, resources) = watch_for_server(client, scopes);
+    let (index, resources) = watch_for_server(client, scopes, health);
     let service = Arc::new(TokenService {
         index: index.clone(),
         keys: keys.clone(),
@@ -315,15 +331,21 @@ fn drained(shutdown: Shutdown, draining: Arc<AtomicBool>, delay: Duration) -> Sh
 /// Every mode holds the keys: servers sign and verify with them, the
 /// controller hashes secrets with the hash key. Only the leader writes
 /// them.
-fn watch_keys(client: &Client, namespace: &str, name: &str) -> Arc<KeyStore> {
+fn watch_keys(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    health: &Arc<watch::Health>,
+) -> Arc<KeyStore> {
     let keys = KeyStore::new();
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-    let (store, name) = (keys.clone(), name.to_owned());
-    tokio::spawn(async move {
-        if let Err(e) = keystore::watch(secrets, name, store).await {
-            error!(error = %e, "signing-key watch ended");
-        }
-    });
+    let tracker = health.tracker(format!("signing keys ({namespace}/{name})"));
+    tokio::spawn(keystore::watch(
+        secrets,
+        name.to_owned(),
+        keys.clone(),
+        tracker,
+    ));
     keys
 }
 
@@ -333,19 +355,25 @@ fn watch_keys(client: &Client, namespace: &str, name: &str) -> Arc<KeyStore> {
 fn watch_for_server(
     client: &Client,
     scopes: &Scopes,
+    health: &Arc<watch::Health>,
 ) -> (Arc<CredentialIndex>, Arc<ResourceStore>) {
+    let scope_name = |scope: &Option<String>| match scope {
+        Some(ns) => format!("in {ns}"),
+        None => "in all namespaces".to_owned(),
+    };
     let index = CredentialIndex::with_watches(scopes.len());
     for scope in scopes.iter().cloned() {
         let api: Api<DeserializeGuard<ApiCredential>> = match &scope {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        let index = index.clone();
-        tokio::spawn(async move {
-            if let Err(e) = index::run_credential_watch(api, scope, index).await {
-                error!(error = %e, "credential watch ended");
-            }
-        });
+        let tracker = health.tracker(format!("ApiCredentials {}", scope_name(&scope)));
+        tokio::spawn(index::run_credential_watch(
+            api,
+            scope,
+            index.clone(),
+            tracker,
+        ));
     }
     let resources = ResourceStore::new(scopes.len() * TYPES.len());
     let watches = TYPES
@@ -357,12 +385,11 @@ fn watch_for_server(
             Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
             None => Api::all_with(client.clone(), &resource),
         };
+        let tracker = health.tracker(format!("{} {}", ty.plural, scope_name(&scope)));
         let resources = resources.clone();
-        tokio::spawn(async move {
-            if let Err(e) = index::run_resource_watch(objects, ty, i, scope, resources).await {
-                error!(error = %e, kind = ty.kind, "resource watch ended");
-            }
-        });
+        tokio::spawn(index::run_resource_watch(
+            objects, ty, i, scope, resources, tracker,
+        ));
     }
     (index, resources)
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use catalio_operator::crd::{ApiCredential, Phase};
+use catalio_test_support::cut::CuttableApiServer;
 use catalio_test_support::{
     OperatorProcess, TestNamespace, access_token, cluster, credential_secret, eventually,
 };
@@ -63,6 +64,17 @@ impl Reply {
 
 impl Harness {
     async fn start(prefix: &str, orgs: usize, extra: &[&str]) -> Self {
+        Self::start_via(prefix, orgs, extra, &cluster().kubeconfig).await
+    }
+
+    /// As [`Harness::start`], the operator reaching the API server with
+    /// `kubeconfig`.
+    async fn start_via(
+        prefix: &str,
+        orgs: usize,
+        extra: &[&str],
+        kubeconfig: &std::path::Path,
+    ) -> Self {
         let client = cluster().client().await;
         let mut namespaces = Vec::new();
         for _ in 0..orgs {
@@ -84,8 +96,7 @@ impl Harness {
             "3s",
         ];
         args.extend_from_slice(extra);
-        let (mut operator, endpoints) =
-            OperatorProcess::run_serving(OPERATOR, &cluster().kubeconfig, &args);
+        let (mut operator, endpoints) = OperatorProcess::run_serving(OPERATOR, kubeconfig, &args);
         operator.wait_ready(&endpoints, WAIT).await;
         Harness {
             orgs: namespaces,
@@ -1873,4 +1884,116 @@ async fn quotas_cap_what_one_organization_holds() {
             .iter()
             .all(|i| i["spec"]["description"] != "d".repeat(4096))
     );
+}
+
+/// The API server goes away and comes back (the operator reaches it through
+/// a proxy the test cuts; the control plane itself stays up for kubectl):
+/// meanwhile tokens and reads are served from the caches and writes answer
+/// 503 with Retry-After; afterwards the watches and the controller catch up
+/// with what changed meanwhile, in the same process.
+#[tokio::test]
+async fn the_api_server_going_away_loses_nothing() {
+    let dir = tempfile_dir("outage");
+    let (api_server, kubeconfig) =
+        CuttableApiServer::in_front_of(&cluster().kubeconfig, &dir).await;
+    let h = Harness::start_via("api-outage", 1, &[], &kubeconfig).await;
+    let token = h.token(0, "writer", &["*:write"]).await;
+    let (id, secret) = h.secret(0, "writer").await;
+    h.apply(
+        0,
+        "apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: before}\nspec: {title: Before}\n",
+    );
+    h.wait_for(&token, "/api/v1/requirements", &["before"])
+        .await;
+    let pid = h.operator.pid();
+
+    api_server.cut();
+    let cut = std::time::Instant::now();
+    // Served from the caches.
+    assert!(!h.token_for(&id, &secret).await.is_empty());
+    assert_eq!(
+        h.get(&token, "/api/v1/requirements/before").await.status,
+        200
+    );
+    // A write cannot be, and says when to retry.
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/requirements",
+            Some(&token),
+            Some(json!({"data": {"type": "requirement", "attributes": {"title": "During"}}})),
+        )
+        .await;
+    let (status, code, _) = r.error();
+    assert_eq!((status, code.as_str()), (503, "backend_unavailable"));
+    assert_eq!(r.headers["retry-after"], "1");
+    // Meanwhile others write straight to the API server.
+    h.apply(
+        0,
+        "apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: meanwhile}\nspec: {title: Meanwhile}\n\
+         ---\napiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: late}\nspec: {displayName: Late}\n",
+    );
+    // Still ready (every replica is cut off alike; unready would take the
+    // caches away too), and saying what is degraded.
+    let readyz = eventually(WAIT, "/readyz to name the broken watches", || async {
+        let r = h
+            .http
+            .get(format!("{}/readyz", h.admin))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        let body = r.text().await.ok()?;
+        body.contains("degraded").then_some((status, body))
+    })
+    .await;
+    assert_eq!(readyz.0, 200, "{}", readyz.1);
+    let outage = cut.elapsed();
+
+    api_server.restore();
+    let back = std::time::Instant::now();
+    h.wait_for(&token, "/api/v1/requirements", &["before", "meanwhile"])
+        .await;
+    let reads_caught_up = back.elapsed();
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.client.clone(), h.org(0));
+    eventually(
+        WAIT,
+        "the credential created meanwhile to get its Secret",
+        || async { secrets.get_opt("late").await.ok()?.map(|_| ()) },
+    )
+    .await;
+    let (late_id, late_secret) = h.secret(0, "late").await;
+    assert!(!h.token_for(&late_id, &late_secret).await.is_empty());
+    let controller_caught_up = back.elapsed();
+    eprintln!(
+        "outage {outage:?}; after the API server's return: reads caught up in \
+         {reads_caught_up:?}, a credential created meanwhile got a token in {controller_caught_up:?}"
+    );
+    let whole = std::time::Instant::now() + WAIT;
+    loop {
+        let r = h
+            .http
+            .get(format!("{}/readyz", h.admin))
+            .send()
+            .await
+            .unwrap();
+        let body = r.text().await.unwrap();
+        if !body.contains("degraded") {
+            break;
+        }
+        let logs = h.operator.logs();
+        let watches: Vec<&str> = logs.lines().filter(|l| l.contains("watch")).collect();
+        assert!(
+            std::time::Instant::now() < whole,
+            "/readyz still says {body}; {watches:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(h.operator.pid(), pid);
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("catalio-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -155,15 +155,18 @@ impl Server {
     async fn verifier(&self) -> Verifier {
         let index = CredentialIndex::new();
         let keys = KeyStore::new();
+        let health = std::sync::Arc::new(catalio_operator::watch::Health::default());
         tokio::spawn(index::run_credential_watch(
             Api::namespaced(self.client.clone(), &self.ns.name),
             Some(self.ns.name.clone()),
             index.clone(),
+            health.tracker("credentials"),
         ));
         tokio::spawn(keystore::watch(
             Api::namespaced(self.client.clone(), &self.ns.name),
             KEYS_SECRET.to_owned(),
             keys.clone(),
+            health.tracker("keys"),
         ));
         eventually(WAIT, "verifier caches", || async {
             (index.is_synced() && keys.is_loaded()).then_some(())

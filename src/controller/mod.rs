@@ -147,11 +147,12 @@ pub async fn run(
         secrets,
         watcher::Config::default().labels(&plan::managed_secret_selector()),
     )
-    .default_backoff()
+    .backoff(crate::watch::backoff())
     .touched_objects();
     let config = kube::runtime::controller::Config::default().concurrency(32);
     Controller::new(credentials, watcher::Config::default())
         .with_config(config)
+        .trigger_backoff(crate::watch::backoff())
         .owns_stream(owned)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -5,7 +5,7 @@ pub mod resources;
 
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use kube::api::DynamicObject;
 use kube::core::DeserializeGuard;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -14,6 +14,7 @@ use tracing::warn;
 
 use crate::crd::ApiCredential;
 use crate::crd::registry::ResourceType;
+use crate::watch::{self, Tracker};
 pub use credentials::{CredentialEntry, CredentialIndex, SecretSlot};
 use resources::{Entry, ResourceStore};
 
@@ -24,12 +25,17 @@ pub async fn run_credential_watch(
     api: Api<DeserializeGuard<ApiCredential>>,
     namespace: Option<String>,
     index: Arc<CredentialIndex>,
-) -> Result<(), watcher::Error> {
+    mut tracker: Tracker,
+) {
     // Entries, not objects: a relist of every credential holds only what
     // the index keeps of each, never the objects whole.
     let mut relist: Vec<CredentialEntry> = Vec::new();
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    while let Some(event) = events.try_next().await? {
+    let mut events =
+        std::pin::pin!(watcher(api, watcher::Config::default()).backoff(watch::backoff()));
+    while let Some(item) = events.next().await {
+        let Some(event) = tracker.on(item) else {
+            continue;
+        };
         match event {
             watcher::Event::Init => relist.clear(),
             watcher::Event::InitApply(DeserializeGuard(Ok(cred))) => {
@@ -54,7 +60,6 @@ pub async fn run_credential_watch(
             }
         }
     }
-    Ok(())
 }
 
 /// Keeps `store` in step with the objects of `ty` that `api` sees (in
@@ -67,7 +72,8 @@ pub async fn run_resource_watch(
     watch: usize,
     namespace: Option<String>,
     store: Arc<ResourceStore>,
-) -> Result<(), watcher::Error> {
+    mut tracker: Tracker,
+) {
     let read = |obj: &DynamicObject| match Entry::from_object(ty, obj) {
         Ok(entry) => Some(entry),
         Err(e) => {
@@ -76,8 +82,12 @@ pub async fn run_resource_watch(
         }
     };
     let mut relist: Vec<(String, Entry)> = Vec::new();
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    while let Some(event) = events.try_next().await? {
+    let mut events =
+        std::pin::pin!(watcher(api, watcher::Config::default()).backoff(watch::backoff()));
+    while let Some(item) = events.next().await {
+        let Some(event) = tracker.on(item) else {
+            continue;
+        };
         match event {
             watcher::Event::Init => relist.clear(),
             watcher::Event::InitApply(obj) => relist.extend(read(&obj)),
@@ -93,5 +103,4 @@ pub async fn run_resource_watch(
             }
         }
     }
-    Ok(())
 }

@@ -147,6 +147,9 @@ pub(crate) async fn recover(rejection: Rejection) -> Result<warp::reply::Respons
 /// mode, where the controller's own watches need no gate).
 #[derive(Clone)]
 pub struct Readiness {
+    /// Broken watches: reported, not made unready (every replica is cut off
+    /// from the API server alike, and unready would take their caches away).
+    pub health: Arc<crate::watch::Health>,
     pub index: Option<Arc<CredentialIndex>>,
     pub resources: Option<Arc<ResourceStore>>,
     pub keys: Option<Arc<KeyStore>>,
@@ -182,11 +185,16 @@ pub fn admin_routes(
         .and(warp::get())
         .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
     let readyz = warp::path!("readyz").and(warp::get()).map(move || {
-        if readiness.ready() {
-            warp::reply::with_status("ready", StatusCode::OK).into_response()
+        let (status, word) = if readiness.ready() {
+            (StatusCode::OK, "ready")
         } else {
-            warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE).into_response()
-        }
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        };
+        let body = match readiness.health.report() {
+            Some(degraded) => format!("{word}; {degraded}"),
+            None => word.to_owned(),
+        };
+        warp::reply::with_status(body, status).into_response()
     });
     healthz
         .or(readyz)

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -25,6 +25,7 @@ use super::KeyStore;
 use super::keys::{self, KeyRing, RotationPolicy, StoredKey};
 use crate::controller::plan::{MANAGER, keys as labels};
 use crate::secret::SecretHasher;
+use crate::watch::Tracker;
 
 /// The key under which the Secret stores the key list (JSON).
 pub const DATA_KEY: &str = "keys.json";
@@ -157,14 +158,17 @@ pub async fn run_maintenance(api: Api<Secret>, name: String, policy: RotationPol
 }
 
 /// Keeps `store` loaded with the keys in the Secret until the watch ends.
-pub async fn watch(
-    api: Api<Secret>,
-    name: String,
-    store: Arc<KeyStore>,
-) -> Result<(), watcher::Error> {
+pub async fn watch(api: Api<Secret>, name: String, store: Arc<KeyStore>, mut tracker: Tracker) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
-    while let Some(secret) = events.try_next().await? {
+    let mut events = std::pin::pin!(
+        watcher(api, config)
+            .backoff(crate::watch::backoff())
+            .applied_objects()
+    );
+    while let Some(item) = events.next().await {
+        let Some(secret) = tracker.on(item) else {
+            continue;
+        };
         match parse(&secret) {
             Ok(stored) => {
                 let (ring, errors) = KeyRing::load(&stored, hash_key(&secret));
@@ -176,5 +180,4 @@ pub async fn watch(
             Err(e) => warn!(secret = %name, error = %e, "keeping the previous signing keys"),
         }
     }
-    Ok(())
 }

@@ -16,6 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 
 pub mod clients;
+pub mod cut;
 pub mod pki;
 pub mod webhook;
 
