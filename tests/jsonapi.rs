@@ -1927,12 +1927,18 @@ async fn the_api_server_going_away_loses_nothing() {
     let (status, code, _) = r.error();
     assert_eq!((status, code.as_str()), (503, "backend_unavailable"));
     assert_eq!(r.headers["retry-after"], "1");
-    // Meanwhile others write straight to the API server.
-    h.apply(
-        0,
-        "apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: meanwhile}\nspec: {title: Meanwhile}\n\
-         ---\napiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: late}\nspec: {displayName: Late}\n",
+    // Meanwhile others write straight to the API server: a credential, and
+    // more requirement changes than a resumed watch may be able to replay.
+    let mut many = String::from(
+        "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: late}\nspec: {displayName: Late}\n",
     );
+    for i in 0..200 {
+        many.push_str(&format!(
+            "---\napiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {{name: meanwhile-{i:03}}}\nspec: {{title: Meanwhile {i}}}\n"
+        ));
+    }
+    h.apply(0, &many);
+    cluster().kubectl_ok(&["-n", h.org(0), "delete", "requirement", "meanwhile-007"]);
     // Still ready (every replica is cut off alike; unready would take the
     // caches away too), and saying what is degraded.
     let readyz = eventually(WAIT, "/readyz to name the broken watches", || async {
@@ -1952,8 +1958,31 @@ async fn the_api_server_going_away_loses_nothing() {
 
     api_server.restore();
     let back = std::time::Instant::now();
-    h.wait_for(&token, "/api/v1/requirements", &["before", "meanwhile"])
-        .await;
+    // Exactly what the API server holds: nothing lost, nothing twice.
+    let mut expected: Vec<String> = std::iter::once("before".to_owned())
+        .chain(
+            (0..200)
+                .filter(|i| *i != 7)
+                .map(|i| format!("meanwhile-{i:03}")),
+        )
+        .collect();
+    expected.sort();
+    let listed =
+        |page: usize| format!("/api/v1/requirements?sort=id&page[size]=100&page[number]={page}");
+    eventually(
+        WAIT,
+        "the JSON:API to list what the API server holds",
+        || async {
+            let r = h.get(&token, &listed(1)).await;
+            (r.body["meta"]["total"] == expected.len()).then_some(())
+        },
+    )
+    .await;
+    let mut ids = Vec::new();
+    for page in 1..=3 {
+        ids.extend(h.get(&token, &listed(page)).await.ids());
+    }
+    assert_eq!(ids, expected);
     let reads_caught_up = back.elapsed();
     let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(h.client.clone(), h.org(0));
     eventually(
