@@ -889,7 +889,13 @@ async fn metrics_move_with_a_lifecycle() {
         delta("catalio_http_requests_total{route=\"token\",status=\"401\"}"),
         1.0
     );
-    assert!(sample(&after, "catalio_reconciles_total{result=\"ok\"}") >= 1.0);
+    // A reconcile is counted when it returns, after the status it wrote
+    // (what made the credential Active) is visible.
+    eventually(WAIT, "the reconcile to be counted", || async {
+        let now = scrape().await;
+        (sample(&now, "catalio_reconciles_total{result=\"ok\"}") >= 1.0).then_some(())
+    })
+    .await;
     assert_eq!(sample(&after, "catalio_credentials{phase=\"Active\"}"), 1.0);
     assert!(after.contains("catalio_reconcile_duration_seconds_bucket"));
     assert!(after.contains("catalio_http_request_duration_seconds_bucket{le="));
