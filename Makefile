@@ -12,7 +12,7 @@ export CATALIO_TEST_PYTHON := $(PYCLIENTS)/bin/python
 JSCLIENTS ?= $(HOME)/.cache/catalio-operator/jsclients
 export CATALIO_TEST_OAUTH4WEBAPI := $(JSCLIENTS)/node_modules/oauth4webapi
 
-.PHONY: test lint build bench fuzz crds controlplane pyclients jsclients cluster-up cluster-down cluster-env dev
+.PHONY: test lint build bench chaos fuzz crds controlplane pyclients jsclients cluster-up cluster-down cluster-env dev
 
 ## Every test: formatting, lints, unit tests and the integration tests on a
 ## real control plane; then proof that no control-plane process outlived them.
@@ -32,6 +32,14 @@ bench: controlplane
 	bench/token.sh
 	bench/credentials.sh
 	bench/api.sh
+
+## Faults that print figures and count damage (release build, own control
+## plane): SIGKILLs at random moments among credential operations, and
+## leader failover under a burst of changes. The scripts in chaos/ take
+## larger counts.
+chaos: controlplane
+	chaos/crash.sh 100 10
+	chaos/failover.sh 5
 
 ## Fuzzes every parser that takes bytes from the network: FUZZ_SECONDS per
 ## target without a sanitizer, then FUZZ_ASAN_SECONDS with AddressSanitizer.
