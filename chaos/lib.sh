@@ -3,6 +3,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../bench/lib.sh"
 ns=chaos
 kubectl create namespace "$ns" > /dev/null
+# This run's files: runs at once must not share them.
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/catalio-chaos-XXXXXX")
+echo "operator logs and the Secret record: $run_dir" >&2
 
 # Starts `catalio-operator run` for $ns with lease duration $lease; sets
 # replica_pid and replica_base.
@@ -12,7 +15,7 @@ replica() {
   "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
     --namespace "$ns" --watch-namespaces "$ns" --lease-duration "${lease:-3s}" \
     --shutdown-delay 0s --token-url "http://127.0.0.1:$port/oauth/token" \
-    2>> /tmp/chaos-operator.log &
+    2>> "$run_dir/operator.log" &
   replica_pid=$!
   pids+=("$replica_pid")
   replica_base=http://127.0.0.1:$port
@@ -30,7 +33,7 @@ applied_rotation() { kubectl -n "$ns" get apicred "$1" -o jsonpath='{.status.rot
 
 # Every value each managed Secret's client_secret takes, as it happens.
 kubectl -n "$ns" get secrets -l app.kubernetes.io/managed-by=catalio-operator --watch \
-  -o jsonpath='{.metadata.name} {.data.client_secret}{"\n"}' > /tmp/chaos-secrets.txt 2> /dev/null &
+  -o jsonpath='{.metadata.name} {.data.client_secret}{"\n"}' > "$run_dir/secrets.txt" 2> /dev/null &
 pids+=($!)
 
 declare -A rotations=() revoked=()
@@ -67,7 +70,7 @@ count_damage() {
       -H 'Content-Type: application/json' \
       -d "{\"client_id\":\"$id\",\"client_secret\":\"$secret\",\"grant_type\":\"client_credentials\"}")
     [[ $code == 200 ]] || { no_token=$((no_token + 1)); echo "$name: its Secret's secret got $code" >&2; }
-    seen=$(awk -v n="$name" '$1 == n && $2 != "" {print $2}' /tmp/chaos-secrets.txt | sort -u | wc -l)
+    seen=$(awk -v n="$name" '$1 == n && $2 != "" {print $2}' "$run_dir/secrets.txt" | sort -u | wc -l)
     applied=$(applied_rotation "$name")
     if (( seen != asked + 1 )) || [[ ${applied:-0} != "$asked" ]]; then
       echo "$name: rotations asked $asked, secrets seen $seen, status.rotationCounter ${applied:-none}" >&2
