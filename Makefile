@@ -34,12 +34,13 @@ bench: controlplane
 	bench/api.sh
 
 ## Faults that print figures and count damage (release build, own control
-## plane): SIGKILLs at random moments among credential operations, and
-## leader failover under a burst of changes. The scripts in chaos/ take
+## plane): SIGKILLs at random moments among credential operations, leader
+## failover under a burst of changes, and the API server gone under load. The scripts in chaos/ take
 ## larger counts.
 chaos: controlplane
 	chaos/crash.sh 100 10
 	chaos/failover.sh 5
+	chaos/outage.sh 10
 
 ## Fuzzes every parser that takes bytes from the network: FUZZ_SECONDS per
 ## target without a sanitizer, then FUZZ_ASAN_SECONDS with AddressSanitizer.

@@ -7,18 +7,21 @@ kubectl create namespace "$ns" > /dev/null
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/catalio-chaos-XXXXXX")
 echo "operator logs and the Secret record: $run_dir" >&2
 
-# Starts `catalio-operator run` for $ns with lease duration $lease; sets
-# replica_pid and replica_base.
+# Starts `catalio-operator run` for $ns with lease duration $lease (and
+# $operator_args, through $operator_kubeconfig if set); sets replica_pid,
+# replica_base and replica_admin.
 replica() {
   local port admin
   port=$(free_port); admin=$(free_port)
-  "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+  KUBECONFIG=${operator_kubeconfig:-$KUBECONFIG} \
+    "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
     --namespace "$ns" --watch-namespaces "$ns" --lease-duration "${lease:-3s}" \
-    --shutdown-delay 0s --token-url "http://127.0.0.1:$port/oauth/token" \
+    --shutdown-delay 0s --token-url "http://127.0.0.1:$port/oauth/token" ${operator_args:-} \
     2>> "$run_dir/operator.log" &
   replica_pid=$!
   pids+=("$replica_pid")
   replica_base=http://127.0.0.1:$port
+  replica_admin=http://127.0.0.1:$admin
   wait_ready "$admin"
 }
 now() { date +%s.%N; }
