@@ -213,15 +213,24 @@ impl Table {
     /// Starts keeping the order of `keys`, unless it is kept already or the
     /// table keeps as many as it may.
     fn keep_sorted(&mut self, ty: &ResourceType, keys: &[SortKey]) {
-        if self.settled(keys) {
-            return;
-        }
-        let sorted = self
-            .order
+        let sorted = self.sort(ty, keys);
+        self.keep(keys, sorted);
+    }
+
+    /// Every object here in the order of `keys`.
+    fn sort(&self, ty: &ResourceType, keys: &[SortKey]) -> Sorted {
+        self.order
             .values()
             .map(|e| (OrderKey::new(ty, keys, e), e.clone()))
-            .collect();
-        self.sorted.push((keys.into(), sorted));
+            .collect()
+    }
+
+    /// Keeps `sorted`, the objects here in the order of `keys`, unless that
+    /// order is kept already or the table keeps as many as it may.
+    fn keep(&mut self, keys: &[SortKey], sorted: Sorted) {
+        if !self.settled(keys) {
+            self.sorted.push((keys.into(), sorted));
+        }
     }
 
     /// Names of the live objects whose relationship `rel` includes
@@ -421,14 +430,20 @@ impl Index for ResourceStore {
     }
 
     fn keep_sorted(&self, org: &str, ty: &ResourceType, keys: &[SortKey]) {
-        if self.snapshot(org).table(ty).settled(keys) {
+        let snapshot = self.snapshot(org);
+        let table = snapshot.table(ty);
+        if table.settled(keys) {
             return;
         }
-        // Built under the write lock: once per order and table, and a sort
-        // of what one organization holds of one type.
+        // Sorted from the snapshot, outside the lock: readers and writers
+        // never wait for it. Kept only if the table has not changed
+        // meanwhile; otherwise a later request sorts again.
+        let sorted = table.sort(ty, keys);
         let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = orgs.get_mut(org) {
-            Arc::make_mut(held).keep_sorted(ty, keys);
+        if let Some(held) = orgs.get_mut(org)
+            && held.table(ty).order.ptr_eq(&table.order)
+        {
+            Arc::make_mut(held).tables[ty.index()].keep(keys, sorted);
         }
     }
 }

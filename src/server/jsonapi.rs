@@ -768,14 +768,15 @@ async fn serve<S: Index, W: Writes>(
     let content_type = content_type.as_deref();
     match (method, at) {
         (Method::GET, At::Collection) => {
-            if !query.sort.is_empty() {
+            let (doc, kept) = api.index.read(org, |o| {
+                let kept = query.sort.is_empty() || o.sorted(ty, &query.sort).is_some();
+                (document::collection(ty, o, &query), kept)
+            });
+            // Sorted per request this time; kept for the next ones.
+            if !kept {
                 api.index.keep_sorted(org, ty, &query.sort);
             }
-            let doc = api
-                .index
-                .read(org, |o| document::collection(ty, o, &query))
-                .map_err(too_many)?;
-            Ok(respond(StatusCode::OK, Some(&doc)))
+            Ok(respond(StatusCode::OK, Some(&doc.map_err(too_many)?)))
         }
         (Method::GET, At::One(id)) => api.index.read(org, |o| {
             let entry = lookup(o, ty, &id)?;
