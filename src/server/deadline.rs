@@ -47,6 +47,24 @@ impl<T> Deadline<T> {
         self.sleep.as_mut().reset(Instant::now() + self.idle);
     }
 
+    /// A write's outcome: bytes out are progress, a wait is a wait.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 && self.preface_left == 0 {
+                    self.progressed(0);
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.waiting(cx).map(Err),
+        }
+    }
+
     /// Waiting on the client: an error once the deadline has passed.
     fn waiting(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         ready!(self.sleep.as_mut().poll(cx));
@@ -84,16 +102,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 && self.preface_left == 0 {
-                    self.progressed(0);
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.waiting(cx).map(Err),
-        }
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(cx, written)
     }
 
     fn poll_write_vectored(
@@ -101,16 +111,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 && self.preface_left == 0 {
-                    self.progressed(0);
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.waiting(cx).map(Err),
-        }
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
