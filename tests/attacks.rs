@@ -10,7 +10,7 @@ use catalio_operator::crd::{ApiCredential, Phase};
 use catalio_test_support::webhook::HoldingWebhook;
 use catalio_test_support::{
     Endpoints, OperatorProcess, TestNamespace, access_token, clients, cluster, create_credential,
-    credential_secret, eventually, get_json, patch_credential, rss_kib,
+    credential_secret, eventually, get_json, metrics, patch_credential, rss_kib,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -623,20 +623,9 @@ async fn one_looping_client_cannot_take_every_signature() {
         (t.token_status(&id, &secret).await == 200).then_some(())
     })
     .await;
-    let metrics = metrics_text(&t).await;
+    let metrics = metrics(&t.endpoints.admin).await;
     assert!(
         metrics.contains("catalio_tokens_refused_total{reason=\"rate_limited\"}"),
         "no rate_limited in metrics"
     );
-}
-
-async fn metrics_text(t: &Target) -> String {
-    t.http
-        .get(format!("{}/metrics", t.endpoints.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }

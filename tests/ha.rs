@@ -74,6 +74,20 @@ async fn verify_with_jwks_of(base: &str, token: &str) {
     decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap();
 }
 
+/// Waits until `r` answers on its public port.
+async fn serving(http: &reqwest::Client, r: &Replica) {
+    eventually(WAIT, "the replica to serve", || async {
+        http.get(format!("{}/.well-known/jwks.json", r.base))
+            .send()
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+}
+
 fn leads(r: &Replica) -> bool {
     r.operator.logs().contains("became leader")
 }
@@ -227,16 +241,7 @@ async fn one_leader_reconciles_both_serve_and_leadership_moves() {
     // The new leader dies without a word; a fresh replica takes over within
     // about the lease duration.
     let mut c = start(&ns.name);
-    eventually(WAIT, "the fresh replica to serve", || async {
-        http.get(format!("{}/.well-known/jwks.json", c.base))
-            .send()
-            .await
-            .ok()?
-            .status()
-            .is_success()
-            .then_some(())
-    })
-    .await;
+    serving(&http, &c).await;
     staying.operator.kill();
     let killed = Instant::now();
     create_and_wait(&client, &ns.name, "after-failover", WAIT).await;
@@ -312,16 +317,7 @@ async fn a_holders_skewed_clock_neither_loses_nor_keeps_the_lease() {
     lease = leases.create(&PostParams::default(), &lease).await.unwrap();
     let replica = start_with_lease(&ns.name, "10s");
     let http = reqwest::Client::new();
-    eventually(WAIT, "the replica to serve", || async {
-        http.get(format!("{}/.well-known/jwks.json", replica.base))
-            .send()
-            .await
-            .ok()?
-            .status()
-            .is_success()
-            .then_some(())
-    })
-    .await;
+    serving(&http, &replica).await;
     // Renewed every second for twice the lease duration, each renewal ten
     // minutes in the past: the lease stays ours (a replace with a stale
     // resourceVersion would fail if the replica had taken it).

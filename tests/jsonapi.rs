@@ -7,7 +7,8 @@ use std::time::Duration;
 use catalio_operator::crd::{ApiCredential, Phase};
 use catalio_test_support::cut::CuttableApiServer;
 use catalio_test_support::{
-    OperatorProcess, TestNamespace, access_token, cluster, credential_secret, eventually,
+    OperatorProcess, TestNamespace, access_token, cluster, credential_secret, eventually, metrics,
+    sample,
 };
 use kube::{Api, Client};
 use reqwest::Method;
@@ -903,15 +904,7 @@ async fn every_bad_token_is_401_in_the_seed_format() {
     for secret in [&good, &doomed, &old, &new] {
         assert!(!logs.contains(secret.as_str()), "a token reached the logs");
     }
-    let metrics = h
-        .http
-        .get(format!("{}/metrics", h.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&h.admin).await;
     // Revoked and rotated-away tokens count as the credential no longer
     // working.
     assert!(
@@ -1485,15 +1478,7 @@ async fn relationship_endpoints_read_and_change_linkage() {
     assert_eq!(components, ["c2", "c3"]);
 
     // Metrics name these routes by declaration, never by id.
-    let metrics = h
-        .http
-        .get(format!("{}/metrics", h.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&h.admin).await;
     for route in [
         "api:requirements/{id}/persona",
         "api:personas/{id}/requirements",
@@ -1739,24 +1724,12 @@ async fn slow_silent_and_crowding_clients_are_bounded() {
     // The cap. Once every connection above is gone, eight busy keep-alive
     // clients hold all eight slots.
     let open = || async {
-        let metrics = h
-            .http
-            .get(format!("{}/metrics", h.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("catalio_http_open_connections "))
-            .unwrap_or_else(|| panic!("no open connections gauge in {metrics}"))
-            .parse::<u64>()
-            .unwrap()
+        let text = metrics(&h.admin).await;
+        assert!(text.contains("catalio_http_open_connections "), "{text}");
+        sample(&text, "catalio_http_open_connections ")
     };
     eventually(WAIT, "every connection to close", || async {
-        (open().await == 0).then_some(())
+        (open().await == 0.0).then_some(())
     })
     .await;
     let jwks = b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -1775,7 +1748,7 @@ async fn slow_silent_and_crowding_clients_are_bounded() {
         conn.write_all(jwks).await.unwrap();
         assert_eq!(response(conn).await, "HTTP/1.1 200 OK");
     }
-    assert_eq!(open().await, 8);
+    assert_eq!(open().await, 8.0);
     // One leaves: the ninth is served.
     drop(holders.pop());
     let answer = tokio::time::timeout(WAIT, response(&mut ninth))
@@ -1893,7 +1866,7 @@ async fn quotas_cap_what_one_organization_holds() {
 /// with what changed meanwhile, in the same process.
 #[tokio::test]
 async fn the_api_server_going_away_loses_nothing() {
-    let dir = tempfile_dir("outage");
+    let dir = std::env::temp_dir();
     let (api_server, kubeconfig) =
         CuttableApiServer::in_front_of(&cluster().kubeconfig, &dir).await;
     let h = Harness::start_via("api-outage", 1, &[], &kubeconfig).await;
@@ -2019,10 +1992,4 @@ async fn the_api_server_going_away_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(h.operator.pid(), pid);
-}
-
-fn tempfile_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("catalio-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -10,7 +10,7 @@ use catalio_operator::index::{self, CredentialIndex};
 use catalio_operator::token::{KeyStore, Verifier, VerifyError, keystore};
 use catalio_test_support::{
     OperatorProcess, TestNamespace, clients, cluster, credential_secret, eventually, get_json,
-    patch_credential,
+    metrics, patch_credential, sample,
 };
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -724,9 +724,9 @@ async fn last_used_at_moves_and_is_written_at_most_once_a_minute() {
     }
     // Every token issued has been noted and decided on (written, skipped
     // within the interval, or dropped) before the status is compared.
-    let metrics = s.readyz.replace("/readyz", "/metrics");
+    let admin = s.readyz.trim_end_matches("/readyz");
     eventually(WAIT, "every use to be noted", || async {
-        let text = s.http.get(&metrics).send().await.ok()?.text().await.ok()?;
+        let text = metrics(admin).await;
         let sum = |prefix: &str| -> f64 {
             text.lines()
                 .filter(|l| l.starts_with(prefix))
@@ -845,23 +845,12 @@ async fn sigterm_under_load_fails_no_request_in_flight() {
     );
 }
 
-/// The value of one sample line in a Prometheus text exposition.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn metrics_move_with_a_lifecycle() {
     let s = Server::start("metrics", &[]).await;
     let cred = s.credential("ci", "").await;
-    let metrics_url = s.readyz.replace("/readyz", "/metrics");
-    let scrape = || async {
-        let r = s.http.get(&metrics_url).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        r.text().await.unwrap()
-    };
+    let admin = s.readyz.trim_end_matches("/readyz");
+    let scrape = || metrics(admin);
     let before = scrape().await;
     s.token(&cred).await;
     let wrong = Credential {

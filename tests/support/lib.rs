@@ -491,3 +491,21 @@ pub async fn create_credential(
     ]);
     credential_secret(client, namespace, name).await
 }
+
+/// The Prometheus text an operator's admin port (`http://HOST:PORT`)
+/// serves at `/metrics`.
+pub async fn metrics(admin: &str) -> String {
+    let r = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .expect("/metrics answers");
+    assert_eq!(r.status(), 200);
+    r.text().await.expect("/metrics body")
+}
+
+/// The value of one sample line (`series` with its labels) in a Prometheus
+/// text exposition; 0 when absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
