@@ -116,8 +116,11 @@ printf 'apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: meanwhile
 write=$(curl -s -w ' %{http_code}' -X POST "$api/requirements" -H "Authorization: Bearer $token" \
   -H 'Content-Type: application/vnd.api+json' \
   -d '{"data":{"type":"requirement","attributes":{"title":"During"}}}')
-sleep 3 # the watches notice and report (what /readyz shows is printed, not judged)
-readyz=$(curl -s -w ' (%{http_code})' "$replica_admin/readyz")
+# Until the watches have noticed (or the outage is over): what /readyz says.
+until readyz=$(curl -s -w ' (%{http_code})' "$replica_admin/readyz"); [[ $readyz == *degraded* ]]; do
+  kill -0 "${load[0]}" 2> /dev/null || break
+  sleep 0.2
+done
 wait "${load[@]}"
 kill -USR2 "$proxy_pid"
 back=$(now)
