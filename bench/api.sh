@@ -170,7 +170,7 @@ manifest=$(mktemp)
 for i in $(seq 1 "$creds"); do
   printf -- '---\napiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: cred-%d}\nspec: {displayName: "Credential %d"}\n' "$i" "$i"
 done > "$manifest"
-kubectl -n bench apply --server-side -f "$manifest" > /dev/null
+(( creds == 0 )) || kubectl -n bench apply --server-side -f "$manifest" > /dev/null
 until [ "$(kubectl -n bench get apicred -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c '^Active$')" -gt "$creds" ]; do
   sleep 1
 done
