@@ -4,8 +4,10 @@
 //! The holder renews every third of the lease duration. It stops its work
 //! once it has failed to renew for two thirds of the duration, before any
 //! other replica may take over (after the full duration), so two leaders
-//! never write at once. On shutdown the holder releases the lease, so the
-//! next leader need not wait.
+//! never write at once. Every request is bounded by that moment: one that
+//! hangs cannot keep a leader working. Followers look every sixth of the
+//! duration and when the lease they saw would expire. On shutdown the
+//! holder releases the lease, so the next leader need not wait.
 //!
 //! Another replica's clock is never compared with ours: a lease is judged
 //! expired when this replica has seen it unchanged for the lease duration
@@ -20,7 +22,9 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+use crate::watch::Tracker;
 
 /// What to do about a lease, seen at `now`.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,6 +66,8 @@ pub struct Elector {
     pub duration: Duration,
     /// The lease as last seen, and when it last changed, by our clock.
     pub observed: Option<(LeaseSpec, Instant)>,
+    /// Failed lease requests, for `/readyz`.
+    pub health: Tracker,
 }
 
 impl Elector {
@@ -148,6 +154,21 @@ impl Elector {
         }
     }
 
+    /// How long until the lease, unchanged since this replica last saw it
+    /// change, expires.
+    fn expires_in(&self) -> Duration {
+        match &self.observed {
+            Some((_, seen)) => self.duration.saturating_sub(seen.elapsed()),
+            None => self.duration,
+        }
+    }
+
+    /// How long until a leader that last renewed at `last_renewed` stops
+    /// its work: two thirds of the lease duration after it.
+    fn step_down_in(&self, last_renewed: Instant) -> Duration {
+        (self.duration * 2 / 3).saturating_sub(last_renewed.elapsed())
+    }
+
     /// Runs `work` whenever this replica leads, until `shutdown` resolves;
     /// then stops the work and releases the lease.
     pub async fn run(
@@ -160,7 +181,21 @@ impl Elector {
         let mut last_renewed = Instant::now();
         let step = self.duration / 3;
         loop {
-            match self.try_hold().await {
+            // A leader's request may hang (an API server whose storage is
+            // gone answers after a minute): it must not outlive the moment
+            // this replica stops writing.
+            let limit = match task {
+                Some(_) => step.min(self.step_down_in(last_renewed)),
+                None => step,
+            };
+            let held = tokio::time::timeout(limit, self.try_hold())
+                .await
+                .unwrap_or(Err(kube::Error::Service("no answer in time".into())));
+            match &held {
+                Ok(_) => self.health.whole(),
+                Err(e) => self.health.failed(e),
+            }
+            match held {
                 Ok(true) => {
                     last_renewed = Instant::now();
                     if task.is_none() {
@@ -176,17 +211,26 @@ impl Elector {
                         }
                     }
                 }
-                Err(e) => warn!(lease = %self.name, error = %e, "lease request failed"),
+                Err(e) => debug!(lease = %self.name, error = %e, "lease request failed"),
             }
             // Stop writing before anyone else may take over.
-            if task.is_some() && last_renewed.elapsed() > self.duration * 2 / 3 {
+            if task.is_some() && self.step_down_in(last_renewed).is_zero() {
                 warn!(lease = %self.name, "could not renew the lease in time; stepping down");
                 if let Some(t) = task.take() {
                     t.abort();
                 }
             }
+            // A follower looks twice as often as the holder renews, and
+            // again the moment the lease it saw would expire: it takes over
+            // at most half a renewal interval after the expiry it observes.
+            let pause = match task {
+                Some(_) => step.min(self.step_down_in(last_renewed)),
+                None => (step / 2)
+                    .min(self.expires_in())
+                    .max(Duration::from_millis(50)),
+            };
             tokio::select! {
-                _ = tokio::time::sleep(step) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = &mut shutdown => break,
             }
         }

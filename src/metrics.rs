@@ -59,6 +59,7 @@ pub struct Metrics {
     pub http_duration: HistogramFamily<RouteLabel>,
     pub open_connections: Gauge,
     pub usage_notes: Family<ResultLabel, Counter>,
+    pub watch_lists: Counter,
     credentials: Family<PhaseLabel, Gauge>,
 }
 
@@ -76,6 +77,7 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let open_connections = Gauge::default();
         let usage_notes = Family::default();
+        let watch_lists = Counter::default();
         let credentials = Family::default();
         registry.register(
             "reconciles",
@@ -128,6 +130,11 @@ impl Metrics {
             usage_notes.clone(),
         );
         registry.register(
+            "watch_lists",
+            "Complete lists made by this replica's watches: one each at start, then one per relist (410 Gone)",
+            watch_lists.clone(),
+        );
+        registry.register(
             "credentials",
             "Credentials this replica knows, by phase",
             credentials.clone(),
@@ -144,6 +151,7 @@ impl Metrics {
             http_duration,
             open_connections,
             usage_notes,
+            watch_lists,
             credentials,
         })
     }

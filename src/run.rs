@@ -136,7 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let draining = Arc::new(AtomicBool::new(false));
     let drained = drained(shutdown.clone(), draining.clone(), shutdown_delay);
     let metrics = Metrics::new();
-    let health = Arc::new(watch::Health::default());
+    let health = Arc::new(watch::Health::counting(metrics.watch_lists.clone()));
     let keys = watch_keys(&client, &namespace, &signing_key_secret, &health);
     let mut readiness = Readiness {
         health: health.clone(),
@@ -206,6 +206,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         ));
         let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
         let elector = Elector {
+            health: health.tracker(format!("leader election ({namespace}/{leader_lease})")),
             api: Api::<Lease>::namespaced(client, &namespace),
             name: leader_lease,
             identity: leader::identity(),
@@ -339,7 +340,7 @@ fn watch_keys(
 ) -> Arc<KeyStore> {
     let keys = KeyStore::new();
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-    let tracker = health.tracker(format!("signing keys ({namespace}/{name})"));
+    let tracker = health.tracker(format!("signing keys ({namespace}/{name}) watch"));
     tokio::spawn(keystore::watch(
         secrets,
         name.to_owned(),
@@ -367,7 +368,7 @@ fn watch_for_server(
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        let tracker = health.tracker(format!("ApiCredentials {}", scope_name(&scope)));
+        let tracker = health.tracker(format!("ApiCredentials {} watch", scope_name(&scope)));
         tokio::spawn(index::run_credential_watch(
             api,
             scope,
@@ -385,7 +386,7 @@ fn watch_for_server(
             Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
             None => Api::all_with(client.clone(), &resource),
         };
-        let tracker = health.tracker(format!("{} {}", ty.plural, scope_name(&scope)));
+        let tracker = health.tracker(format!("{} {} watch", ty.plural, scope_name(&scope)));
         let resources = resources.clone();
         tokio::spawn(index::run_resource_watch(
             objects, ty, i, scope, resources, tracker,

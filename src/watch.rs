@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher::ExponentialBackoff;
+use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info, warn};
 
 /// The longest wait between two attempts: client-go's 30 s is kind to a
@@ -57,13 +58,22 @@ impl Broken {
     }
 }
 
-/// The watches that are broken now.
+/// The watches that are broken now, and how often they listed.
 #[derive(Default)]
 pub struct Health {
     broken: Mutex<BTreeMap<String, Broken>>,
+    lists: Counter,
 }
 
 impl Health {
+    /// Counting complete lists in `lists`.
+    pub fn counting(lists: Counter) -> Self {
+        Self {
+            broken: Mutex::default(),
+            lists,
+        }
+    }
+
     /// What is degraded, for `/readyz`; `None` when every watch is whole.
     pub fn report(&self) -> Option<String> {
         self.report_at(Instant::now())
@@ -76,7 +86,7 @@ impl Health {
             .filter(|(_, b)| b.current(now))
             .map(|(watch, b)| {
                 format!(
-                    "{watch} watch broken for {}s ({})",
+                    "{watch} broken for {}s ({})",
                     now.saturating_duration_since(b.since).as_secs(),
                     b.error
                 )
@@ -112,36 +122,51 @@ impl Tracker {
     pub fn on<T, E: Display>(&mut self, item: Result<T, E>) -> Option<T> {
         match item {
             Ok(event) => {
-                if self.broken {
-                    self.broken = false;
-                    self.health.lock().remove(&self.watch);
-                    info!(watch = %self.watch, "watch whole again");
-                }
+                self.whole();
                 Some(event)
             }
             Err(e) => {
-                self.broken = true;
-                let now = Instant::now();
-                let mut broken = self.health.lock();
-                match broken.get_mut(&self.watch) {
-                    Some(b) if b.current(now) => {
-                        debug!(watch = %self.watch, error = %e, "watch still broken");
-                        b.last = now;
-                    }
-                    _ => {
-                        warn!(watch = %self.watch, error = %e, "watch broken; serving from the cache and retrying");
-                        let error = short(&e);
-                        broken.insert(
-                            self.watch.clone(),
-                            Broken {
-                                since: now,
-                                last: now,
-                                error,
-                            },
-                        );
-                    }
-                }
+                self.failed(&e);
                 None
+            }
+        }
+    }
+
+    /// A complete list, at start or after the watch could not resume.
+    pub fn listed(&self) {
+        self.health.lists.inc();
+    }
+
+    /// A request that succeeded.
+    pub fn whole(&mut self) {
+        if self.broken {
+            self.broken = false;
+            self.health.lock().remove(&self.watch);
+            info!(what = %self.watch, "whole again");
+        }
+    }
+
+    /// A request that failed (and will be retried).
+    pub fn failed(&mut self, e: &impl Display) {
+        self.broken = true;
+        let now = Instant::now();
+        let mut broken = self.health.lock();
+        match broken.get_mut(&self.watch) {
+            Some(b) if b.current(now) => {
+                debug!(what = %self.watch, error = %e, "still broken");
+                b.last = now;
+            }
+            _ => {
+                warn!(what = %self.watch, error = %e, "broken; serving from the caches and retrying");
+                let error = short(e);
+                broken.insert(
+                    self.watch.clone(),
+                    Broken {
+                        since: now,
+                        last: now,
+                        error,
+                    },
+                );
             }
         }
     }
@@ -161,8 +186,8 @@ mod tests {
     #[test]
     fn reports_what_is_broken_until_it_is_whole() {
         let health = Arc::new(Health::default());
-        let mut keys = health.tracker("signing keys");
-        let mut requirements = health.tracker("requirements in org-a");
+        let mut keys = health.tracker("signing keys watch");
+        let mut requirements = health.tracker("requirements in org-a watch");
         assert_eq!(health.report(), None);
         assert_eq!(keys.on(Ok::<_, String>(1)), Some(1));
         assert_eq!(keys.on(Err::<i32, _>("connection refused\nmore")), None);

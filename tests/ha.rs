@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use catalio_operator::crd::{ApiCredential, Phase};
+use catalio_test_support::cut::CuttableApiServer;
 use catalio_test_support::{
     OperatorProcess, TestNamespace, access_token, cluster, credential_secret, eventually, get_json,
 };
@@ -349,4 +350,85 @@ async fn a_holders_skewed_clock_neither_loses_nor_keeps_the_lease() {
         silent.elapsed()
     );
     assert!(leads(&replica));
+}
+
+/// When the leader's line to the API server goes silent (requests hang
+/// rather than fail, as when packets are dropped), the leader stops its work
+/// before any other replica may take the lease, so two never lead at once;
+/// its /readyz says leader election is broken meanwhile.
+#[tokio::test]
+async fn a_leader_whose_requests_hang_stops_before_another_takes_over() {
+    let client = cluster().client().await;
+    let http = reqwest::Client::new();
+    let ns = TestNamespace::new(&client, "silent").await;
+    let (line, kubeconfig) =
+        CuttableApiServer::in_front_of(&cluster().kubeconfig, &std::env::temp_dir()).await;
+    let args = [
+        "--namespace",
+        &ns.name,
+        "--watch-namespaces",
+        &ns.name,
+        "--lease-duration",
+        "3s",
+        "--shutdown-delay",
+        "0s",
+    ];
+    let (leader, leader_endpoints) = OperatorProcess::run_serving(OPERATOR, &kubeconfig, &args);
+    eventually(WAIT, "the replica behind the proxy to lead", || async {
+        leader.logs().contains("became leader").then_some(())
+    })
+    .await;
+    let other = start(&ns.name);
+    serving(&http, &other).await;
+    create_and_wait(&client, &ns.name, "before", WAIT).await;
+
+    let mut holders = watch_holders(Api::namespaced(client.clone(), &ns.name));
+    line.silence();
+    let other_identity = format!("-{}", other.operator.pid());
+    tokio::time::timeout(WAIT, async {
+        while let Some(holder) = holders.recv().await {
+            if holder.is_some_and(|h| h.ends_with(&other_identity)) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the other replica to take the lease");
+    let took_over = logged_at(&other.operator.logs(), "became leader");
+    eventually(WAIT, "the silenced leader to step down", || async {
+        leader.logs().contains("stepping down").then_some(())
+    })
+    .await;
+    let stepped_down = logged_at(&leader.logs(), "stepping down");
+    assert!(
+        stepped_down < took_over,
+        "the silenced leader stepped down at {stepped_down}, after the other took over at {took_over}"
+    );
+    let readyz = http
+        .get(format!("{}/readyz", leader_endpoints.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        readyz.contains("degraded") && readyz.contains("leader election"),
+        "{readyz}"
+    );
+    // The new leader does the work.
+    create_and_wait(&client, &ns.name, "after", WAIT).await;
+    line.restore();
+}
+
+/// When the first log line containing `message` was written.
+fn logged_at(logs: &str, message: &str) -> jiff::Timestamp {
+    let line = logs
+        .lines()
+        .find(|l| l.contains(message))
+        .unwrap_or_else(|| panic!("no {message:?} in the logs"));
+    line.split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no timestamp on {line:?}"))
 }

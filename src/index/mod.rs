@@ -41,7 +41,10 @@ pub async fn run_credential_watch(
             watcher::Event::InitApply(DeserializeGuard(Ok(cred))) => {
                 relist.extend(CredentialEntry::from_object(&cred));
             }
-            watcher::Event::InitDone => index.replace_scope(namespace.as_deref(), relist.drain(..)),
+            watcher::Event::InitDone => {
+                index.replace_scope(namespace.as_deref(), relist.drain(..));
+                tracker.listed();
+            }
             watcher::Event::Apply(DeserializeGuard(Ok(cred))) => index.upsert(&cred),
             watcher::Event::Delete(DeserializeGuard(Ok(cred))) => {
                 index.remove_uid(&cred.uid().unwrap_or_default());
@@ -93,6 +96,7 @@ pub async fn run_resource_watch(
             watcher::Event::InitApply(obj) => relist.extend(read(&obj)),
             watcher::Event::InitDone => {
                 store.replace(watch, ty, namespace.as_deref(), relist.drain(..));
+                tracker.listed();
             }
             watcher::Event::Apply(obj) => match read(&obj) {
                 Some((ns, entry)) => store.upsert(ty, &ns, entry),

@@ -2,6 +2,9 @@
 //! An operator configured through it sees the API server go away (new
 //! connections reset, open ones, watches included, broken) and come back,
 //! while the control plane goes on serving the test and the other tests.
+//! Or it can go silent: connections stay open and new ones are taken, but
+//! no byte passes either way until it is restored (a network that drops
+//! packets), so requests hang instead of failing.
 //! Nothing is faked: every byte that passes is the real API server's.
 
 use std::net::SocketAddr;
@@ -10,13 +13,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kube::config::Kubeconfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-#[derive(Default)]
 struct State {
     cut: AtomicBool,
+    silent: watch::Sender<bool>,
     open: Mutex<Vec<AbortHandle>>,
+}
+
+/// Copies `from` to `to`, holding what it reads while the proxy is silent.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut silent: watch::Receiver<bool>) {
+    let mut buf = vec![0; 64 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        if silent.wait_for(|s| !*s).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 pub struct CuttableApiServer {
@@ -30,11 +47,15 @@ impl CuttableApiServer {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            cut: AtomicBool::new(false),
+            silent: watch::channel(false).0,
+            open: Mutex::default(),
+        });
         let shared = state.clone();
         let accepting = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 if shared.cut.load(Ordering::SeqCst) {
@@ -42,9 +63,15 @@ impl CuttableApiServer {
                     drop(client);
                     continue;
                 }
+                let silent = shared.silent.subscribe();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = TcpStream::connect(target).await {
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::join!(
+                            pump(client_read, server_write, silent.clone()),
+                            pump(server_read, client_write, silent),
+                        );
                     }
                 });
                 let mut open = shared.open.lock().unwrap();
@@ -68,8 +95,15 @@ impl CuttableApiServer {
         }
     }
 
+    /// Lets no byte through, either way, on any connection, open or new,
+    /// until [`Self::restore`].
+    pub fn silence(&self) {
+        self.state.silent.send_replace(true);
+    }
+
     pub fn restore(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
+        self.state.silent.send_replace(false);
     }
 
     /// A proxy to the API server `kubeconfig` names, and a copy of that
