@@ -8,6 +8,7 @@ use http::header;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ObjectMeta, TypeMeta};
 use serde_json::{Map, Value, json};
+use std::time::Duration;
 use tracing::{error, warn};
 
 use crate::api::error::{ErrorObject, Problem};
@@ -50,6 +51,27 @@ pub fn new_id() -> Result<String, getrandom::Error> {
         &hex[16..20],
         &hex[20..]
     ))
+}
+
+/// How long a JSON:API write waits for the API server. Without its storage
+/// the API server answers only after a minute; the client hears sooner
+/// that it may retry.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `call`, or a 503 to retry once [`WRITE_TIMEOUT`] has passed without an
+/// answer (when the write may or may not have been applied).
+async fn within<T>(
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<Result<T, kube::Error>, Problem> {
+    tokio::time::timeout(WRITE_TIMEOUT, call).await.map_err(|_| {
+        warn!(timeout = ?WRITE_TIMEOUT, "Kubernetes API server did not answer a write in time");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend_unavailable",
+            "the data store did not answer in time; the change may or may not have been made; retry later",
+        )
+        .with_header(header::RETRY_AFTER, "1")
+    })
 }
 
 /// Writes with the operator's client.
@@ -98,10 +120,8 @@ impl Writes for KubeWrites {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()
         };
-        let created = self
-            .api(ty, org)
-            .create(&params, &object)
-            .await
+        let created = within(self.api(ty, org).create(&params, &object))
+            .await?
             .map_err(|e| write_error(ty, e, false))?;
         stored(ty, &created)
     }
@@ -122,10 +142,8 @@ impl Writes for KubeWrites {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        let updated = self
-            .api(ty, org)
-            .patch(id, &params, &Patch::Merge(&patch))
-            .await
+        let updated = within(self.api(ty, org).patch(id, &params, &Patch::Merge(&patch)))
+            .await?
             .map_err(|e| match &e {
                 kube::Error::Api(s) if s.code == 404 => Problem::not_found(ty.name, id),
                 _ => write_error(ty, e, precondition.is_some()),
@@ -147,10 +165,8 @@ impl Writes for KubeWrites {
     ) -> Result<Entry, Problem> {
         let field = ty.relationships[rel].field;
         for _ in 0..EDIT_ATTEMPTS {
-            let current = self
-                .api(ty, org)
-                .get_opt(id)
-                .await
+            let current = within(self.api(ty, org).get_opt(id))
+                .await?
                 .map_err(|e| write_error(ty, e, false))?
                 .ok_or_else(|| Problem::not_found(ty.name, id))?;
             let mut members: Vec<String> = current.data["spec"][field]
@@ -193,10 +209,8 @@ impl Writes for KubeWrites {
         org: &str,
         name: &str,
     ) -> Result<bool, Problem> {
-        let found = self
-            .api(ty, org)
-            .get_opt(name)
-            .await
+        let found = within(self.api(ty, org).get_opt(name))
+            .await?
             .map_err(|e| write_error(ty, e, false))?;
         Ok(found.is_some())
     }

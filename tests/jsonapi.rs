@@ -1859,6 +1859,39 @@ async fn quotas_cap_what_one_organization_holds() {
     );
 }
 
+/// An API server that takes a write and never answers (its storage gone,
+/// it would answer after a minute; here the line goes silent): the client
+/// hears 503 with Retry-After once the operator stops waiting, and reads
+/// go on from the caches meanwhile.
+#[tokio::test]
+async fn a_write_the_api_server_never_answers_is_a_503_to_retry() {
+    let (line, kubeconfig) =
+        CuttableApiServer::in_front_of(&cluster().kubeconfig, &std::env::temp_dir()).await;
+    let h = Harness::start_via("api-silent", 1, &[], &kubeconfig).await;
+    let token = h.token(0, "writer", &["*:write"]).await;
+    let write = |title: &str| {
+        h.call(
+            Method::POST,
+            "/api/v1/requirements",
+            Some(&token),
+            Some(json!({"data": {"type": "requirement", "attributes": {"title": title}}})),
+        )
+    };
+    // A write that works leaves its connection open for the next one.
+    assert_eq!(write("Answered").await.status, 201);
+    line.silence();
+    let asked = std::time::Instant::now();
+    let r = write("Unanswered").await;
+    let (status, code, _) = r.error();
+    assert_eq!((status, code.as_str()), (503, "backend_unavailable"));
+    assert_eq!(r.headers["retry-after"], "1");
+    let detail = r.body["errors"][0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("did not answer in time"), "{detail}");
+    eprintln!("unanswered write refused after {:?}", asked.elapsed());
+    assert_eq!(h.get(&token, "/api/v1/requirements").await.status, 200);
+    line.restore();
+}
+
 /// The API server goes away and comes back (the operator reaches it through
 /// a proxy the test cuts; the control plane itself stays up for kubectl):
 /// meanwhile tokens and reads are served from the caches and writes answer
