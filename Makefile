@@ -34,13 +34,16 @@ bench: controlplane
 	bench/api.sh
 
 ## Faults that print figures and count damage (release build, own control
-## plane): SIGKILLs at random moments among credential operations, leader
-## failover under a burst of changes, and the API server gone under load. The scripts in chaos/ take
-## larger counts.
+## plane): SIGKILLs at random moments among credential operations and Secret
+## edits, leader failover under a burst of changes and signing-key rotation,
+## the API server (and, separately, etcd) gone under load, and watches
+## closed and refused with 410 Gone. The scripts in chaos/ take larger counts.
 chaos: controlplane
 	chaos/crash.sh 100 10
 	chaos/failover.sh 5
-	chaos/outage.sh 10
+	chaos/outage.sh 10 apiserver
+	chaos/outage.sh 10 etcd
+	chaos/watches.sh 1000
 
 ## Fuzzes every parser that takes bytes from the network: FUZZ_SECONDS per
 ## target without a sanitizer, then FUZZ_ASAN_SECONDS with AddressSanitizer.

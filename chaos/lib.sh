@@ -7,6 +7,50 @@ kubectl create namespace "$ns" > /dev/null
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/catalio-chaos-XXXXXX")
 echo "operator logs and the Secret record: $run_dir" >&2
 
+# A TCP proxy: `python3 "$run_dir/proxy.py" LISTEN_PORT HOST:PORT`; SIGUSR1
+# cuts it off (open connections closed, new ones closed at once), SIGUSR2
+# restores it.
+cat > "$run_dir/proxy.py" <<'PY'
+import asyncio, signal, sys
+listen, target = int(sys.argv[1]), sys.argv[2].split(":")
+cut, open_ = False, set()
+async def pipe(r, w):
+    try:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+    except Exception:
+        pass
+    finally:
+        w.close()
+async def serve(cr, cw):
+    if cut:
+        cw.close()
+        return
+    try:
+        sr, sw = await asyncio.open_connection(target[0], int(target[1]))
+    except OSError:
+        cw.close()
+        return
+    open_.update((cw, sw))
+    await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+    open_.difference_update((cw, sw))
+def set_cut(value):
+    global cut
+    cut = value
+    if value:
+        for w in list(open_):
+            w.transport.abort()
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, set_cut, True)
+    loop.add_signal_handler(signal.SIGUSR2, set_cut, False)
+    srv = await asyncio.start_server(serve, "127.0.0.1", listen)
+    async with srv:
+        await srv.serve_forever()
+asyncio.run(main())
+PY
+
 # Starts `catalio-operator run` for $ns with lease duration $lease (and
 # $operator_args, through $operator_kubeconfig if set); sets replica_pid,
 # replica_base and replica_admin.
@@ -39,27 +83,40 @@ kubectl -n "$ns" get secrets -l app.kubernetes.io/managed-by=catalio-operator --
   -o jsonpath='{.metadata.name} {.data.client_secret}{"\n"}' > "$run_dir/secrets.txt" 2> /dev/null &
 pids+=($!)
 
-declare -A rotations=() revoked=()
+# Per credential: rotations asked, revoked, and client_secret values the
+# script itself caused besides rotations (a deleted Secret is regenerated:
+# one; a hand-overwritten secret is replaced: the edit and its replacement).
+declare -A rotations=() revoked=() replaced=()
+# The client_secret values the Secret watch has seen for $1.
+values_seen() { awk -v n="$1" '$1 == n && $2 != "" {print $2}' "$run_dir/secrets.txt" | sort -u | wc -l; }
+values_expected() { echo $(( 1 + ${rotations[$1]:-0} + ${replaced[$1]:-0} )); }
+# Nothing asked of $1 is still pending: Active, the last rotation applied,
+# every change the script caused to its Secret seen.
+settled() {
+  active "$1" && [[ $(applied_rotation "$1") == "${rotations[$1]:-0}" ]] \
+    && (( $(values_seen "$1") == $(values_expected "$1") ))
+}
 
 # Waits for every credential to settle, then counts the damage against
 # $base (a serving replica): credentials neither Active nor (if revoked)
-# Revoked, Secrets whose secret gets no token, revoked credentials with a
-# Secret or a token, and rotations not applied exactly once (client_secret
-# values seen other than 1 + the rotations asked, or status.rotationCounter
-# not the spec's). Fails unless every count is zero.
+# Revoked, Secrets whose hash is not the status's, Secrets whose secret
+# gets no token, revoked credentials with a Secret, and secrets not changed
+# exactly as often as asked (client_secret values seen other than 1 + the
+# rotations asked + the script's own replacements, or
+# status.rotationCounter not the spec's). Fails unless every count is zero.
 count_damage() {
-  local names total name want id secret code asked seen applied
-  local unsettled=0 no_token=0 revoked_alive=0 wrong_rotations=0
+  local names total name want id secret code asked seen expected applied hash status_hash
+  local unsettled=0 mismatched=0 no_token=0 revoked_alive=0 wrong_rotations=0
   names=$(kubectl -n "$ns" get apicred -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}')
   total=$(wc -l <<< "$names")
   for name in $names; do
     want=Active; [[ -n ${revoked[$name]:-} ]] && want=Revoked
     asked=${rotations[$name]:-0}
-    # Settled: in its phase, and (if live) with the last rotation applied.
+    # Settled: in its phase, and (if live) with every change applied.
     for _ in $(seq 1 300); do
-      [[ $(phase "$name") == "$want" ]] \
-        && { [[ $want == Revoked ]] || [[ $(applied_rotation "$name") == "$asked" ]]; } \
-        && break
+      if [[ $want == Revoked ]]; then [[ $(phase "$name") == Revoked ]] && break
+      else settled "$name" && break
+      fi
       sleep 0.2
     done
     [[ $(phase "$name") == "$want" ]] || { unsettled=$((unsettled + 1)); echo "$name: $(phase "$name"), not $want" >&2; continue; }
@@ -67,21 +124,27 @@ count_damage() {
       kubectl -n "$ns" get secret "$name" > /dev/null 2>&1 && revoked_alive=$((revoked_alive + 1))
       continue
     fi
+    hash=$(kubectl -n "$ns" get secret "$name" -o jsonpath='{.metadata.annotations.catalio\.ai/secret-sha256}')
+    status_hash=$(kubectl -n "$ns" get apicred "$name" -o jsonpath='{.status.secretHash}')
+    [[ -n $hash && $hash == "$status_hash" ]] \
+      || { mismatched=$((mismatched + 1)); echo "$name: Secret hash ${hash:-none}, status ${status_hash:-none}" >&2; }
     id=$(kubectl -n "$ns" get secret "$name" -o jsonpath='{.data.client_id}' | base64 -d)
     secret=$(kubectl -n "$ns" get secret "$name" -o jsonpath='{.data.client_secret}' | base64 -d)
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$base/oauth/token" \
       -H 'Content-Type: application/json' \
       -d "{\"client_id\":\"$id\",\"client_secret\":\"$secret\",\"grant_type\":\"client_credentials\"}")
     [[ $code == 200 ]] || { no_token=$((no_token + 1)); echo "$name: its Secret's secret got $code" >&2; }
-    seen=$(awk -v n="$name" '$1 == n && $2 != "" {print $2}' "$run_dir/secrets.txt" | sort -u | wc -l)
+    seen=$(values_seen "$name")
+    expected=$(values_expected "$name")
     applied=$(applied_rotation "$name")
-    if (( seen != asked + 1 )) || [[ ${applied:-0} != "$asked" ]]; then
-      echo "$name: rotations asked $asked, secrets seen $seen, status.rotationCounter ${applied:-none}" >&2
+    if (( seen != expected )) || [[ ${applied:-0} != "$asked" ]]; then
+      echo "$name: rotations asked $asked, secrets seen $seen (expected $expected)," \
+        "status.rotationCounter ${applied:-none}" >&2
       wrong_rotations=$((wrong_rotations + 1))
     fi
   done
   echo "credentials: $total"
-  echo "damage: unsettled $unsettled, no token from their Secret $no_token," \
-    "revoked with a Secret $revoked_alive, rotations not applied exactly once $wrong_rotations"
-  (( unsettled + no_token + revoked_alive + wrong_rotations == 0 ))
+  echo "damage: unsettled $unsettled, Secret not matching status $mismatched, no token from their Secret $no_token," \
+    "revoked with a Secret $revoked_alive, secrets not changed exactly as asked $wrong_rotations"
+  (( unsettled + mismatched + no_token + revoked_alive + wrong_rotations == 0 ))
 }
