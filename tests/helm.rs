@@ -661,3 +661,247 @@ async fn readyz_stays_unready_until_the_caches_can_sync() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// What a person bound in one namespace to Kubernetes' default roles may do
+/// with the operator's kinds once the chart is installed, by real requests
+/// as impersonated users: `admin` manages credentials and data, `edit`
+/// writes data but no credential, `view` reads both but no Secret; status
+/// is nobody's; and a binding in one namespace grants nothing in another.
+#[tokio::test]
+async fn namespace_admins_editors_and_viewers_get_what_the_table_says() {
+    use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+    use std::collections::BTreeMap;
+
+    let admin = cluster().client().await;
+    let ops = TestNamespace::new(&admin, "roles").await;
+    let org = TestNamespace::new(&admin, "roles-org").await;
+    let other = TestNamespace::new(&admin, "roles-other").await;
+    let release = format!("r{}", &ops.name[ops.name.len() - 5..]);
+    helm_ok(&["install", &release, &chart(), "-n", &ops.name]);
+
+    // The chart's list of business kinds is the API's.
+    let rendered = cluster().kubectl_ok(&[
+        "get",
+        "clusterrole",
+        &format!("{release}-catalio-operator-view"),
+        "-o",
+        "jsonpath={.rules[0].resources}",
+    ]);
+    let mut listed: Vec<String> = serde_json::from_str(&rendered).unwrap();
+    let mut plurals: Vec<String> = catalio_operator::crd::registry::TYPES
+        .iter()
+        .map(|t| t.plural.to_owned())
+        .collect();
+    listed.sort();
+    plurals.sort();
+    assert_eq!(listed, plurals);
+
+    let bind = |ns: &str, user: &str, role: &str| {
+        cluster().kubectl_ok(&[
+            "-n",
+            ns,
+            "create",
+            "rolebinding",
+            &format!("{user}-{role}"),
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+        ]);
+    };
+    bind(&org.name, "alice", "admin");
+    bind(&org.name, "bob", "edit");
+    bind(&org.name, "carol", "view");
+    bind(&other.name, "alice", "view");
+    let as_user = |user: &'static str| async move {
+        let mut config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&cluster().kubeconfig).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        config.auth_info.impersonate = Some(user.into());
+        Client::try_from(config).unwrap()
+    };
+    // Aggregation reaches the default roles a moment after helm.
+    wait_allowed(
+        &as_user("alice").await,
+        "create",
+        "catalio.ai/apicredentials",
+        &org.name,
+        None,
+    )
+    .await;
+    wait_allowed(
+        &as_user("bob").await,
+        "create",
+        "catalio.ai/requirements",
+        &org.name,
+        None,
+    )
+    .await;
+    wait_allowed(
+        &as_user("carol").await,
+        "list",
+        "catalio.ai/apicredentials",
+        &org.name,
+        None,
+    )
+    .await;
+
+    let resource = |kind: &str, plural: &str| ApiResource {
+        group: "catalio.ai".into(),
+        version: "v1".into(),
+        api_version: "catalio.ai/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let credential = resource("ApiCredential", "apicredentials");
+    let requirement = resource("Requirement", "requirements");
+    let object = |r: &ApiResource, name: &str| -> DynamicObject {
+        let spec = if r.kind == "ApiCredential" {
+            json!({"displayName": name})
+        } else {
+            json!({"title": name})
+        };
+        serde_json::from_value(json!({
+            "apiVersion": "catalio.ai/v1", "kind": r.kind,
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap()
+    };
+    // Objects for the users to change and delete, made by the cluster admin.
+    for ns in [&org.name, &other.name] {
+        for r in [&credential, &requirement] {
+            let api = Api::<DynamicObject>::namespaced_with(admin.clone(), ns, r);
+            for name in ["shared", "del-alice", "del-bob", "del-carol"] {
+                api.create(&PostParams::default(), &object(r, name))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    // Whether the API server allowed it: a refusal must be 403, nothing else.
+    fn allowed<T>(result: Result<T, kube::Error>, what: &str) -> bool {
+        match result {
+            Ok(_) => true,
+            Err(kube::Error::Api(s)) if s.code == 403 => false,
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    let mut table: BTreeMap<String, Vec<bool>> = BTreeMap::new();
+    for user in ["alice", "bob", "carol"] {
+        let client = as_user(user).await;
+        for (ns, place) in [(&org.name, "own"), (&other.name, "other")] {
+            for r in [&credential, &requirement] {
+                let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, r);
+                let row = |verb: &str| format!("{place} namespace: {verb} {}", r.plural);
+                let list = api.list(&ListParams::default()).await;
+                table
+                    .entry(row("list"))
+                    .or_default()
+                    .push(allowed(list, "list"));
+                let create = api
+                    .create(&PostParams::default(), &object(r, &format!("by-{user}")))
+                    .await;
+                table
+                    .entry(row("create"))
+                    .or_default()
+                    .push(allowed(create, "create"));
+                let change = json!({"metadata": {"labels": {"changed-by": user}}});
+                let patch = api
+                    .patch("shared", &PatchParams::default(), &Patch::Merge(&change))
+                    .await;
+                table
+                    .entry(row("patch"))
+                    .or_default()
+                    .push(allowed(patch, "patch"));
+                let status = json!({"status": {"phase": "Revoked"}});
+                let patch_status = api
+                    .patch_status("shared", &PatchParams::default(), &Patch::Merge(&status))
+                    .await;
+                table
+                    .entry(row("patch status of"))
+                    .or_default()
+                    .push(allowed(patch_status, "patch status"));
+                let delete = api
+                    .delete(&format!("del-{user}"), &DeleteParams::default())
+                    .await;
+                table
+                    .entry(row("delete"))
+                    .or_default()
+                    .push(allowed(delete, "delete"));
+            }
+            let secrets = Api::<Secret>::namespaced(client.clone(), ns)
+                .list(&ListParams::default())
+                .await;
+            table
+                .entry(format!("{place} namespace: list secrets"))
+                .or_default()
+                .push(allowed(secrets, "list secrets"));
+        }
+    }
+    // Columns: alice (admin here, view there), bob (edit here), carol (view here).
+    let expected: BTreeMap<String, Vec<bool>> = [
+        ("own namespace: list apicredentials", [true, true, true]),
+        ("own namespace: create apicredentials", [true, false, false]),
+        ("own namespace: patch apicredentials", [true, false, false]),
+        (
+            "own namespace: patch status of apicredentials",
+            [false, false, false],
+        ),
+        ("own namespace: delete apicredentials", [true, false, false]),
+        ("own namespace: list requirements", [true, true, true]),
+        ("own namespace: create requirements", [true, true, false]),
+        ("own namespace: patch requirements", [true, true, false]),
+        (
+            "own namespace: patch status of requirements",
+            [false, false, false],
+        ),
+        ("own namespace: delete requirements", [true, true, false]),
+        // Kubernetes' own admin and edit read Secrets; view never does.
+        ("own namespace: list secrets", [true, true, false]),
+        ("other namespace: list apicredentials", [true, false, false]),
+        (
+            "other namespace: create apicredentials",
+            [false, false, false],
+        ),
+        (
+            "other namespace: patch apicredentials",
+            [false, false, false],
+        ),
+        (
+            "other namespace: patch status of apicredentials",
+            [false, false, false],
+        ),
+        (
+            "other namespace: delete apicredentials",
+            [false, false, false],
+        ),
+        ("other namespace: list requirements", [true, false, false]),
+        (
+            "other namespace: create requirements",
+            [false, false, false],
+        ),
+        ("other namespace: patch requirements", [false, false, false]),
+        (
+            "other namespace: patch status of requirements",
+            [false, false, false],
+        ),
+        (
+            "other namespace: delete requirements",
+            [false, false, false],
+        ),
+        ("other namespace: list secrets", [false, false, false]),
+    ]
+    .into_iter()
+    .map(|(row, cells)| (row.to_owned(), cells.to_vec()))
+    .collect();
+    for (row, cells) in &table {
+        eprintln!(
+            "{row:50} alice {:5} bob {:5} carol {:5}",
+            cells[0], cells[1], cells[2]
+        );
+    }
+    assert_eq!(table, expected);
+    helm_ok(&["uninstall", &release, "-n", &ops.name]);
+}

@@ -205,7 +205,7 @@ start_processes() {
     --authorization-kubeconfig "$dir/kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$kcm_port" \
     --cert-dir "$dir/kcm-certs" \
-    --controllers garbagecollector,namespace,serviceaccount \
+    --controllers garbagecollector,namespace,serviceaccount,clusterrole-aggregation \
     --leader-elect=false \
     --profiling=false \
     > "$dir/controller-manager.log" 2>&1 < /dev/null &

@@ -95,6 +95,12 @@ app.kubernetes.io/component: {{ .component }}
 # The JSON:API's data: read through watches, written by POST, PATCH and
 # DELETE (which archives, so no delete verb).
 - apiGroups: [catalio.ai]
-  resources: [requirements, personas, usecases, testcases, testresults, components, processes, policies, capabilities, teams]
+  resources: {{ include "catalio-operator.businessResources" . }}
   verbs: [get, list, watch, create, patch]
+{{- end -}}
+
+
+{{/* The JSON:API's kinds, as RBAC resources. */}}
+{{- define "catalio-operator.businessResources" -}}
+[requirements, personas, usecases, testcases, testresults, components, processes, policies, capabilities, teams]
 {{- end -}}
