@@ -299,6 +299,7 @@ async fn serve_public(
         quota,
         metrics: metrics.clone(),
         openapi: api::openapi::document(&token_url).to_string(),
+        overview: api::overview::document(&token_url).to_string(),
     });
     let tls = match tls {
         Some(cert) => {

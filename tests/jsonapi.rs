@@ -2026,3 +2026,61 @@ async fn the_api_server_going_away_loses_nothing() {
     }
     assert_eq!(h.operator.pid(), pid);
 }
+
+/// `GET /api/v1` is the API's table of contents: public, a JSON:API
+/// document with every type, and every link in it leads somewhere that
+/// answers (collections with a token, the OpenAPI description without).
+#[tokio::test]
+async fn the_api_overview_lists_every_type_and_its_links_answer() {
+    let h = Harness::start("overview", 1, &[]).await;
+    let token = h.token(0, "reader", &["*:read"]).await;
+    let r = h.call(Method::GET, "/api/v1", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.headers["content-type"], "application/vnd.api+json");
+    assert_eq!(r.body["jsonapi"]["version"], "1.1");
+    let data = r.body["data"].as_array().unwrap();
+    let ids: Vec<&str> = data.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let declared: Vec<&str> = catalio_operator::crd::registry::TYPES
+        .iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(ids, declared);
+    for t in data {
+        assert_eq!(t["type"], "resource_type");
+        let link = t["links"]["self"].as_str().unwrap();
+        let listed = h.get(&token, link).await;
+        assert_eq!(listed.status, 200, "{link}: {}", listed.body);
+        assert!(listed.body["data"].is_array(), "{link}");
+        assert!(!t["attributes"]["attributes"].as_array().unwrap().is_empty());
+        assert!(
+            t["attributes"]["examples"]["list"]
+                .as_str()
+                .unwrap()
+                .starts_with("GET /api/v1/")
+        );
+    }
+    let described = h
+        .call(
+            Method::GET,
+            r.body["links"]["describedby"].as_str().unwrap(),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(described.status, 200);
+    assert_eq!(
+        described.body["openapi"].as_str().map(|v| &v[..2]),
+        Some("3.")
+    );
+    assert!(
+        r.body["meta"]["authentication"]["token_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/oauth/token")
+    );
+    // Only read.
+    let post = h
+        .call(Method::POST, "/api/v1", Some(&token), Some(json!({})))
+        .await;
+    assert_eq!(post.status, 405);
+}

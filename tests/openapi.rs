@@ -11,6 +11,7 @@ fn the_openapi_document_is_valid_and_describes_every_endpoint() {
     for ty in TYPES {
         assert!(doc["paths"][format!("/api/v1/{}/{{id}}", ty.endpoint)]["patch"].is_object());
     }
+    assert!(doc["paths"]["/api/v1"]["get"].is_object());
     let text = doc.to_string();
     let _: Value = serde_json::from_str(&text).unwrap();
     let file = std::env::temp_dir().join(format!("catalio-openapi-{}.json", std::process::id()));

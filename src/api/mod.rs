@@ -14,5 +14,6 @@ pub mod input;
 pub mod media;
 pub mod openapi;
 pub mod order;
+pub mod overview;
 pub mod query;
 pub mod store;

@@ -8,7 +8,7 @@ use super::error::MEDIA_TYPE;
 use super::query::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::crd::registry::{AttrKind, Attribute, ResourceType, TYPES};
 
-fn attribute_schema(a: &Attribute) -> Value {
+pub fn attribute_schema(a: &Attribute) -> Value {
     match a.kind {
         AttrKind::String => json!({"type": "string"}),
         AttrKind::Enum(values) => json!({"type": "string", "enum": values}),
@@ -478,6 +478,20 @@ pub fn document(token_url: &str) -> Value {
         );
         relationship_paths(ty, &common, &security_for, &mut paths);
     }
+    paths.insert(
+        API_PREFIX.into(),
+        json!({
+            "get": {
+                "operationId": "overview",
+                "summary": "Every resource type: its collection, attributes, relationships, scopes and usage examples",
+                "security": [],
+                "responses": {"200": {
+                    "description": "A JSON:API document with one resource_type per type",
+                    "content": {MEDIA_TYPE: {"schema": {"type": "object"}}}
+                }}
+            }
+        }),
+    );
     schemas.insert(
         "relationship_links".into(),
         json!({

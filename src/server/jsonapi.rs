@@ -52,6 +52,8 @@ pub struct JsonApi<S, W> {
     pub metrics: Arc<Metrics>,
     /// The OpenAPI document, rendered once.
     pub openapi: String,
+    /// `GET /api/v1`: every type and how to use it, rendered once.
+    pub overview: String,
 }
 
 /// What one organization may hold of each type through the API: every
@@ -386,28 +388,33 @@ pub fn routes<S: Index, W: Writes>(
     api: Arc<JsonApi<S, W>>,
     body_timeout: Duration,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let openapi = {
-        let api = api.clone();
-        warp::path!("api" / "v1" / "open_api")
-            .and(warp::method())
-            .and_then(move |method: Method| {
-                let api = api.clone();
-                async move {
-                    // Answered here, not refused: the collection shape would
-                    // refuse `open_api` as an unknown type.
-                    if method != Method::GET {
-                        let response = problem_response(&method_not_allowed("GET"));
-                        return Ok::<_, Rejection>(routed(response, "open_api"));
-                    }
-                    let mut response = Response::new(api.openapi.clone().into());
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
-                    Ok(routed(response, "open_api"))
+    // Documents rendered once, public, GET only: answered here, not
+    // refused (the collection shape would refuse `open_api` as an unknown
+    // type).
+    let fixed = |body: String, content_type: &'static str, route: &'static str| {
+        warp::method().and_then(move |method: Method| {
+            let body = body.clone();
+            async move {
+                if method != Method::GET {
+                    let response = problem_response(&method_not_allowed("GET"));
+                    return Ok::<_, Rejection>(routed(response, route));
                 }
-            })
+                let mut response = Response::new(body.into());
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                Ok(routed(response, route))
+            }
+        })
     };
+    let openapi = warp::path!("api" / "v1" / "open_api").and(fixed(
+        api.openapi.clone(),
+        "application/json",
+        "open_api",
+    ));
+    let overview =
+        warp::path!("api" / "v1").and(fixed(api.overview.clone(), MEDIA_TYPE, "overview"));
+    let openapi = overview.or(openapi).unify();
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let served = admission(api)
         .and(query)

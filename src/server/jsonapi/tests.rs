@@ -147,6 +147,7 @@ impl Harness {
             },
             metrics: Metrics::new(),
             openapi: crate::api::openapi::document("http://catalio.test/oauth/token").to_string(),
+            overview: crate::api::overview::document("http://catalio.test/oauth/token").to_string(),
         });
         Harness {
             api,
