@@ -146,6 +146,12 @@ pub struct Operator {
     #[arg(long, env = "CATALIO_TOKEN_RATE_LIMIT", default_value_t = 10)]
     pub token_rate_limit: u32,
 
+    /// How precise `status.lastUsedAt` is: uses (tokens issued, API calls
+    /// authenticated) are recorded to this, and each credential's status is
+    /// written at most once per this.
+    #[arg(long, env = "CATALIO_LAST_USED_INTERVAL", default_value = "1m")]
+    pub last_used_interval: String,
+
     /// Tokens a credential may be issued at once above the rate.
     #[arg(long, env = "CATALIO_TOKEN_BURST", default_value_t = 50)]
     pub token_burst: u32,

@@ -75,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         max_bytes_per_kind,
         token_rate_limit,
         token_burst,
+        last_used_interval,
         max_connections,
         header_read_timeout,
         body_read_timeout,
@@ -95,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let header_read_timeout = positive("header-read-timeout", &header_read_timeout)?;
     let body_read_timeout = positive("body-read-timeout", &body_read_timeout)?;
     let idle_timeout = positive("idle-timeout", &idle_timeout)?;
+    let last_used_interval = positive("last-used-interval", &last_used_interval)?;
     if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&token_lifetime) {
         bail!("--token-lifetime must be between 1m and 24h");
     }
@@ -163,6 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             },
             token_rate_limit,
             token_burst,
+            last_used_interval,
             limits: Limits {
                 max_connections: max_connections as usize,
                 header_read: header_read_timeout,
@@ -235,6 +238,7 @@ struct Public {
     quota: Quota,
     token_rate_limit: u32,
     token_burst: u32,
+    last_used_interval: Duration,
     limits: Limits,
     body_read_timeout: Duration,
 }
@@ -263,10 +267,12 @@ async fn serve_public(
         quota,
         token_rate_limit,
         token_burst,
+        last_used_interval,
         limits,
         body_read_timeout,
     } = public;
     let (index, resources) = watch_for_server(client, scopes, health);
+    let usage = UsageRecorder::spawn(client.clone(), last_used_interval, metrics.clone());
     let service = Arc::new(TokenService {
         index: index.clone(),
         keys: keys.clone(),
@@ -279,7 +285,7 @@ async fn serve_public(
         token_url: token_url.clone(),
         throttle: Throttle::default(),
         issuance: RateLimit::new(token_rate_limit, token_burst),
-        usage: UsageRecorder::spawn(client.clone(), Duration::from_secs(60), metrics.clone()),
+        usage: usage.clone(),
         metrics: metrics.clone(),
     });
     let jsonapi = Arc::new(JsonApi {
@@ -300,6 +306,7 @@ async fn serve_public(
         metrics: metrics.clone(),
         openapi: api::openapi::document(&token_url).to_string(),
         overview: api::overview::document(&token_url).to_string(),
+        usage,
     });
     let tls = match tls {
         Some(cert) => {

@@ -1,7 +1,8 @@
-//! Records when a credential was last used (`status.lastUsedAt`) without
-//! touching the token response's path: issuance only drops a note in a
-//! bounded channel, and a background task writes at most once per credential
-//! per interval.
+//! Records when a credential was last used (`status.lastUsedAt`): a token
+//! issued, or an API call its token authenticated. Never on the request's
+//! path: a use only drops a note in a bounded channel, and a background task
+//! writes at most once per credential per interval (a minute by default),
+//! skipping uses in an interval some replica has recorded already.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::crd::ApiCredential;
+use crate::index::CredentialEntry;
 use crate::metrics::{Metrics, ResultLabel};
 
 /// Field manager of the lastUsedAt writes, separate from the controller's so
@@ -25,6 +27,8 @@ pub const USAGE_MANAGER: &str = "catalio-operator-usage";
 pub struct UsageRecorder {
     tx: mpsc::Sender<(String, String)>,
     metrics: Arc<Metrics>,
+    /// What lastUsedAt is rounded down to, and how often it is written.
+    interval: Duration,
 }
 
 fn noted(metrics: &Metrics, result: &'static str) {
@@ -34,17 +38,44 @@ fn noted(metrics: &Metrics, result: &'static str) {
         .inc();
 }
 
+/// `at`, rounded down to whole `interval`s (at least a second): lastUsedAt
+/// finer than it is written would only add writes.
+fn truncated(at: Timestamp, interval: Duration) -> Timestamp {
+    let step = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX).max(1);
+    Timestamp::from_second(at.as_second() - at.as_second().rem_euclid(step)).unwrap_or(at)
+}
+
 impl UsageRecorder {
-    /// Notes a use. Never waits: when the writer is behind, the note is
-    /// dropped (a later use will be recorded).
-    pub fn record(&self, namespace: &str, name: &str) {
-        if self
-            .tx
-            .try_send((namespace.to_owned(), name.to_owned()))
-            .is_err()
+    /// Notes a use of `credential`: a token issued, or an API call it
+    /// authenticated. Never waits: when the writer is behind, the note is
+    /// dropped (a later use will be recorded). A use in an interval some
+    /// replica has already recorded (as this replica's watch saw it) is
+    /// skipped here, so replicas rarely write the same interval twice.
+    pub fn record(&self, credential: &CredentialEntry) {
+        if credential
+            .last_used_at
+            .is_some_and(|at| at >= truncated(Timestamp::now(), self.interval))
         {
+            noted(&self.metrics, "skipped");
+            return;
+        }
+        let key = (credential.namespace.clone(), credential.name.clone());
+        if self.tx.try_send(key).is_err() {
             noted(&self.metrics, "dropped");
         }
+    }
+
+    /// A recorder whose notes go to the returned receiver, for tests.
+    pub fn detached(metrics: Arc<Metrics>) -> (Self, mpsc::Receiver<(String, String)>) {
+        let (tx, rx) = mpsc::channel(1024);
+        (
+            Self {
+                tx,
+                metrics,
+                interval: Duration::from_secs(60),
+            },
+            rx,
+        )
     }
 
     /// Starts the writer task.
@@ -62,10 +93,7 @@ impl UsageRecorder {
                 written.retain(|_, at| at.elapsed() < interval);
                 written.insert(key.clone(), Instant::now());
                 let (namespace, name) = key;
-                let now = Timestamp::now();
-                // To the minute: finer would only add writes.
-                let minute =
-                    Timestamp::from_second(now.as_second() - now.as_second() % 60).unwrap_or(now);
+                let minute = truncated(Timestamp::now(), interval);
                 let patch = json!({
                     "apiVersion": ApiCredential::api_version(&()),
                     "kind": ApiCredential::kind(&()),
@@ -85,6 +113,10 @@ impl UsageRecorder {
                 noted(&metrics, "written");
             }
         });
-        Self { tx, metrics }
+        Self {
+            tx,
+            metrics,
+            interval,
+        }
     }
 }

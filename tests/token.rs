@@ -745,6 +745,49 @@ async fn last_used_at_moves_and_is_written_at_most_once_a_minute() {
     assert_eq!(after.status.unwrap().last_used_at.unwrap().0, used.0);
 }
 
+/// A client that gets one token and calls the API all day is not idle: an
+/// authenticated API call counts as a use. With `--last-used-interval 1s`,
+/// lastUsedAt moves past the token's issuance while no token is issued.
+#[tokio::test]
+async fn api_calls_move_last_used_at() {
+    let s = Server::start("usage-api", &["--last-used-interval", "1s"]).await;
+    let cred = s.credential("ci", "").await;
+    let token = s.token(&cred).await;
+    let creds = Api::<ApiCredential>::namespaced(s.client.clone(), &s.ns.name);
+    let issued = eventually(WAIT, "lastUsedAt to record the issuance", || async {
+        creds
+            .get("ci")
+            .await
+            .ok()?
+            .status?
+            .last_used_at
+            .map(|t| t.0)
+    })
+    .await;
+    let admin = s.readyz.trim_end_matches("/readyz");
+    let tokens_issued = sample(&metrics(admin).await, "catalio_tokens_issued_total");
+    let called = eventually(WAIT, "an API call to move lastUsedAt", || async {
+        let r = s
+            .http
+            .get(s.url("/api/v1/requirements"))
+            .bearer_auth(&token)
+            .header("accept", "application/vnd.api+json")
+            .send()
+            .await
+            .ok()?;
+        assert_eq!(r.status(), 200);
+        let now = creds.get("ci").await.ok()?.status?.last_used_at?.0;
+        (now > issued).then_some(now)
+    })
+    .await;
+    assert_eq!(
+        sample(&metrics(admin).await, "catalio_tokens_issued_total"),
+        tokens_issued,
+        "no token was issued meanwhile"
+    );
+    assert!(jiff::Timestamp::now() >= called);
+}
+
 #[tokio::test]
 async fn neither_secrets_nor_tokens_reach_the_logs() {
     let s = Server::start("logs", &[]).await;

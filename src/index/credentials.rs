@@ -29,6 +29,8 @@ pub struct CredentialEntry {
     pub token_lifetime: Option<Duration>,
     /// Phase reported in status (`Pending` before the first reconcile).
     pub phase: Phase,
+    /// `status.lastUsedAt`, as any replica last wrote it.
+    pub last_used_at: Option<Timestamp>,
 }
 
 impl CredentialEntry {
@@ -53,6 +55,7 @@ impl CredentialEntry {
                 .as_deref()
                 .and_then(|d| duration::parse(d).ok()),
             phase: status.phase.unwrap_or(Phase::Pending),
+            last_used_at: status.last_used_at.map(|t| t.0),
         })
     }
 

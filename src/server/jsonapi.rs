@@ -35,6 +35,7 @@ use crate::crd::registry::{self, Field, Relationship, ResourceType, TYPES};
 use crate::metrics::Metrics;
 use crate::scope::Access;
 use crate::token::{Verified, Verifier};
+use crate::usage::UsageRecorder;
 
 /// Request bodies above this answer 413.
 pub const BODY_LIMIT: u64 = 1024 * 1024;
@@ -54,6 +55,8 @@ pub struct JsonApi<S, W> {
     pub openapi: String,
     /// `GET /api/v1`: every type and how to use it, rendered once.
     pub overview: String,
+    /// Authenticated calls count as uses of their credential.
+    pub usage: UsageRecorder,
 }
 
 /// What one organization may hold of each type through the API: every
@@ -589,11 +592,13 @@ impl<S: Index, W: Writes> JsonApi<S, W> {
             self.metrics.api_refused("malformed");
             return Err(Problem::unauthorized(challenge));
         };
-        self.verifier.verify(token, Timestamp::now()).map_err(|e| {
+        let verified = self.verifier.verify(token, Timestamp::now()).map_err(|e| {
             debug!(reason = e.metric_label(), "access token refused");
             self.metrics.api_refused(e.metric_label());
             Problem::unauthorized("Bearer realm=\"catalio\", error=\"invalid_token\"")
-        })
+        })?;
+        self.usage.record(&verified.credential);
+        Ok(verified)
     }
 
     /// Stores what the API server returned, so this replica reads its own

@@ -469,7 +469,7 @@ impl TokenService {
         let payload = serde_json::to_vec(&claims).map_err(|_| server_error())?;
         let token = key.sign(&payload).map_err(|_| server_error())?;
         if let Some(entry) = &entry {
-            self.usage.record(&entry.namespace, &entry.name);
+            self.usage.record(entry);
         }
 
         let body = json!({
@@ -721,6 +721,7 @@ mod tests {
             rotation_counter: 4,
             token_lifetime: Some(Duration::from_secs(3600)),
             phase: crate::crd::Phase::Active,
+            last_used_at: None,
         };
         let settings = TokenSettings {
             issuer: "https://catalio.ai".into(),

@@ -123,6 +123,9 @@ impl Harness {
 
     pub fn with_limit(limit: RateLimit) -> Self {
         let now = Timestamp::now();
+        let metrics = Metrics::new();
+        // Uses are the binary's tests' business (tests/credentials.rs).
+        let (usage, _) = crate::usage::UsageRecorder::detached(metrics.clone());
         let stored = StoredKey::generate(Algorithm::Es256, now, now).unwrap();
         let (ring, errors) = KeyRing::load(std::slice::from_ref(&stored), Some(&HASH_KEY));
         assert!(errors.is_empty());
@@ -145,9 +148,10 @@ impl Harness {
                 objects: 10_000,
                 bytes: 32 << 20,
             },
-            metrics: Metrics::new(),
+            metrics: metrics.clone(),
             openapi: crate::api::openapi::document("http://catalio.test/oauth/token").to_string(),
             overview: crate::api::overview::document("http://catalio.test/oauth/token").to_string(),
+            usage,
         });
         Harness {
             api,
