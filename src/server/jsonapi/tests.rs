@@ -717,7 +717,8 @@ async fn media_types_documents_and_limits() {
     assert_eq!(r.status, 413);
     // Unknown endpoints and methods.
     assert_eq!(h.get(&token, "/api/v1/widgets").await.error().0, 404);
-    assert_eq!(h.get(&token, "/api/v1").await.error().0, 404);
+    // The overview, with or without the trailing slash.
+    assert_eq!(h.get(&token, "/api/v1/").await.status, 200);
     assert_eq!(
         h.get(&token, "/api/v1/requirements/r1/persona/more")
             .await
