@@ -33,12 +33,14 @@ operator_kubeconfig=$run_dir/via-proxy.kubeconfig
 kubectl config view --minify --flatten \
   | sed "s#server: $server#server: https://127.0.0.1:$proxy_port#" > "$operator_kubeconfig"
 
-# Requirements req-FROM..req-TO-1 titled TITLE, applied in chunks.
+# Requirements req-FROM..req-TO-1 titled TITLE, applied in chunks; each
+# labelled with its tenth (req-I: tenth I / (OBJECTS / 10)), so a tenth is
+# deleted in one request.
 requirements() { # from to title
   local i
   for ((i = $1; i < $2; i++)); do
-    printf -- '---\napiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: req-%d}\nspec: {title: "%s %d"}\n' \
-      "$i" "$3" "$i"
+    printf -- '---\napiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {name: req-%d, labels: {tenth: "%d"}}\nspec: {title: "%s %d"}\n' \
+      "$i" $((i / (objects / 10))) "$3" "$i"
     if (( (i - $1) % 1000 == 999 || i == $2 - 1 )); then echo "# end"; fi
   done | awk -v dir="$run_dir" '/^# end/ {close(f); n++; next} {f = dir "/chunk-" n ".yaml"; print > f}'
   for f in "$run_dir"/chunk-*.yaml; do
@@ -147,11 +149,10 @@ agree 1
 # revoked, rotated and created.
 round=0
 change() {
-  local tenth=$((objects / 10)) first last i names=()
+  local tenth=$((objects / 10)) first last i
   round=$((round + 1))
   first=$(( (round - 1) * tenth ))
-  for ((i = first; i < first + tenth; i++)); do names+=("req-$i"); done
-  printf '%s\n' "${names[@]}" | xargs -n 500 kubectl -n "$ns" delete requirement --wait=false > /dev/null
+  kubectl -n "$ns" delete requirements -l "tenth=$((round - 1))" --wait=false > /dev/null
   requirements $((first + tenth)) $((first + 2 * tenth)) "Round $round"
   last=$((objects + (round - 1) * tenth))
   requirements "$last" $((last + tenth)) "Added $round"
