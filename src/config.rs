@@ -146,6 +146,12 @@ pub struct Operator {
     #[arg(long, env = "CATALIO_TOKEN_RATE_LIMIT", default_value_t = 10)]
     pub token_rate_limit: u32,
 
+    /// How long a credential may go unused (no token issued, no API call)
+    /// before it gets condition `Unused=True`; `spec.unusedAfter` overrides
+    /// it per credential.
+    #[arg(long, env = "CATALIO_UNUSED_AFTER", default_value = "2160h")]
+    pub unused_after: String,
+
     /// How precise `status.lastUsedAt` is: uses (tokens issued, API calls
     /// authenticated) are recorded to this, and each credential's status is
     /// written at most once per this.

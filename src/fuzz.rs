@@ -93,6 +93,8 @@ static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
             rotation: Default::default(),
             token_lifetime: None,
             revoked: false,
+            unused_after: None,
+            revoke_when_unused: false,
         },
     );
     cred.metadata.uid = Some("0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9".into());

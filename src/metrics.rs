@@ -25,6 +25,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabel {
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: &'static str,
 }
@@ -61,6 +66,7 @@ pub struct Metrics {
     pub usage_notes: Family<ResultLabel, Counter>,
     pub watch_lists: Counter,
     credentials: Family<PhaseLabel, Gauge>,
+    unused: Family<NamespaceLabel, Gauge>,
 }
 
 impl Metrics {
@@ -79,6 +85,7 @@ impl Metrics {
         let usage_notes = Family::default();
         let watch_lists = Counter::default();
         let credentials = Family::default();
+        let unused = Family::default();
         registry.register(
             "reconciles",
             "ApiCredential reconciles by result",
@@ -139,6 +146,11 @@ impl Metrics {
             "Credentials this replica knows, by phase",
             credentials.clone(),
         );
+        registry.register(
+            "credentials_unused",
+            "Live credentials marked Unused (not used for --unused-after or spec.unusedAfter), by organization (namespace)",
+            unused.clone(),
+        );
         Arc::new(Self {
             registry,
             reconciles,
@@ -153,6 +165,7 @@ impl Metrics {
             usage_notes,
             watch_lists,
             credentials,
+            unused,
         })
     }
 
@@ -191,6 +204,13 @@ impl Metrics {
             for (phase, count) in index.count_by_phase() {
                 self.credentials
                     .get_or_create(&PhaseLabel { phase })
+                    .set(count as i64);
+            }
+            // Organizations gone since the last scrape leave the family.
+            self.unused.clear();
+            for (namespace, count) in index.unused_by_namespace() {
+                self.unused
+                    .get_or_create(&NamespaceLabel { namespace })
                     .set(count as i64);
             }
         }

@@ -76,6 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         token_rate_limit,
         token_burst,
         last_used_interval,
+        unused_after,
         max_connections,
         header_read_timeout,
         body_read_timeout,
@@ -97,6 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let body_read_timeout = positive("body-read-timeout", &body_read_timeout)?;
     let idle_timeout = positive("idle-timeout", &idle_timeout)?;
     let last_used_interval = positive("last-used-interval", &last_used_interval)?;
+    let unused_after = positive("unused-after", &unused_after)?;
     if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&token_lifetime) {
         bail!("--token-lifetime must be between 1m and 24h");
     }
@@ -203,6 +205,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Settings {
                 token_url,
                 audience,
+                unused_after,
             },
             keys,
             metrics,

@@ -426,6 +426,7 @@ async fn scheduled_rotation_fires_when_due() {
     let settings = Settings {
         token_url: String::new(),
         audience: String::new(),
+        unused_after: Duration::from_secs(90 * 86_400),
     };
     let then = desired_secret(&cred, &client_id, &material, &settings, &hasher);
     f.kubectl_ok(&[
@@ -535,6 +536,70 @@ async fn revocation_deletes_the_secret_and_cannot_be_undone() {
     assert!(f.secrets().get_opt("ci").await.unwrap().is_none());
     let still = f.creds().get("ci").await.unwrap();
     assert!(still.spec.revoked);
+}
+
+/// A credential nobody uses for `unusedAfter` is marked Unused with an
+/// event; with `revokeWhenUnused` it is revoked for good, with a Warning.
+/// One whose allowance has not run out says so.
+#[tokio::test]
+async fn unused_credentials_are_marked_and_revoked_when_asked() {
+    let f = Fixture::new("unused").await;
+    f.apply(&credential("idle", "  unusedAfter: 3s\n"));
+    f.apply(&credential(
+        "doomed",
+        "  unusedAfter: 3s\n  revokeWhenUnused: true\n",
+    ));
+    f.apply(&credential("busy", "  unusedAfter: 1h\n"));
+    f.active("busy").await;
+
+    let unused = |s: &ApiCredentialStatus| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Unused" && c.status == "True")
+    };
+    let idle = f
+        .status_until("idle", "idle to be marked Unused", |s| unused(s))
+        .await;
+    assert_eq!(idle.phase, Some(Phase::Active), "marked, not revoked");
+    let (kind, _, message) = f.event_with_reason("idle", "Unused").await;
+    assert_eq!(kind, "Normal");
+    assert!(message.contains("Never used"), "{message}");
+
+    let doomed = f
+        .status_until("doomed", "doomed to be revoked", |s| {
+            s.phase == Some(Phase::Revoked)
+        })
+        .await;
+    assert!(doomed.revoked_at.is_some());
+    assert!(
+        f.creds().get("doomed").await.unwrap().spec.revoked,
+        "revoked in the spec, for good"
+    );
+    let (kind, _, _) = f.event_with_reason("doomed", "RevokedUnused").await;
+    assert_eq!(kind, "Warning");
+    eventually(WAIT, "doomed's Secret to be deleted", || async {
+        f.secrets()
+            .get_opt("doomed")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let restore = f.patch("doomed", r#"{"spec":{"revoked":false}}"#);
+    assert!(!restore.status.success());
+
+    // Within its hour, busy is not unused: its condition says so.
+    let busy = f.creds().get("busy").await.unwrap().status.unwrap();
+    let condition = busy
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Unused")
+        .unwrap();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "UsedRecently")
+    );
 }
 
 #[tokio::test]

@@ -202,6 +202,7 @@ async fn apply(
         status,
         notes,
         requeue_after,
+        revoke_unused,
     } = plan::plan(
         cred,
         secret.as_ref(),
@@ -303,6 +304,23 @@ async fn apply(
             note.message,
         )
         .await;
+    }
+    if revoke_unused {
+        // In the spec, where the API server keeps anyone from undoing it;
+        // the next reconcile revokes as for a manual revoke.
+        let api = Api::<ApiCredential>::namespaced(
+            ctx.client.clone(),
+            &cred.namespace().unwrap_or_default(),
+        );
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..Default::default()
+        };
+        let patch = json!({"spec": {"revoked": true}});
+        api.patch(&cred.name_any(), &params, &Patch::Merge(&patch))
+            .await
+            .map_err(Error::WriteStatus)?;
+        return Ok(again);
     }
     Ok(Action::requeue(requeue_after.map_or(RESYNC, |d| {
         // A moment past the deadline, so the next plan sees it passed.

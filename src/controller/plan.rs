@@ -57,6 +57,8 @@ pub fn managed_secret_selector() -> String {
 pub struct Settings {
     pub token_url: String,
     pub audience: String,
+    /// How long a credential may go unused unless its spec says otherwise.
+    pub unused_after: Duration,
 }
 
 /// The credential material held by a valid Secret.
@@ -98,6 +100,8 @@ pub enum Reason {
     SecretRepaired,
     SecretConflict,
     InvalidSpec,
+    Unused,
+    RevokedUnused,
 }
 
 impl Reason {
@@ -111,6 +115,8 @@ impl Reason {
             Reason::SecretRepaired => "SecretRepaired",
             Reason::SecretConflict => "SecretConflict",
             Reason::InvalidSpec => "InvalidSpec",
+            Reason::Unused => "Unused",
+            Reason::RevokedUnused => "RevokedUnused",
         }
     }
 
@@ -121,6 +127,7 @@ impl Reason {
                 | Reason::SecretRepaired
                 | Reason::SecretConflict
                 | Reason::InvalidSpec
+                | Reason::RevokedUnused
         )
     }
 }
@@ -170,8 +177,12 @@ pub struct Plan {
     pub secret: SecretAction,
     pub status: ApiCredentialStatus,
     pub notes: Vec<Note>,
-    /// When the plan changes by itself (grace expiry, scheduled rotation).
+    /// When the plan changes by itself (grace expiry, scheduled rotation,
+    /// the credential becoming unused).
     pub requeue_after: Option<Duration>,
+    /// Unused for longer than allowed with `revokeWhenUnused`: the
+    /// controller sets `spec.revoked`, which no one can undo.
+    pub revoke_unused: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -426,6 +437,7 @@ pub fn plan(
             status,
             notes,
             requeue_after: None,
+            revoke_unused: false,
         });
     }
 
@@ -451,6 +463,7 @@ pub fn plan(
             },
             // Nothing we watch announces that a foreign Secret went away.
             requeue_after: Some(Duration::from_secs(60)),
+            revoke_unused: false,
         }
     };
 
@@ -620,18 +633,128 @@ pub fn plan(
         "SecretReady",
         &format!("Secret {secret_name} holds the current client secret"),
     )];
-    let requeue_after = [material.previous.map(|p| p.expires_at), next_rotation]
-        .into_iter()
-        .flatten()
-        .map(|at| until(now, at))
-        .min();
+    let usage = usage(cred, &old, settings, now);
+    status.conditions.push(usage.condition(&old, now, cred));
+    let was_unused = old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == UNUSED && c.status == "True");
+    let revoke_unused = usage.unused && cred.spec.revoke_when_unused;
+    if usage.unused && !was_unused {
+        notes.push(Note {
+            reason: Reason::Unused,
+            action: "MarkUnused",
+            message: usage.message(),
+        });
+    }
+    if revoke_unused {
+        notes.push(Note {
+            reason: Reason::RevokedUnused,
+            action: "RevokeUnused",
+            message: format!("{}; revokeWhenUnused is set: revoking", usage.message()),
+        });
+    }
+    let requeue_after = [
+        material.previous.map(|p| p.expires_at),
+        next_rotation,
+        (!usage.unused).then_some(usage.unused_at),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|at| until(now, at))
+    .min();
 
     Ok(Plan {
         secret: action,
         status,
         notes,
         requeue_after,
+        revoke_unused,
     })
+}
+
+const UNUSED: &str = "Unused";
+
+/// When the credential was last used and whether that is too long ago.
+struct Usage {
+    last_use: Timestamp,
+    /// Never used: `last_use` is its creation.
+    never: bool,
+    allowed: Duration,
+    unused_at: Timestamp,
+    unused: bool,
+}
+
+fn usage(
+    cred: &ApiCredential,
+    old: &ApiCredentialStatus,
+    settings: &Settings,
+    now: Timestamp,
+) -> Usage {
+    let allowed = cred
+        .spec
+        .unused_after
+        .as_deref()
+        .and_then(|d| duration::parse(d).ok())
+        .unwrap_or(settings.unused_after);
+    let used = old.last_used_at.as_ref().map(|t| t.0);
+    let created = cred.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let last_use = used.or(created).unwrap_or(now);
+    let unused_at = add(last_use, allowed);
+    Usage {
+        last_use,
+        never: used.is_none(),
+        allowed,
+        unused_at,
+        unused: now >= unused_at,
+    }
+}
+
+impl Usage {
+    fn message(&self) -> String {
+        let what = if self.never {
+            "Never used since its creation at"
+        } else {
+            "Not used since"
+        };
+        format!(
+            "{what} {}; credentials unused for {} are marked Unused",
+            self.last_use,
+            duration::format(self.allowed)
+        )
+    }
+
+    /// The `Unused` condition, keeping its transition time while it stays.
+    fn condition(
+        &self,
+        old: &ApiCredentialStatus,
+        now: Timestamp,
+        cred: &ApiCredential,
+    ) -> Condition {
+        let (status, reason, message) = if self.unused {
+            ("True", "NotUsedRecently", self.message())
+        } else {
+            (
+                "False",
+                "UsedRecently",
+                format!("Used within the last {}", duration::format(self.allowed)),
+            )
+        };
+        let since = old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == UNUSED && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        Condition {
+            type_: UNUSED.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: cred.metadata.generation,
+            last_transition_time: since,
+        }
+    }
 }
 
 fn fill_material(status: &mut ApiCredentialStatus, m: &Material, next: Option<Timestamp>) {

@@ -86,6 +86,18 @@ pub struct ApiCredentialSpec {
         .message("tokenLifetime must be between 1m and 24h"))]
     pub token_lifetime: Option<String>,
 
+    /// How long the credential may go unused (no token issued, no API call)
+    /// before it is marked `Unused`, for example `720h`. Defaults to the
+    /// operator's `--unused-after` (90 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub unused_after: Option<String>,
+
+    /// Revokes the credential, for good and with a Warning event, once it
+    /// has been unused for `unusedAfter`.
+    #[serde(default)]
+    pub revoke_when_unused: bool,
+
     /// Revokes the credential for good: the Secret is deleted, the token
     /// endpoint refuses the client and tokens already issued stop working.
     /// Once true it can never become false again.

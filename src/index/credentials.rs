@@ -2,7 +2,7 @@
 //! a watch of `ApiCredential` objects; does no I/O itself, so a lookup on the
 //! token path costs one read lock and one hash-map probe.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ pub struct CredentialEntry {
     pub phase: Phase,
     /// `status.lastUsedAt`, as any replica last wrote it.
     pub last_used_at: Option<Timestamp>,
+    /// Condition `Unused` is True.
+    pub unused: bool,
 }
 
 impl CredentialEntry {
@@ -56,6 +58,10 @@ impl CredentialEntry {
                 .and_then(|d| duration::parse(d).ok()),
             phase: status.phase.unwrap_or(Phase::Pending),
             last_used_at: status.last_used_at.map(|t| t.0),
+            unused: status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Unused" && c.status == "True"),
         })
     }
 
@@ -145,6 +151,20 @@ impl CredentialIndex {
             .collect()
     }
 
+    /// Per namespace (organization) with credentials: how many of its live
+    /// (not revoked) credentials are marked Unused.
+    pub fn unused_by_namespace(&self) -> BTreeMap<String, usize> {
+        let state = self.read();
+        let mut counts = BTreeMap::new();
+        for e in state.by_client_id.values() {
+            let n = counts.entry(e.namespace.clone()).or_insert(0);
+            if e.unused && !e.revoked && e.phase != Phase::Revoked {
+                *n += 1;
+            }
+        }
+        counts
+    }
+
     /// True once every watch's first full list has been applied.
     pub fn is_synced(&self) -> bool {
         self.read().synced.len() >= self.scopes
@@ -200,7 +220,7 @@ mod tests {
     use super::*;
     use crate::crd::{ApiCredentialSpec, ApiCredentialStatus};
     use crate::secret::SecretHasher;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     fn entries<const N: usize>(creds: [ApiCredential; N]) -> Vec<CredentialEntry> {
         creds
@@ -229,6 +249,8 @@ mod tests {
                 rotation: Default::default(),
                 token_lifetime: Some("1h".into()),
                 revoked,
+                unused_after: None,
+                revoke_when_unused: false,
             },
         );
         c.metadata.uid = Some(uid.into());
@@ -267,6 +289,36 @@ mod tests {
         assert_eq!(entry.match_secret(&h(b"other"), before), None);
         assert!(entry.secret_id_live(&h(b"old").short_id(), before));
         assert!(!entry.secret_id_live(&h(b"old").short_id(), after));
+    }
+
+    #[test]
+    fn unused_credentials_are_counted_per_organization() {
+        let index = CredentialIndex::new();
+        let unused = |uid: &str, ns: &str, revoked: bool| {
+            let mut c = cred(uid, revoked, b"s", None);
+            c.metadata.namespace = Some(ns.into());
+            c.status.as_mut().unwrap().conditions = vec![Condition {
+                type_: "Unused".into(),
+                status: "True".into(),
+                reason: "NotUsedRecently".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(Timestamp::now()),
+            }];
+            c
+        };
+        index.upsert(&unused("a1", "org-a", false));
+        index.upsert(&unused("a2", "org-a", false));
+        index.upsert(&unused("a3", "org-a", true));
+        index.upsert(&cred("b1", false, b"s", None));
+        let counts: Vec<(String, usize)> = index.unused_by_namespace().into_iter().collect();
+        assert_eq!(counts, [("org-a".to_owned(), 2)]);
+        let m = crate::metrics::Metrics::new();
+        let text = m.render(Some(&index));
+        assert!(
+            text.contains("catalio_credentials_unused{namespace=\"org-a\"} 2"),
+            "{text}"
+        );
     }
 
     #[test]

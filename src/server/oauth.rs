@@ -722,6 +722,7 @@ mod tests {
             token_lifetime: Some(Duration::from_secs(3600)),
             phase: crate::crd::Phase::Active,
             last_used_at: None,
+            unused: false,
         };
         let settings = TokenSettings {
             issuer: "https://catalio.ai".into(),

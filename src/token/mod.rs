@@ -283,6 +283,8 @@ mod tests {
                 rotation: Default::default(),
                 token_lifetime: None,
                 revoked: false,
+                unused_after: None,
+                revoke_when_unused: false,
             },
         );
         cred.metadata.uid = Some(UID.into());

@@ -9,6 +9,7 @@ fn settings() -> Settings {
     Settings {
         token_url: "http://catalio.test/oauth/token".into(),
         audience: "https://catalio.ai/api/v1".into(),
+        unused_after: Duration::from_secs(90 * 86_400),
     }
 }
 
@@ -27,6 +28,8 @@ fn cred() -> ApiCredential {
             rotation: Rotation::default(),
             token_lifetime: None,
             revoked: false,
+            unused_after: None,
+            revoke_when_unused: false,
         },
     );
     c.metadata.uid = Some(UID.into());
@@ -138,7 +141,74 @@ fn first_reconcile_creates_the_secret_and_reports_active() {
         ("Ready", "True")
     );
     assert_eq!(reasons(&p), [Reason::Created]);
-    assert_eq!(p.requeue_after, None);
+    // Next: the moment it would become unused (90 days from now, as it
+    // has no creation time here).
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(90 * 86_400)));
+    assert!(!p.revoke_unused);
+}
+
+fn unused_condition(p: &Plan) -> (String, String) {
+    let c = p
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Unused")
+        .expect("an Unused condition");
+    (c.status.clone(), c.reason.clone())
+}
+
+#[test]
+fn a_credential_unused_for_too_long_is_marked_once_and_revoked_only_when_asked() {
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    c.metadata.creation_timestamp = Some(Time(at(0)));
+    c.spec.unused_after = Some("1h".into());
+    // Used ten minutes ago: not unused; looked at again when it would be.
+    c.status.as_mut().unwrap().last_used_at = Some(Time(at(600)));
+    let p = run(&c, Some(&s), at(1_200), &mut g);
+    assert_eq!(
+        unused_condition(&p),
+        ("False".into(), "UsedRecently".into())
+    );
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(3_000)));
+    assert!(p.notes.is_empty() && !p.revoke_unused);
+
+    // An hour after that use: Unused, with one event, not revoked.
+    let p = run(&c, Some(&s), at(4_200), &mut g);
+    assert_eq!(
+        unused_condition(&p),
+        ("True".into(), "NotUsedRecently".into())
+    );
+    assert_eq!(reasons(&p), [Reason::Unused]);
+    assert!(!Reason::Unused.is_warning());
+    assert!(!p.revoke_unused);
+    assert!(
+        p.notes[0].message.contains("Not used since"),
+        "{}",
+        p.notes[0].message
+    );
+    // Already marked: no second event.
+    c.status = Some(ApiCredentialStatus {
+        last_used_at: Some(Time(at(600))),
+        ..p.status.clone()
+    });
+    let again = run(&c, Some(&s), at(4_300), &mut g);
+    assert!(again.notes.is_empty());
+    assert!(!status_changed(c.status.as_ref(), &again.status));
+
+    // Never used: counted from creation. revokeWhenUnused: revoked, warned.
+    c.status.as_mut().unwrap().last_used_at = None;
+    c.spec.revoke_when_unused = true;
+    let p = run(&c, Some(&s), at(3_600), &mut g);
+    assert!(p.revoke_unused);
+    assert_eq!(reasons(&p), [Reason::RevokedUnused]);
+    assert!(Reason::RevokedUnused.is_warning());
+    assert!(
+        p.notes[0].message.contains("Never used"),
+        "{}",
+        p.notes[0].message
+    );
+    assert_eq!(g.0, 1, "no new secret may be generated");
 }
 
 #[test]

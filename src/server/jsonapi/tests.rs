@@ -182,6 +182,8 @@ impl Harness {
                 rotation: Default::default(),
                 token_lifetime: None,
                 revoked: false,
+                unused_after: None,
+                revoke_when_unused: false,
             },
         );
         cred.metadata.uid = Some(uid);
