@@ -740,20 +740,12 @@ impl Usage {
                 format!("Used within the last {}", duration::format(self.allowed)),
             )
         };
-        let since = old
-            .conditions
-            .iter()
-            .find(|c| c.type_ == UNUSED && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(now));
-        Condition {
-            type_: UNUSED.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message,
-            observed_generation: cred.metadata.generation,
-            last_transition_time: since,
-        }
+        let kind = Kind {
+            type_: UNUSED,
+            status,
+            reason,
+        };
+        kind.condition(old, now, cred, message, |c| c.status == status)
     }
 }
 
@@ -776,19 +768,48 @@ fn condition(
     message: &str,
 ) -> Condition {
     let status = if ready { "True" } else { "False" };
-    let since = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY && c.status == status && c.reason == reason)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: READY.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: cred.metadata.generation,
-        last_transition_time: since,
+    let kind = Kind {
+        type_: READY,
+        status,
+        reason,
+    };
+    kind.condition(old, now, cred, message.to_owned(), |c| {
+        c.status == status && c.reason == reason
+    })
+}
+
+/// A condition's type, status and reason.
+struct Kind<'a> {
+    type_: &'a str,
+    status: &'a str,
+    reason: &'a str,
+}
+
+impl Kind<'_> {
+    /// The condition, keeping the old one's transition time while `same`
+    /// holds for it.
+    fn condition(
+        &self,
+        old: &ApiCredentialStatus,
+        now: Timestamp,
+        cred: &ApiCredential,
+        message: String,
+        same: impl Fn(&Condition) -> bool,
+    ) -> Condition {
+        let since = old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == self.type_ && same(c))
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        Condition {
+            type_: self.type_.to_owned(),
+            status: self.status.to_owned(),
+            reason: self.reason.to_owned(),
+            message,
+            observed_generation: cred.metadata.generation,
+            last_transition_time: since,
+        }
     }
 }
 
