@@ -106,18 +106,27 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
         all.sort();
         all
     };
+    // Plus three ClusterRoles aggregated into view, edit and admin.
+    let aggregated = ["ClusterRole"; 3].map(String::from);
+    let with_aggregated = |mut kinds: Vec<String>| {
+        kinds.extend(aggregated.clone());
+        kinds.sort();
+        kinds
+    };
+    let own = twice(&[
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]);
+    assert_eq!(kinds(&template(&[])), with_aggregated(own.clone()));
     assert_eq!(
-        kinds(&template(&[])),
-        twice(&[
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "Deployment",
-            "PodDisruptionBudget",
-            "Role",
-            "RoleBinding",
-            "Service",
-            "ServiceAccount"
-        ])
+        kinds(&template(&["--set", "rbac.aggregateToDefaultRoles=false"])),
+        own
     );
     let all = template(ALL_FEATURES);
     let mut expected = twice(&[
@@ -134,8 +143,7 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
             .flat_map(|k| vec![k.to_string(); 6]),
     );
     expected.extend(["Certificate".to_owned(), "ServiceMonitor".to_owned()]);
-    expected.sort();
-    assert_eq!(kinds(&all), expected);
+    assert_eq!(kinds(&all), with_aggregated(expected));
     assert!(all.contains("namespace: org-a") && all.contains("namespace: org-b"));
     // The token URL and audience reach the operator; with TLS the URL is
     // https, the servers mount the certificate and cert-manager issues it
