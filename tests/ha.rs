@@ -215,6 +215,18 @@ async fn one_leader_reconciles_both_serve_and_leadership_moves() {
         (&mut b, &mut a)
     };
     let mut holders = watch_holders(leases.clone());
+    // The watch has seen the lease held before the stop, so the release
+    // cannot come before the watch's first look (and go unseen).
+    let stopping_id = format!("-{}", stopping.operator.pid());
+    tokio::time::timeout(WAIT, async {
+        while let Some(holder) = holders.recv().await {
+            if holder.is_some_and(|h| h.ends_with(&stopping_id)) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the watch to see the lease held");
     let stopped = Instant::now();
     let status = stopping
         .operator
