@@ -406,6 +406,15 @@ async fn a_leader_whose_requests_hang_stops_before_another_takes_over() {
     })
     .await
     .expect("the other replica to take the lease");
+    // The lease is written before the line is logged.
+    eventually(WAIT, "the other replica to log its leadership", || async {
+        other
+            .operator
+            .logs()
+            .contains("became leader")
+            .then_some(())
+    })
+    .await;
     let took_over = logged_at(&other.operator.logs(), "became leader");
     eventually(WAIT, "the silenced leader to step down", || async {
         leader.logs().contains("stepping down").then_some(())
