@@ -218,15 +218,10 @@ async fn one_leader_reconciles_both_serve_and_leadership_moves() {
     // The watch has seen the lease held before the stop, so the release
     // cannot come before the watch's first look (and go unseen).
     let stopping_id = format!("-{}", stopping.operator.pid());
-    tokio::time::timeout(WAIT, async {
-        while let Some(holder) = holders.recv().await {
-            if holder.is_some_and(|h| h.ends_with(&stopping_id)) {
-                return;
-            }
-        }
+    seen(&mut holders, "the watch to see the lease held", |h| {
+        h.is_some_and(|h| h.ends_with(&stopping_id))
     })
-    .await
-    .expect("the watch to see the lease held");
+    .await;
     let stopped = Instant::now();
     let status = stopping
         .operator
@@ -235,15 +230,10 @@ async fn one_leader_reconciles_both_serve_and_leadership_moves() {
     assert!(status.success());
     assert!(stopping.operator.logs().contains("released leadership"));
     // Released, not left to expire: the lease is seen with no holder.
-    tokio::time::timeout(WAIT, async {
-        while let Some(holder) = holders.recv().await {
-            if holder.is_none() {
-                return;
-            }
-        }
+    seen(&mut holders, "the lease to be seen released", |h| {
+        h.is_none()
     })
-    .await
-    .expect("the lease to be seen released");
+    .await;
     eventually(WAIT, "the other replica to lead", || async {
         leads_now(&client, &ns.name, staying).await.then_some(())
     })
@@ -286,6 +276,23 @@ fn watch_holders(leases: Api<Lease>) -> tokio::sync::mpsc::UnboundedReceiver<Opt
         }
     });
     receive
+}
+
+/// Waits until `holders` shows the lease with a holder `want` accepts.
+async fn seen(
+    holders: &mut tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+    what: &str,
+    want: impl Fn(Option<&str>) -> bool,
+) {
+    tokio::time::timeout(WAIT, async {
+        while let Some(holder) = holders.recv().await {
+            if want(holder.as_deref()) {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 /// Whether `r` holds the lease right now (its identity ends with its pid).
@@ -397,15 +404,10 @@ async fn a_leader_whose_requests_hang_stops_before_another_takes_over() {
     let mut holders = watch_holders(Api::namespaced(client.clone(), &ns.name));
     line.silence();
     let other_identity = format!("-{}", other.operator.pid());
-    tokio::time::timeout(WAIT, async {
-        while let Some(holder) = holders.recv().await {
-            if holder.is_some_and(|h| h.ends_with(&other_identity)) {
-                return;
-            }
-        }
+    seen(&mut holders, "the other replica to take the lease", |h| {
+        h.is_some_and(|h| h.ends_with(&other_identity))
     })
-    .await
-    .expect("the other replica to take the lease");
+    .await;
     // The lease is written before the line is logged.
     eventually(WAIT, "the other replica to log its leadership", || async {
         other
