@@ -44,6 +44,8 @@ pub enum Error {
     DeleteSecret(#[source] kube::Error),
     #[error("writing status failed: {0}")]
     WriteStatus(#[source] kube::Error),
+    #[error("revoking the unused credential failed: {0}")]
+    RevokeUnused(#[source] kube::Error),
     #[error("the secret hash key is not loaded yet")]
     NoHashKey,
     #[error(transparent)]
@@ -58,6 +60,7 @@ impl Error {
             Error::WriteSecret(_) => "write_secret",
             Error::DeleteSecret(_) => "delete_secret",
             Error::WriteStatus(_) => "write_status",
+            Error::RevokeUnused(_) => "revoke_unused",
             Error::NoHashKey => "no_hash_key",
             Error::Plan(e) => e.metric_label(),
         }
@@ -319,7 +322,7 @@ async fn apply(
         let patch = json!({"spec": {"revoked": true}});
         api.patch(&cred.name_any(), &params, &Patch::Merge(&patch))
             .await
-            .map_err(Error::WriteStatus)?;
+            .map_err(Error::RevokeUnused)?;
         return Ok(again);
     }
     Ok(Action::requeue(requeue_after.map_or(RESYNC, |d| {
