@@ -196,19 +196,27 @@ fn collection_parameters(ty: &ResourceType) -> Vec<Value> {
         "Comma-separated fields, - for descending (id, created_at, updated_at, archived or a non-list attribute); enums sort in their declared order, text regardless of case.",
         json!({"type": "string"}),
     ));
-    let size = json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE});
+    // Two ways to page, never mixed: only the first states its default,
+    // because clients (Swagger UI among them) send every default they see.
+    let size = json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE});
+    let mut sized = size.clone();
+    sized["default"] = json!(DEFAULT_PAGE_SIZE);
     params.push(parameter(
         "page[number]",
         "Page number, from 1.",
         json!({"type": "integer", "minimum": 1}),
     ));
-    params.push(parameter("page[size]", "Page size.", size.clone()));
+    params.push(parameter("page[size]", "Page size.", sized));
     params.push(parameter(
         "page[offset]",
-        "Items to skip.",
+        "Items to skip; with page[limit], instead of page[number] and page[size].",
         json!({"type": "integer", "minimum": 0}),
     ));
-    params.push(parameter("page[limit]", "Items to return.", size));
+    params.push(parameter(
+        "page[limit]",
+        &format!("Items to return ({DEFAULT_PAGE_SIZE} if not given); with page[offset], instead of page[number] and page[size]."),
+        size,
+    ));
     params
 }
 
@@ -544,6 +552,7 @@ pub fn document(token_url: &str) -> Value {
             "version": "v1",
             "description": "Requirements, personas, use cases, test cases and more, served from Kubernetes custom resources. Authenticate with an access token from the token endpoint."
         },
+        "tags": tag_operations(&mut paths),
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -555,9 +564,68 @@ pub fn document(token_url: &str) -> Value {
     })
 }
 
+/// Groups operations by the type whose path they are under (the
+/// overview and this document under `overview`), so that an explorer
+/// shows one section per type; returns the tags, in registry order.
+fn tag_operations(paths: &mut Map<String, Value>) -> Value {
+    const OVERVIEW: &str = "overview";
+    const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+    for (path, item) in paths.iter_mut() {
+        let segment = path
+            .strip_prefix(API_PREFIX)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.split('/').next());
+        let tag = TYPES
+            .iter()
+            .find(|t| Some(t.endpoint) == segment)
+            .map_or(OVERVIEW, |t| t.endpoint);
+        let operations = item.as_object_mut().into_iter().flat_map(|o| o.iter_mut());
+        for (_, operation) in operations.filter(|(k, _)| METHODS.contains(&k.as_str())) {
+            operation["tags"] = json!([tag]);
+        }
+    }
+    let mut tags = vec![json!({
+        "name": OVERVIEW,
+        "description": "What the API serves, and this description of it"
+    })];
+    tags.extend(TYPES.iter().map(|t| {
+        json!({"name": t.endpoint, "description": format!("{} objects (custom resource {}), type {}", t.endpoint, t.kind, t.name)})
+    }));
+    Value::Array(tags)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that fills in every default the document states (as
+    /// Swagger UI's "Try it out" does) sends a query the API accepts.
+    #[test]
+    fn the_stated_defaults_together_are_a_valid_query() {
+        let doc = document("https://catalio.example/oauth/token");
+        for t in TYPES {
+            let list = &doc["paths"][format!("/api/v1/{}", t.endpoint)]["get"];
+            let defaults: Vec<(String, String)> = list["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["in"] == "query")
+                .filter_map(|p| {
+                    let value = p["schema"].get("default")?;
+                    let value = value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_owned);
+                    Some((p["name"].as_str().unwrap().to_owned(), value))
+                })
+                .collect();
+            assert!(defaults.len() >= 2, "{}: {defaults:?}", t.name);
+            let raw = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&defaults)
+                .finish();
+            let query = crate::api::query::parse(t, &raw, crate::api::query::Target::Collection);
+            assert!(query.is_ok(), "{}: {raw}: {query:?}", t.name);
+        }
+    }
 
     #[test]
     fn every_endpoint_and_method_is_described() {
@@ -601,6 +669,21 @@ mod tests {
                 );
             }
         }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (_, op) in item
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| *k != "parameters")
+            {
+                let tag = op["tags"][0].as_str().unwrap();
+                assert!(
+                    tag == "overview" || path.starts_with(&format!("/api/v1/{tag}")),
+                    "{path}: {tag}"
+                );
+            }
+        }
+        assert_eq!(doc["tags"].as_array().unwrap().len(), TYPES.len() + 1);
         assert_eq!(
             doc["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]["tokenUrl"],
             "https://catalio.example/oauth/token"
