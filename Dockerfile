@@ -4,6 +4,8 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+# Swagger UI, built into the binary for the API explorer.
+COPY assets/swagger-ui assets/swagger-ui
 # A workspace member; cargo needs it to resolve the lockfile.
 COPY tests/support tests/support
 RUN cargo build --release --locked --bin catalio-operator

@@ -2078,9 +2078,90 @@ async fn the_api_overview_lists_every_type_and_its_links_answer() {
             .unwrap()
             .ends_with("/oauth/token")
     );
+    let explorer = h
+        .http
+        .get(format!(
+            "{}{}",
+            h.base,
+            r.body["links"]["explorer"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(explorer.status(), 200);
+    assert_eq!(
+        explorer.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
     // Only read.
     let post = h
         .call(Method::POST, "/api/v1", Some(&token), Some(json!({})))
         .await;
     assert_eq!(post.status, 405);
+}
+
+/// The explorer in a real browser: headless Chromium opens
+/// `/api/swaggerui`, authorizes in Swagger UI's dialog with a credential's
+/// id and secret (Swagger UI asks our token endpoint), executes
+/// `GET /api/v1/requirements` and renders this organization's
+/// requirements, and nothing else. No request leaves the server's origin
+/// and the page reports no error or CSP violation. The screenshot is kept
+/// at `target/test-artifacts/explorer.png`.
+#[tokio::test]
+async fn the_explorer_authorizes_and_lists_requirements_in_a_real_browser() {
+    let h = Harness::start("explorer", 2, &[]).await;
+    let token = h.token(0, "writer", &["*:write"]).await;
+    let (id, secret) = h.credential(0, "explorer", &["requirement:read"]).await;
+    for (org, name) in [(0, "r1"), (0, "r2"), (1, "elsewhere")] {
+        h.apply(
+            org,
+            &format!(
+                "apiVersion: catalio.ai/v1\nkind: Requirement\nmetadata: {{name: {name}}}\nspec: {{title: Title of {name}}}\n"
+            ),
+        );
+    }
+    h.wait_for(&token, "/api/v1/requirements", &["r1", "r2"])
+        .await;
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("explorer.png");
+    let _ = std::fs::remove_file(&screenshot);
+
+    let seen = catalio_test_support::clients::explorer(&h.base, &id, &secret, &screenshot);
+
+    assert_eq!(seen["status"], 200, "{seen}");
+    let rendered = Reply {
+        status: 200,
+        headers: HeaderMap::new(),
+        body: seen["body"].clone(),
+    };
+    assert_eq!(rendered.ids(), ["r1", "r2"], "{seen}");
+    assert_eq!(
+        seen["body"]["data"][1]["attributes"]["title"],
+        "Title of r2"
+    );
+    assert_eq!(seen["problems"], json!([]), "{seen}");
+    let requests = seen["requests"].as_array().unwrap();
+    for r in requests {
+        let url = r["url"].as_str().unwrap();
+        assert!(
+            url.starts_with(&format!("{}/", h.base)),
+            "left the origin: {r}"
+        );
+    }
+    let made = |method: &str, path: &str| {
+        requests.iter().any(|r| {
+            r["method"] == method
+                && r["status"] == 200
+                && r["url"].as_str().unwrap().split('?').next()
+                    == Some(&format!("{}{path}", h.base))
+        })
+    };
+    assert!(made("POST", "/oauth/token"), "{seen}");
+    assert!(made("GET", "/api/v1/requirements"), "{seen}");
+    let png = std::fs::read(&screenshot).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
 }

@@ -2,7 +2,7 @@
 //! `resource_type` per type, generated from the same declarations the
 //! engine serves: its collection link, attributes, relationships (and the
 //! inverse ones computed from other types), the scopes it needs, and usage
-//! examples; with links to the OpenAPI description and the token endpoint.
+//! examples; with links to the OpenAPI description, the explorer and the token endpoint.
 
 use serde_json::{Value, json};
 
@@ -13,6 +13,8 @@ use crate::crd::registry::{ResourceType, TYPES};
 
 /// Where the OpenAPI description is served.
 pub const OPENAPI_PATH: &str = "/api/v1/open_api";
+/// Where the API explorer (Swagger UI over that description) is served.
+pub const EXPLORER_PATH: &str = "/api/swaggerui";
 
 fn resource_type(ty: &ResourceType) -> Value {
     let path = collection_path(ty);
@@ -69,6 +71,7 @@ pub fn document(token_url: &str) -> Value {
         "links": {
             "self": API_PREFIX,
             "describedby": OPENAPI_PATH,
+            "explorer": EXPLORER_PATH,
         },
         "meta": {
             "media_type": MEDIA_TYPE,
@@ -117,5 +120,6 @@ mod tests {
             "http://example/oauth/token"
         );
         assert_eq!(doc["links"]["describedby"], OPENAPI_PATH);
+        assert_eq!(doc["links"]["explorer"], "/api/swaggerui");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod body;
 mod deadline;
+pub mod explorer;
 pub mod jsonapi;
 pub mod limit;
 pub mod oauth;
@@ -98,6 +99,8 @@ pub fn routes<S: Index, W: Writes>(
         .or(jwks)
         .unify()
         .or(metadata)
+        .unify()
+        .or(explorer::routes())
         .unify()
         .or(jsonapi::routes(jsonapi, body_timeout))
         .unify()

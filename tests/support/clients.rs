@@ -52,6 +52,25 @@ pub fn oauth4webapi(
     run(command, "oauth4webapi")
 }
 
+/// Swagger UI at `base/api/swaggerui` in headless Chromium (Debian's, or
+/// `CATALIO_TEST_CHROMIUM`), driven by Playwright: authorizes with `id` and
+/// `secret`, executes `GET /api/v1/requirements` and saves a screenshot at
+/// `screenshot`. Prints the rendered status and body, the page's requests,
+/// and its console errors and CSP violations.
+pub fn explorer(base: &str, id: &str, secret: &str, screenshot: &Path) -> Value {
+    let modules = oauth4webapi_dir()
+        .parent()
+        .expect("node_modules holds oauth4webapi")
+        .to_owned();
+    let mut command = Command::new("node");
+    command
+        .arg(format!("{REPO}/tests/clients/explorer.mjs"))
+        .arg(modules)
+        .args([base, id, secret])
+        .arg(screenshot);
+    run(command, "the explorer in Chromium")
+}
+
 /// Where a client gets its token and keys, and what it expects of them.
 pub struct Server<'a> {
     pub token_url: &'a str,
