@@ -214,6 +214,7 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
         ("api.maxConnections=0", "maxConnections"),
         ("api.maxBytesPerKind=32MB", "maxBytesPerKind"),
         ("api.bodyReadTimeout=forever", "bodyReadTimeout"),
+        ("credentials.unusedAfter=90d", "unusedAfter"),
         ("typo=1", "additional properties 'typo' not allowed"),
         (
             "tls.enabled=true,tls.certManager.enabled=true",
