@@ -31,9 +31,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("duration", duration),
 ];
 
-/// A token request body of each media type (the first byte picks one) and
-/// the same bytes as an `Authorization: Basic` header. What Basic parses
-/// encodes back to itself.
+/// A token request body of each media type (the first byte picks one),
+/// with the claims of any client assertion in it, and the same bytes as an
+/// `Authorization: Basic` header. What Basic parses encodes back to itself.
 pub fn token_request(data: &[u8]) {
     let Some((&selector, body)) = data.split_first() else {
         return;
@@ -44,10 +44,20 @@ pub fn token_request(data: &[u8]) {
         2 => Some("application/json; charset=utf-8"),
         _ => None,
     };
-    if let Ok(request) = oauth::parse_body(content_type, body)
-        && let Some(id) = &request.client_id
-    {
-        let _ = parse_client_id(id);
+    if let Ok(request) = oauth::parse_body(content_type, body) {
+        if let Some(id) = &request.client_id {
+            let _ = parse_client_id(id);
+        }
+        // A client assertion's claims are read before anything verifies
+        // them: whatever they say, reading them must not fail badly.
+        if let Some(assertion) = &request.client_assertion {
+            let now = jiff::Timestamp::from_second(1_800_000_000).unwrap_or_default();
+            if let Some(c) = crate::server::assertion::claimed(assertion, "https://catalio.ai", now)
+            {
+                assert!(c.expires > now.as_second());
+                assert!(!c.account.contains(':') && !c.namespace.is_empty());
+            }
+        }
     }
     let Ok(header) = std::str::from_utf8(body) else {
         return;
@@ -95,6 +105,8 @@ static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
             revoked: false,
             unused_after: None,
             revoke_when_unused: false,
+            service_accounts: vec![],
+            client_secret: Default::default(),
         },
     );
     cred.metadata.uid = Some("0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9".into());

@@ -25,6 +25,7 @@ use crate::index::resources::ResourceStore;
 use crate::index::{self, CredentialIndex};
 use crate::leader::{self, Elector};
 use crate::metrics::Metrics;
+use crate::server::assertion::TokenReviewer;
 use crate::server::jsonapi::Quota;
 use crate::server::limit::RateLimit;
 use crate::server::oauth::TokenSettings;
@@ -290,6 +291,9 @@ async fn serve_public(
         issuance: RateLimit::new(token_rate_limit, token_burst),
         usage: usage.clone(),
         metrics: metrics.clone(),
+        // RFC 7523: an assertion's audience identifies the authorization
+        // server; the issuer does.
+        reviewer: TokenReviewer::new(client.clone(), issuer.clone()),
     });
     let jsonapi = Arc::new(JsonApi {
         index: resources.clone(),

@@ -11,7 +11,9 @@ use catalio_test_support::{
     OperatorProcess, REPO, TestNamespace, access_token, cluster, credential_secret, eventually,
     free_port, patch_credential,
 };
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{
+    TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{ListParams, PostParams};
 use kube::config::Kubeconfig;
@@ -113,7 +115,10 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
         kinds.sort();
         kinds
     };
-    let own = twice(&[
+    // Plus the servers' ClusterRole to review ServiceAccount tokens
+    // (cluster-scoped, so there in every configuration).
+    let token_review = ["ClusterRole", "ClusterRoleBinding"].map(String::from);
+    let mut own = twice(&[
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
@@ -123,6 +128,8 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
         "Service",
         "ServiceAccount",
     ]);
+    own.extend(token_review.clone());
+    own.sort();
     assert_eq!(kinds(&template(&[])), with_aggregated(own.clone()));
     assert_eq!(
         kinds(&template(&["--set", "rbac.aggregateToDefaultRoles=false"])),
@@ -143,6 +150,7 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
             .flat_map(|k| vec![k.to_string(); 6]),
     );
     expected.extend(["Certificate".to_owned(), "ServiceMonitor".to_owned()]);
+    expected.extend(token_review);
     assert_eq!(kinds(&all), with_aggregated(expected));
     assert!(all.contains("namespace: org-a") && all.contains("namespace: org-b"));
     // The token URL and audience reach the operator; with TLS the URL is
@@ -611,6 +619,27 @@ async fn helm_install_grants_exactly_what_the_operator_needs() {
             "listing credentials cluster-wide",
         );
     }
+    // The servers may ask the API server about ServiceAccount tokens (for
+    // client assertions), even when only some namespaces are watched; the
+    // controller may not.
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: "not-a-token".into(),
+            audiences: Some(vec!["https://catalio.ai".into()]),
+        },
+        ..Default::default()
+    };
+    let reviewed = Api::<TokenReview>::all(accounts.server.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("the servers may create TokenReviews");
+    assert_ne!(reviewed.status.unwrap().authenticated, Some(true));
+    refused(
+        Api::<TokenReview>::all(accounts.controller.clone())
+            .create(&PostParams::default(), &review)
+            .await,
+        "a TokenReview by the controller",
+    );
     lifecycle_as(&accounts, &ops2.name, &release2, &inside.name, &inside.name).await;
 
     let status: Value = serde_json::from_str(&helm_ok(&[

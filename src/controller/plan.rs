@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{ApiCredential, ApiCredentialStatus, Phase};
+use crate::crd::{ApiCredential, ApiCredentialStatus, ClientSecretMode, Phase};
 use crate::duration;
 use crate::secret::{ClientSecret, SecretHash, SecretHasher, client_id_for_uid};
 
@@ -102,6 +102,7 @@ pub enum Reason {
     InvalidSpec,
     Unused,
     RevokedUnused,
+    SecretDisabled,
 }
 
 impl Reason {
@@ -117,6 +118,7 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::Unused => "Unused",
             Reason::RevokedUnused => "RevokedUnused",
+            Reason::SecretDisabled => "SecretDisabled",
         }
     }
 
@@ -441,6 +443,10 @@ pub fn plan(
         });
     }
 
+    if cred.spec.client_secret == ClientSecretMode::Disabled {
+        return Ok(secretless(cred, &old, observed, settings, now, status));
+    }
+
     let failed = |status: ApiCredentialStatus, reason: Reason, message: String| {
         let mut status = status;
         status.phase = Some(Phase::Failed);
@@ -497,7 +503,10 @@ pub fn plan(
     };
     let (material, changed) = match observed {
         Observed::Missing => {
-            let first = old.secret_hash.is_none() && old.phase != Some(Phase::Active);
+            // No secret before: a new credential, or one that had its
+            // client secret disabled (Active without a Secret).
+            let first = old.secret_hash.is_none()
+                && (old.phase != Some(Phase::Active) || old.secret_name.is_none());
             notes.push(if first {
                 Note {
                     reason: Reason::Created,
@@ -633,8 +642,70 @@ pub fn plan(
         "SecretReady",
         &format!("Secret {secret_name} holds the current client secret"),
     )];
-    let usage = usage(cred, &old, settings, now);
-    status.conditions.push(usage.condition(&old, now, cred));
+    let wake = [material.previous.map(|p| p.expires_at), next_rotation];
+    Ok(live(
+        cred, &old, settings, now, status, notes, action, &wake,
+    ))
+}
+
+/// The plan of a credential without a client secret: only its
+/// ServiceAccounts authenticate, and a Secret it had is deleted.
+fn secretless(
+    cred: &ApiCredential,
+    old: &ApiCredentialStatus,
+    observed: Observed,
+    settings: &Settings,
+    now: Timestamp,
+    mut status: ApiCredentialStatus,
+) -> Plan {
+    let mut notes = Vec::new();
+    let secret_name = cred.secret_name();
+    let secret = match observed {
+        Observed::Missing | Observed::Foreign => SecretAction::Keep,
+        Observed::Tampered | Observed::Valid(_) => {
+            notes.push(Note {
+                reason: Reason::SecretDisabled,
+                action: "DeleteSecret",
+                message: format!(
+                    "clientSecret is Disabled: deleted Secret {secret_name}; its client secret and tokens stopped working"
+                ),
+            });
+            SecretAction::Delete
+        }
+    };
+    status.secret_name = None;
+    status.rotation_counter = old.rotation_counter;
+    status.phase = Some(Phase::Active);
+    status.conditions = vec![condition(
+        old,
+        now,
+        cred,
+        true,
+        "ServiceAccountsOnly",
+        &format!(
+            "No client secret; ServiceAccounts {} authenticate with their tokens",
+            cred.spec.service_accounts.join(", ")
+        ),
+    )];
+    live(cred, old, settings, now, status, notes, secret, &[])
+}
+
+/// What every live credential's plan ends with: the Unused condition and
+/// its events, revocation when unused and allowed, and when to look again
+/// (the earliest of `wake` and the moment it would become unused).
+#[allow(clippy::too_many_arguments)]
+fn live(
+    cred: &ApiCredential,
+    old: &ApiCredentialStatus,
+    settings: &Settings,
+    now: Timestamp,
+    mut status: ApiCredentialStatus,
+    mut notes: Vec<Note>,
+    secret: SecretAction,
+    wake: &[Option<Timestamp>],
+) -> Plan {
+    let usage = usage(cred, old, settings, now);
+    status.conditions.push(usage.condition(old, now, cred));
     let was_unused = old
         .conditions
         .iter()
@@ -654,23 +725,20 @@ pub fn plan(
             message: format!("{}; revokeWhenUnused is set: revoking", usage.message()),
         });
     }
-    let requeue_after = [
-        material.previous.map(|p| p.expires_at),
-        next_rotation,
-        (!usage.unused).then_some(usage.unused_at),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|at| until(now, at))
-    .min();
-
-    Ok(Plan {
-        secret: action,
+    let requeue_after = wake
+        .iter()
+        .copied()
+        .chain([(!usage.unused).then_some(usage.unused_at)])
+        .flatten()
+        .map(|at| until(now, at))
+        .min();
+    Plan {
+        secret,
         status,
         notes,
         requeue_after,
         revoke_unused,
-    })
+    }
 }
 
 const UNUSED: &str = "Unused";

@@ -43,6 +43,9 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 #[x_kube(validation = Rule::new(
     "has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)"
 ).message("secretName is immutable"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.clientSecret) || self.clientSecret != 'Disabled' || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0)"
+).message("a credential with clientSecret: Disabled needs serviceAccounts to authenticate with"))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiCredentialSpec {
     /// A name that tells administrators what the credential is for, such as
@@ -68,6 +71,27 @@ pub struct ApiCredentialSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub secret_name: Option<String>,
+
+    /// ServiceAccounts in the credential's namespace whose tokens
+    /// authenticate as this credential: a pod presents its projected
+    /// ServiceAccount token (audience: the token issuer, e.g.
+    /// `https://catalio.ai`) as an RFC 7523 client assertion, and needs no
+    /// client secret. Removing an account stops its tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(
+            length(min = 1, max = 253),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        )
+    )]
+    pub service_accounts: Vec<String>,
+
+    /// `Generated` (the default): the operator generates a client secret
+    /// and writes the Secret. `Disabled`: no client secret and no Secret at
+    /// all (nothing to leak or rotate); only `serviceAccounts` authenticate.
+    #[serde(default)]
+    pub client_secret: ClientSecretMode,
 
     /// Labels and annotations copied onto the Secret, for example to let a
     /// tool that syncs Secrets pick it up.
@@ -104,6 +128,14 @@ pub struct ApiCredentialSpec {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self || !oldSelf").message("revoked credentials cannot be restored"))]
     pub revoked: bool,
+}
+
+/// Whether a credential has a client secret.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClientSecretMode {
+    #[default]
+    Generated,
+    Disabled,
 }
 
 fn default_scopes() -> Vec<String> {

@@ -5,7 +5,9 @@ pub mod business;
 pub mod credential;
 pub mod registry;
 
-pub use credential::{ApiCredential, ApiCredentialSpec, ApiCredentialStatus, Phase};
+pub use credential::{
+    ApiCredential, ApiCredentialSpec, ApiCredentialStatus, ClientSecretMode, Phase,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

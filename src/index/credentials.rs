@@ -33,6 +33,9 @@ pub struct CredentialEntry {
     pub last_used_at: Option<Timestamp>,
     /// Condition `Unused` is True.
     pub unused: bool,
+    /// ServiceAccounts (in `namespace`) that authenticate as this
+    /// credential with their tokens.
+    pub service_accounts: Vec<String>,
 }
 
 impl CredentialEntry {
@@ -62,6 +65,7 @@ impl CredentialEntry {
                 .conditions
                 .iter()
                 .any(|c| c.type_ == "Unused" && c.status == "True"),
+            service_accounts: cred.spec.service_accounts.clone(),
         })
     }
 
@@ -83,14 +87,28 @@ impl CredentialEntry {
         }
     }
 
-    /// Whether a secret with this short id still works.
+    /// Whether a secret with this short id still works; for a token a
+    /// ServiceAccount got ([`service_account_sid`]), whether the credential
+    /// still names that account.
     pub fn secret_id_live(&self, short_id: &str, now: Timestamp) -> bool {
+        if let Some(account) = short_id.strip_prefix(SERVICE_ACCOUNT_SID) {
+            return !self.revoked && self.service_accounts.iter().any(|a| a == account);
+        }
         !self.revoked
             && (self.current.is_some_and(|c| c.short_id() == short_id)
                 || self
                     .previous
                     .is_some_and(|(p, expires)| p.short_id() == short_id && now < expires))
     }
+}
+
+/// Prefix of the `sid` of tokens issued to a ServiceAccount's assertion:
+/// `sa:<name>`. Secret ids are hex, so the two never meet.
+const SERVICE_ACCOUNT_SID: &str = "sa:";
+
+/// The `sid` of a token issued to ServiceAccount `name`'s assertion.
+pub fn service_account_sid(name: &str) -> String {
+    format!("{SERVICE_ACCOUNT_SID}{name}")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +147,21 @@ impl CredentialIndex {
 
     pub fn lookup(&self, client_id: &str) -> Option<Arc<CredentialEntry>> {
         self.read().by_client_id.get(client_id).cloned()
+    }
+
+    /// The live credentials in `namespace` that name ServiceAccount
+    /// `account`, by client id.
+    pub fn by_service_account(&self, namespace: &str, account: &str) -> Vec<Arc<CredentialEntry>> {
+        let mut found: Vec<_> = self
+            .read()
+            .by_client_id
+            .values()
+            .filter(|e| e.namespace == namespace && !e.revoked)
+            .filter(|e| e.service_accounts.iter().any(|a| a == account))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        found
     }
 
     pub fn len(&self) -> usize {
@@ -251,6 +284,8 @@ mod tests {
                 revoked,
                 unused_after: None,
                 revoke_when_unused: false,
+                service_accounts: vec![],
+                client_secret: Default::default(),
             },
         );
         c.metadata.uid = Some(uid.into());

@@ -15,7 +15,7 @@ use tracing::warn;
 use crate::crd::ApiCredential;
 use crate::crd::registry::ResourceType;
 use crate::watch::{self, Tracker};
-pub use credentials::{CredentialEntry, CredentialIndex, SecretSlot};
+pub use credentials::{CredentialEntry, CredentialIndex, SecretSlot, service_account_sid};
 use resources::{Entry, ResourceStore};
 
 /// Keeps `index` in step with the `ApiCredential` objects `api` sees

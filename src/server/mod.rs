@@ -1,6 +1,7 @@
 //! The warp servers: the public one (token endpoint, well-known documents
 //! and the JSON:API) and the admin one (health, readiness and metrics).
 
+pub mod assertion;
 pub mod body;
 mod deadline;
 pub mod explorer;
@@ -68,20 +69,23 @@ pub fn routes<S: Index, W: Writes>(
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::ext::optional::<Peer>())
         .and(body::limited(oauth::BODY_LIMIT, body_timeout))
-        .map(
+        .then(
             |s: Arc<TokenService>,
              ct: Option<String>,
              auth: Option<String>,
              peer: Option<Peer>,
-             body: Result<Bytes, body::BodyError>| {
+             body: Result<Bytes, body::BodyError>| async move {
                 let response = match body {
-                    Ok(body) => s.respond(
-                        ct.as_deref(),
-                        auth.as_deref(),
-                        &body,
-                        peer.map(|p| p.0),
-                        Timestamp::now(),
-                    ),
+                    Ok(body) => {
+                        s.respond(
+                            ct.as_deref(),
+                            auth.as_deref(),
+                            &body,
+                            peer.map(|p| p.0),
+                            Timestamp::now(),
+                        )
+                        .await
+                    }
                     Err(e) => oauth::body_error(e).into_response(),
                 };
                 routed(response, "token")

@@ -10,13 +10,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 use serde_json::json;
-use tracing::debug;
+use tracing::{debug, warn};
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
+use super::assertion::{self, ASSERTION_TYPE, TokenReviewer};
 use super::limit::RateLimit;
 use super::throttle::Throttle;
-use crate::index::{CredentialEntry, CredentialIndex, SecretSlot};
+use crate::index::{CredentialEntry, CredentialIndex, SecretSlot, service_account_sid};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::scope;
 use crate::secret::{SecretHash, parse_client_id};
@@ -100,9 +101,17 @@ pub struct TokenRequest {
     pub client_secret: Option<String>,
     pub audience: Option<String>,
     pub scope: Option<String>,
+    pub client_assertion_type: Option<String>,
+    pub client_assertion: Option<String>,
 }
 
 impl TokenRequest {
+    /// The client authenticates with an assertion (RFC 7523) rather than a
+    /// secret.
+    pub fn asserts(&self) -> bool {
+        self.client_assertion.is_some() || self.client_assertion_type.is_some()
+    }
+
     fn field(&mut self, name: &str) -> Option<&mut Option<String>> {
         Some(match name {
             "grant_type" => &mut self.grant_type,
@@ -110,6 +119,8 @@ impl TokenRequest {
             "client_secret" => &mut self.client_secret,
             "audience" => &mut self.audience,
             "scope" => &mut self.scope,
+            "client_assertion_type" => &mut self.client_assertion_type,
+            "client_assertion" => &mut self.client_assertion,
             _ => return None,
         })
     }
@@ -258,27 +269,7 @@ pub fn client_request(
     authorization: Option<&str>,
     audience: &str,
 ) -> Result<ClientRequest, OAuthError> {
-    match request.grant_type.as_deref() {
-        None => return Err(OAuthError::invalid_request("Missing grant_type")),
-        Some("client_credentials") => {}
-        Some(_) => {
-            return Err(OAuthError::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "Only grant_type=client_credentials is supported",
-            ));
-        }
-    }
-    if let Some(asked) = &request.audience
-        && asked != audience
-    {
-        // RFC 8707 section 2: the resource the token is for is unknown.
-        return Err(OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
-            format!("audience must be {audience}"),
-        ));
-    }
+    check_grant(&request, audience)?;
     let basic = authorization.is_some();
     let (client_id, client_secret) = match (authorization, request.client_id, request.client_secret)
     {
@@ -300,6 +291,70 @@ pub fn client_request(
         scope: request.scope,
         basic,
     })
+}
+
+/// A token request that authenticates with a ServiceAccount token.
+#[derive(Debug, PartialEq)]
+pub struct AssertionRequest {
+    /// Needed only when several credentials name the account.
+    pub client_id: Option<String>,
+    pub assertion: String,
+    pub scope: Option<String>,
+}
+
+/// Checks a parsed request that carries a client assertion against
+/// `audience`: one authentication method, and the assertion type RFC 7523
+/// defines.
+pub fn assertion_request(
+    request: TokenRequest,
+    authorization: Option<&str>,
+    audience: &str,
+) -> Result<AssertionRequest, OAuthError> {
+    check_grant(&request, audience)?;
+    if authorization.is_some() || request.client_secret.is_some() {
+        return Err(OAuthError::invalid_request(
+            "Use one client authentication method, not a client assertion and a secret together",
+        ));
+    }
+    if request.client_assertion_type.as_deref() != Some(ASSERTION_TYPE) {
+        return Err(OAuthError::invalid_request(format!(
+            "client_assertion_type must be {ASSERTION_TYPE}"
+        )));
+    }
+    let Some(assertion) = request.client_assertion else {
+        return Err(OAuthError::invalid_request("Missing client_assertion"));
+    };
+    Ok(AssertionRequest {
+        client_id: request.client_id,
+        assertion,
+        scope: request.scope,
+    })
+}
+
+/// The grant type and audience every token request must get right.
+fn check_grant(request: &TokenRequest, audience: &str) -> Result<(), OAuthError> {
+    match request.grant_type.as_deref() {
+        None => return Err(OAuthError::invalid_request("Missing grant_type")),
+        Some("client_credentials") => {}
+        Some(_) => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Only grant_type=client_credentials is supported",
+            ));
+        }
+    }
+    if let Some(asked) = &request.audience
+        && asked != audience
+    {
+        // RFC 8707 section 2: the resource the token is for is unknown.
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            format!("audience must be {audience}"),
+        ));
+    }
+    Ok(())
 }
 
 /// What every token carries besides its client's part.
@@ -327,14 +382,34 @@ pub fn issue(
     else {
         return Err(OAuthError::invalid_client(request.basic));
     };
-    let granted = scope::narrow(&entry.scopes, request.scope.as_deref())
-        .map_err(|e| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()))?;
     let secret_id = match slot {
         SecretSlot::Current => entry.current,
         SecretSlot::Previous => entry.previous.map(|(h, _)| h),
     }
     .map(|h| h.short_id())
     .unwrap_or_default();
+    claims(
+        entry,
+        request.scope.as_deref(),
+        secret_id,
+        settings,
+        now,
+        jti,
+    )
+}
+
+/// The claims of a token for `entry`, narrowed to the `scope` asked for,
+/// bound to `sid` (the secret, or the ServiceAccount, it was issued to).
+fn claims(
+    entry: &CredentialEntry,
+    scope: Option<&str>,
+    sid: String,
+    settings: &TokenSettings,
+    now: Timestamp,
+    jti: String,
+) -> Result<AccessClaims, OAuthError> {
+    let granted = scope::narrow(&entry.scopes, scope)
+        .map_err(|e| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()))?;
     let lifetime = entry.token_lifetime.unwrap_or(settings.default_lifetime);
     let iat = now.as_second();
     Ok(AccessClaims {
@@ -349,7 +424,7 @@ pub fn issue(
         exp: iat + lifetime.as_secs() as i64,
         jti,
         rot: entry.rotation_counter,
-        sid: secret_id,
+        sid,
     })
 }
 
@@ -366,11 +441,13 @@ pub struct TokenService {
     pub issuance: RateLimit,
     pub usage: UsageRecorder,
     pub metrics: Arc<Metrics>,
+    /// Verifies ServiceAccount tokens presented as client assertions.
+    pub reviewer: TokenReviewer,
 }
 
 impl TokenService {
     /// Handles one token request from `peer` (the connection's address).
-    pub fn respond(
+    pub async fn respond(
         &self,
         content_type: Option<&str>,
         authorization: Option<&str>,
@@ -378,7 +455,15 @@ impl TokenService {
         peer: Option<SocketAddr>,
         now: Timestamp,
     ) -> Response {
-        match self.handle(content_type, authorization, body, peer, now) {
+        let source = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+        let answer = match parse_body(content_type, body) {
+            Err(e) => Err(e),
+            Ok(request) if request.asserts() => {
+                self.by_assertion(request, authorization, source, now).await
+            }
+            Ok(request) => self.by_secret(request, authorization, source, now),
+        };
+        match answer {
             Ok(response) => {
                 self.metrics.tokens_issued.inc();
                 response
@@ -404,35 +489,23 @@ impl TokenService {
         }
     }
 
-    /// Parses, throttles, looks the client up, lets [`issue`] decide, then
-    /// signs and records the use.
-    fn handle(
+    /// Client id and secret: throttles, looks the client up, lets
+    /// [`issue`] decide, then signs and records the use.
+    fn by_secret(
         &self,
-        content_type: Option<&str>,
+        request: TokenRequest,
         authorization: Option<&str>,
-        body: &[u8],
-        peer: Option<SocketAddr>,
+        source: IpAddr,
         now: Timestamp,
     ) -> Result<Response, OAuthError> {
-        let request = parse_body(content_type, body)?;
         let request = client_request(request, authorization, &self.settings.audience)?;
         // Anything but our form is no client of ours: refused before any
         // state is kept about it.
         let Some(client) = parse_client_id(&request.client_id) else {
             return Err(OAuthError::invalid_client(request.basic));
         };
-        let source = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
         let clock = Instant::now();
-        if let Some(wait) = self.throttle.blocked(client, source, clock) {
-            return Err(OAuthError {
-                retry_after: Some(wait),
-                ..OAuthError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "invalid_client",
-                    "Too many failed attempts for this client from this address; retry later",
-                )
-            });
-        }
+        self.not_throttled(client, source, clock)?;
         let ring = self.keys.ring();
         let hasher = ring.hasher().ok_or_else(server_error)?;
         // Hashed before the lookup: an unknown client costs what a wrong
@@ -453,9 +526,103 @@ impl TokenService {
                 self.throttle.failed(client, source, clock);
             }
         })?;
-        // Counted only once the secret is right: client ids are public, and
-        // a stranger must not spend an owner's allowance.
-        if let Err(wait) = self.issuance.take(&request.client_id, clock) {
+        let entry = entry.ok_or_else(server_error)?;
+        self.grant(&entry, &claims, clock, now)
+    }
+
+    /// A ServiceAccount token as client assertion: its unverified claims
+    /// pick the credential (refused at once when none names the account),
+    /// then the API server verifies it.
+    async fn by_assertion(
+        &self,
+        request: TokenRequest,
+        authorization: Option<&str>,
+        source: IpAddr,
+        now: Timestamp,
+    ) -> Result<Response, OAuthError> {
+        let request = assertion_request(request, authorization, &self.settings.audience)?;
+        let refused = || OAuthError::invalid_client(false);
+        let claimed = assertion::claimed(&request.assertion, self.reviewer.audience(), now)
+            .ok_or_else(refused)?;
+        let named = self
+            .index
+            .by_service_account(&claimed.namespace, &claimed.account);
+        let entry = match &request.client_id {
+            Some(id) => named.iter().find(|e| e.client_id == *id),
+            None => named.first(),
+        }
+        .cloned()
+        .ok_or_else(refused)?;
+        let client = parse_client_id(&entry.client_id).ok_or_else(refused)?;
+        let clock = Instant::now();
+        self.not_throttled(client, source, clock)?;
+        match self.reviewer.verify(&request.assertion, &claimed).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.throttle.failed(client, source, clock);
+                return Err(refused());
+            }
+            Err(e) => {
+                warn!(error = %e, "could not verify a ServiceAccount token");
+                return Err(OAuthError {
+                    retry_after: Some(Duration::from_secs(1)),
+                    ..OAuthError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "The ServiceAccount token could not be verified now; retry",
+                    )
+                });
+            }
+        }
+        if request.client_id.is_none() && named.len() > 1 {
+            return Err(OAuthError::invalid_request(
+                "Several credentials name this ServiceAccount; send client_id to choose one",
+            ));
+        }
+        let jti = new_jti().map_err(|_| server_error())?;
+        let sid = service_account_sid(&claimed.account);
+        let claims = claims(
+            &entry,
+            request.scope.as_deref(),
+            sid,
+            &self.settings,
+            now,
+            jti,
+        )?;
+        self.grant(&entry, &claims, clock, now)
+    }
+
+    fn not_throttled(
+        &self,
+        client: u128,
+        source: IpAddr,
+        clock: Instant,
+    ) -> Result<(), OAuthError> {
+        match self.throttle.blocked(client, source, clock) {
+            None => Ok(()),
+            Some(wait) => Err(OAuthError {
+                retry_after: Some(wait),
+                ..OAuthError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "invalid_client",
+                    "Too many failed attempts for this client from this address; retry later",
+                )
+            }),
+        }
+    }
+
+    /// An authenticated client's token: counts it against the client's
+    /// allowance, signs it and records the use.
+    fn grant(
+        &self,
+        entry: &CredentialEntry,
+        claims: &AccessClaims,
+        clock: Instant,
+        now: Timestamp,
+    ) -> Result<Response, OAuthError> {
+        // Counted only once the client authenticated: client ids are
+        // public, and a stranger must not spend an owner's allowance.
+        if let Err(wait) = self.issuance.take(&entry.client_id, clock) {
             return Err(OAuthError {
                 retry_after: Some(wait),
                 ..OAuthError::new(
@@ -465,12 +632,11 @@ impl TokenService {
                 )
             });
         }
+        let ring = self.keys.ring();
         let key = ring.signer(now).ok_or_else(server_error)?;
-        let payload = serde_json::to_vec(&claims).map_err(|_| server_error())?;
+        let payload = serde_json::to_vec(claims).map_err(|_| server_error())?;
         let token = key.sign(&payload).map_err(|_| server_error())?;
-        if let Some(entry) = &entry {
-            self.usage.record(entry);
-        }
+        self.usage.record(entry);
 
         let body = json!({
             "access_token": token,
@@ -557,6 +723,7 @@ mod tests {
             client_secret: Some("s".into()),
             audience: Some("a".into()),
             scope: None,
+            ..Default::default()
         };
         assert_eq!(parse_body(Some("application/json"), json).unwrap(), want);
         assert_eq!(
@@ -723,6 +890,7 @@ mod tests {
             phase: crate::crd::Phase::Active,
             last_used_at: None,
             unused: false,
+            service_accounts: vec![],
         };
         let settings = TokenSettings {
             issuer: "https://catalio.ai".into(),

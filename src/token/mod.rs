@@ -285,6 +285,8 @@ mod tests {
                 revoked: false,
                 unused_after: None,
                 revoke_when_unused: false,
+                service_accounts: vec![],
+                client_secret: Default::default(),
             },
         );
         cred.metadata.uid = Some(UID.into());

@@ -67,6 +67,14 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The key the API server signs ServiceAccount tokens with (PEM).
+    pub fn service_account_key(&self) -> PathBuf {
+        self.kubeconfig
+            .parent()
+            .expect("the kubeconfig is in the cluster's directory")
+            .join("pki/sa.key")
+    }
+
     pub async fn client(&self) -> Client {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
         let config =

@@ -1,4 +1,5 @@
 use super::*;
+use crate::crd::ClientSecretMode;
 use crate::crd::{ApiCredentialSpec, credential::Rotation, credential::SecretTemplate};
 use crate::secret::SecretHasher;
 
@@ -30,6 +31,8 @@ fn cred() -> ApiCredential {
             revoked: false,
             unused_after: None,
             revoke_when_unused: false,
+            service_accounts: vec![],
+            client_secret: ClientSecretMode::Generated,
         },
     );
     c.metadata.uid = Some(UID.into());
@@ -366,6 +369,48 @@ fn scheduled_rotation_fires_when_due() {
     );
     assert_eq!(reasons(&due), [Reason::Rotated]);
     assert!(due.notes[0].message.contains("schedule"));
+}
+
+/// `clientSecret: Disabled`: no secret is generated and a Secret the
+/// credential had is deleted, once; the credential stays Active (its
+/// ServiceAccounts authenticate) and can get a secret back.
+#[test]
+fn a_credential_without_a_client_secret_has_no_secret_and_stays_active() {
+    let mut g = Generator(0);
+    let mut fresh = cred();
+    fresh.spec.client_secret = ClientSecretMode::Disabled;
+    fresh.spec.service_accounts = vec!["sync".into()];
+    let p = run(&fresh, None, at(0), &mut g);
+    assert_eq!(p.secret, SecretAction::Keep);
+    assert_eq!(g.0, 0, "no secret generated");
+    assert_eq!(p.status.phase, Some(Phase::Active));
+    assert_eq!(
+        (p.status.secret_hash.as_ref(), p.status.secret_name.as_ref()),
+        (None, None)
+    );
+    assert_eq!(p.status.conditions[0].reason, "ServiceAccountsOnly");
+    assert_eq!(p.status.conditions[0].status, "True");
+    assert!(p.notes.is_empty());
+
+    let (mut c, s) = created(&mut g);
+    c.spec.client_secret = ClientSecretMode::Disabled;
+    c.spec.service_accounts = vec!["sync".into()];
+    let p = run(&c, Some(&s), at(50), &mut g);
+    assert_eq!(p.secret, SecretAction::Delete);
+    assert_eq!(reasons(&p), [Reason::SecretDisabled]);
+    assert!(!p.notes[0].message.contains("secret-1"));
+    c.status = Some(p.status);
+    let again = run(&c, None, at(60), &mut g);
+    assert_eq!(again.secret, SecretAction::Keep);
+    assert!(again.notes.is_empty());
+    assert!(!status_changed(c.status.as_ref(), &again.status));
+
+    // Enabled again: a new secret, announced as created, not as a repair.
+    c.spec.client_secret = ClientSecretMode::Generated;
+    let back = run(&c, None, at(70), &mut g);
+    assert!(matches!(back.secret, SecretAction::Create(_)));
+    assert_eq!(reasons(&back), [Reason::Created]);
+    assert_eq!(g.0, 2);
 }
 
 #[test]

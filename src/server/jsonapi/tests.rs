@@ -184,6 +184,8 @@ impl Harness {
                 revoked: false,
                 unused_after: None,
                 revoke_when_unused: false,
+                service_accounts: vec![],
+                client_secret: Default::default(),
             },
         );
         cred.metadata.uid = Some(uid);
