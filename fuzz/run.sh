@@ -32,7 +32,8 @@ for target in "${targets[@]}"; do
       > "$log" 2>&1; then
     result=ok
   else
-    result="FOUND: see $(grep -o 'artifacts/[^ ]*' "$log" | tail -n1)"
+    # No artifact: the run itself failed (a build error, say); the log says why.
+    result="FOUND: see $(grep -o 'artifacts/[^ ]*' "$log" | tail -n1 || true)"
     failed=1
   fi
   stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -n1; }

@@ -765,3 +765,141 @@ async fn secret_values_never_reach_the_logs_or_events() {
         );
     }
 }
+
+/// `rotation.restartTargets`: each rotation rolls the named Deployment and
+/// the StatefulSets the selector matches (their pod template changes, so
+/// their generation moves) exactly once, with an event per workload;
+/// creating the credential, a restart of the operator, a resync and a
+/// spec change that is no rotation roll nothing; other workloads are never
+/// touched; a target that cannot be rolled is a False condition naming it.
+#[tokio::test]
+async fn rotations_restart_the_named_workloads_once_each() {
+    let mut f = Fixture::new("restart").await;
+    let workload = |kind: &str, name: &str, app: &str| {
+        let service = if kind == "StatefulSet" {
+            "\n  serviceName: x"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: apps/v1\nkind: {kind}\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\n\
+             spec:{service}\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    \
+             metadata: {{labels: {{app: {app}}}}}\n    spec: {{containers: [{{name: c, image: none}}]}}\n"
+        )
+    };
+    f.apply(&workload("Deployment", "api", "api"));
+    f.apply(&workload("StatefulSet", "db", "db"));
+    f.apply(&workload("Deployment", "bystander", "db"));
+    f.apply(&credential(
+        "ci",
+        "  rotation:\n    restartTargets:\n    - {kind: Deployment, name: api}\n    \
+         - {kind: StatefulSet, selector: {matchLabels: {app: db}}}\n",
+    ));
+    let created = f.active("ci").await;
+    let ns = f.ns.name.clone();
+    let generations = || {
+        let mut out = Vec::new();
+        for (kind, name) in [
+            ("deployment", "api"),
+            ("statefulset", "db"),
+            ("deployment", "bystander"),
+        ] {
+            let json: serde_json::Value = serde_json::from_str(
+                &cluster().kubectl_ok(&["-n", &ns, "get", kind, name, "-o", "json"]),
+            )
+            .unwrap();
+            let annotation =
+                json["spec"]["template"]["metadata"]["annotations"]["restart.catalio.ai/ci"]
+                    .as_str()
+                    .map(str::to_owned);
+            out.push((json["metadata"]["generation"].as_i64().unwrap(), annotation));
+        }
+        out
+    };
+    let short = |s: &ApiCredentialStatus| {
+        s.secret_hash.as_ref().unwrap()["hmac-sha256:".len()..][..16].to_owned()
+    };
+    assert_eq!(created.restarted_for, Some(short(&created)));
+    // Creating the credential rolled nothing.
+    f.reconciled_again("ci").await;
+    let at_start = generations();
+    assert!(at_start.iter().all(|(_, a)| a.is_none()), "{at_start:?}");
+
+    // A rotation rolls api and db once, not the bystander.
+    let rotated = f.rotate("ci", 1).await;
+    let id = short(&rotated);
+    let after = f
+        .status_until("ci", "the targets to be rolled", |s| {
+            s.restarted_for.as_deref() == Some(id.as_str())
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "TargetsRestarted" && c.status == "True")
+        })
+        .await;
+    let once = generations();
+    assert_eq!(once[0], (at_start[0].0 + 1, Some(id.clone())));
+    assert_eq!(once[1], (at_start[1].0 + 1, Some(id.clone())));
+    assert_eq!(once[2], at_start[2]);
+    let restarted: BTreeSet<String> = f
+        .events("ci")
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "RestartedWorkload")
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(
+        restarted,
+        BTreeSet::from([
+            format!("Restarted Deployment api for client secret {id}"),
+            format!("Restarted StatefulSet db for client secret {id}"),
+        ])
+    );
+    assert!(
+        after
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("2 workload(s)"))
+    );
+
+    // A restart of the operator and a reconcile roll nothing.
+    f.operator.kill();
+    f.operator = start_operator(&f.ns.name);
+    f.reconciled_again("ci").await;
+    assert_eq!(generations(), once);
+
+    // The next rotation rolls them once more.
+    let rotated = f.rotate("ci", 2).await;
+    let id2 = short(&rotated);
+    f.status_until("ci", "the second roll", |s| {
+        s.restarted_for.as_deref() == Some(id2.as_str())
+    })
+    .await;
+    let twice = generations();
+    assert_eq!(twice[0], (once[0].0 + 1, Some(id2.clone())));
+    assert_eq!(twice[1], (once[1].0 + 1, Some(id2.clone())));
+    assert_eq!(twice[2], at_start[2]);
+
+    // A target that is not there: False, naming it, and restartedFor stays
+    // where the targets are, so it is tried again.
+    let out = f.patch(
+        "ci",
+        r#"{"spec":{"rotation":{"restartTargets":[{"kind":"Deployment","name":"ghost"}]}}}"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = f.rotate("ci", 3).await;
+    let failed = f
+        .status_until("ci", "the ghost to be reported", |s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "TargetsRestarted"
+                    && c.status == "False"
+                    && c.message.contains("Deployment ghost: not found")
+            })
+        })
+        .await;
+    assert_ne!(failed.restarted_for, Some(short(&rotated)));
+    f.event_with_reason("ci", "RestartFailed").await;
+}

@@ -160,6 +160,10 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
     assert!(default.contains("http://rel-catalio-operator.ops.svc:8080/oauth/token"));
     assert!(default.contains("https://catalio.ai/api/v1"));
     assert!(default.contains("args: [controller]") && default.contains("args: [server]"));
+    // Rolling restart targets is granted only when asked for.
+    let workloads = "resources: [deployments, statefulsets, daemonsets]";
+    assert!(!default.contains(workloads));
+    assert!(template(&["--set", "rbac.restartTargets=true"]).contains(workloads));
     // The servers may write exactly the kinds the registry declares.
     let plurals: Vec<&str> = catalio_operator::crd::registry::TYPES
         .iter()

@@ -8,13 +8,14 @@
 //! Secret replaced meanwhile is not written either.
 
 pub mod plan;
+pub mod restart;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, future};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
@@ -113,6 +114,21 @@ impl Context {
         warning: bool,
         note: String,
     ) {
+        self.publish_related(cred, None, reason, action, warning, note)
+            .await;
+    }
+
+    /// An event about `cred` that also concerns `related` (events about
+    /// different related objects are separate series).
+    async fn publish_related(
+        &self,
+        cred: &ApiCredential,
+        related: Option<ObjectReference>,
+        reason: &str,
+        action: &str,
+        warning: bool,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -122,7 +138,7 @@ impl Context {
             reason: reason.to_owned(),
             note: Some(note),
             action: action.to_owned(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, &cred.object_ref(&())).await {
             warn!(error = %e, credential = %cred.name_any(), "publishing event failed");
@@ -202,10 +218,11 @@ async fn apply(
     let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
     let Plan {
         secret: action,
-        status,
+        mut status,
         notes,
         requeue_after,
         revoke_unused,
+        restart,
     } = plan::plan(
         cred,
         secret.as_ref(),
@@ -289,6 +306,9 @@ async fn apply(
         }
     }
 
+    // The Secret holds the new secret: roll the workloads that read it
+    // once, then say so in the status.
+    let retry_restarts = roll_targets(cred, restart.as_deref(), &mut status, ctx).await;
     if plan::status_changed(cred.status.as_ref(), &status) {
         write_status(cred, &status, ctx).await?;
     }
@@ -325,10 +345,77 @@ async fn apply(
             .map_err(Error::RevokeUnused)?;
         return Ok(again);
     }
+    let requeue_after = match retry_restarts {
+        true => Some(requeue_after.map_or(RESTART_RETRY, |d| d.min(RESTART_RETRY))),
+        false => requeue_after,
+    };
     Ok(Action::requeue(requeue_after.map_or(RESYNC, |d| {
         // A moment past the deadline, so the next plan sees it passed.
         d.min(RESYNC) + Duration::from_millis(500)
     })))
+}
+
+/// How soon restart targets that could not be rolled are tried again.
+const RESTART_RETRY: Duration = Duration::from_secs(30);
+
+/// Rolls the credential's restart targets to the secret `to` (if the plan
+/// says so), with an event per workload, and sets condition
+/// `TargetsRestarted`; keeps the condition as it was when there is nothing
+/// to roll. True when a target could not be rolled: `restartedFor` then
+/// keeps its old value, so the next reconcile tries again.
+async fn roll_targets(
+    cred: &ApiCredential,
+    to: Option<&str>,
+    status: &mut ApiCredentialStatus,
+    ctx: &Context,
+) -> bool {
+    if cred.spec.rotation.restart_targets.is_empty() || status.phase == Some(Phase::Revoked) {
+        return false;
+    }
+    let old = cred.status.clone().unwrap_or_default();
+    let Some(to) = to else {
+        let kept = old.conditions.iter().filter(|c| c.type_ == plan::RESTARTED);
+        status.conditions.extend(kept.cloned());
+        return false;
+    };
+    let namespace = cred.namespace().unwrap_or_default();
+    let outcome = restart::roll(&ctx.client, &namespace, cred, to).await;
+    for (workload, reference) in &outcome.restarted {
+        let note = format!("Restarted {workload} for client secret {to}");
+        info!(credential = %cred.name_any(), namespace = %namespace, "{note}");
+        let related = Some(reference.clone());
+        ctx.publish_related(
+            cred,
+            related,
+            "RestartedWorkload",
+            "RestartWorkload",
+            false,
+            note,
+        )
+        .await;
+    }
+    let ok = outcome.failed.is_empty();
+    let message = if ok {
+        format!(
+            "{} workload(s) run with client secret {to}",
+            outcome.restarted.len() + outcome.current
+        )
+    } else {
+        status.restarted_for = old.restarted_for.clone();
+        let note = format!("Could not restart {}", outcome.failed.join("; "));
+        warn!(credential = %cred.name_any(), namespace = %namespace, "{note}");
+        ctx.publish(cred, "RestartFailed", "RestartWorkload", true, note.clone())
+            .await;
+        note
+    };
+    status.conditions.push(plan::restart_condition(
+        &old,
+        Timestamp::now(),
+        cred,
+        ok,
+        message,
+    ));
+    !ok
 }
 
 async fn write_status(

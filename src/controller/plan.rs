@@ -185,6 +185,11 @@ pub struct Plan {
     /// Unused for longer than allowed with `revokeWhenUnused`: the
     /// controller sets `spec.revoked`, which no one can undo.
     pub revoke_unused: bool,
+    /// Roll `rotation.restartTargets` to the secret with this short id:
+    /// their pods still hold the one they were last rolled for. The
+    /// status already says they were (`restartedFor`); the controller
+    /// puts the old value back if a target could not be rolled.
+    pub restart: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -403,6 +408,8 @@ pub fn plan(
         client_id: Some(client_id.clone()),
         secret_name: Some(secret_name.clone()),
         observed_generation: cred.metadata.generation,
+        // Kept while nothing is rolled (a failing spec, say).
+        restarted_for: old.restarted_for.clone(),
         ..Default::default()
     };
     let observed = observe(cred, secret, &client_id, hasher);
@@ -440,6 +447,7 @@ pub fn plan(
             notes,
             requeue_after: None,
             revoke_unused: false,
+            restart: None,
         });
     }
 
@@ -470,6 +478,7 @@ pub fn plan(
             // Nothing we watch announces that a foreign Secret went away.
             requeue_after: Some(Duration::from_secs(60)),
             revoke_unused: false,
+            restart: None,
         }
     };
 
@@ -642,10 +651,58 @@ pub fn plan(
         "SecretReady",
         &format!("Secret {secret_name} holds the current client secret"),
     )];
+    let (restarted_for, restart) = restarts(cred, &old, &material.hash.short_id());
+    status.restarted_for = restarted_for;
     let wake = [material.previous.map(|p| p.expires_at), next_rotation];
-    Ok(live(
-        cred, &old, settings, now, status, notes, action, &wake,
-    ))
+    let mut plan = live(cred, &old, settings, now, status, notes, action, &wake);
+    plan.restart = restart;
+    Ok(plan)
+}
+
+/// With restart targets: the secret they count as rolled for once this
+/// plan is carried out, and the one to roll them to now, if any. A
+/// credential's first secret, and targets added to an existing
+/// credential, are taken as what the targets already use: only a secret
+/// that replaces the one they were rolled for (rotation, or a Secret that
+/// was deleted or tampered with) is rolled out.
+fn restarts(
+    cred: &ApiCredential,
+    old: &ApiCredentialStatus,
+    current: &str,
+) -> (Option<String>, Option<String>) {
+    if cred.spec.rotation.restart_targets.is_empty() {
+        return (None, None);
+    }
+    let roll = old
+        .restarted_for
+        .as_deref()
+        .is_some_and(|done| done != current);
+    (Some(current.to_owned()), roll.then(|| current.to_owned()))
+}
+
+/// The type of [`restart_condition`].
+pub const RESTARTED: &str = "TargetsRestarted";
+
+/// Condition `TargetsRestarted`: whether every restart target could be
+/// rolled to the current secret.
+pub fn restart_condition(
+    old: &ApiCredentialStatus,
+    now: Timestamp,
+    cred: &ApiCredential,
+    ok: bool,
+    message: String,
+) -> Condition {
+    let (status, reason) = if ok {
+        ("True", "Restarted")
+    } else {
+        ("False", "RestartFailed")
+    };
+    let kind = Kind {
+        type_: RESTARTED,
+        status,
+        reason,
+    };
+    kind.condition(old, now, cred, message, |c| c.status == status)
 }
 
 /// The plan of a credential without a client secret: only its
@@ -738,6 +795,7 @@ fn live(
         notes,
         requeue_after,
         revoke_unused,
+        restart: None,
     }
 }
 

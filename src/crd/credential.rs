@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -183,6 +183,46 @@ pub struct Rotation {
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) <= duration('168h')").message("rotation.gracePeriod must be at most 168h"))]
     pub grace_period: String,
+
+    /// Workloads in the credential's namespace that read the secret once
+    /// (from environment variables, say) and must restart to use a new
+    /// one. After each rotation they are rolled, as `kubectl rollout
+    /// restart` does, through an annotation on their pod template, before
+    /// the grace period ends; never when the secret did not change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub restart_targets: Vec<RestartTarget>,
+}
+
+/// A Deployment, StatefulSet or DaemonSet by name, or all of a kind that
+/// a label selector matches.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.name) != has(self.selector)").message("a restart target has either a name or a selector"))]
+pub struct RestartTarget {
+    pub kind: WorkloadKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// What a restart target may be.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        }
+    }
 }
 
 fn default_grace_period() -> String {
@@ -195,6 +235,7 @@ impl Default for Rotation {
             counter: 0,
             every: None,
             grace_period: default_grace_period(),
+            restart_targets: Vec::new(),
         }
     }
 }
@@ -271,6 +312,10 @@ pub struct ApiCredentialStatus {
     /// When the credential was revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<Time>,
+    /// The short id of the client secret the restart targets were last
+    /// rolled for (with `rotation.restartTargets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_for: Option<String>,
 }
 
 impl ApiCredential {

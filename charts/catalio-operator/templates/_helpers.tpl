@@ -80,6 +80,13 @@ app.kubernetes.io/component: {{ .component }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.rbac.restartTargets }}
+# Rolls spec.rotation.restartTargets after a rotation (pod template
+# annotation, as kubectl rollout restart does).
+- apiGroups: [apps]
+  resources: [deployments, statefulsets, daemonsets]
+  verbs: [get, list, patch]
+{{- end }}
 {{- end -}}
 
 {{/* What the servers do in every namespace they watch: no Secrets. */}}

@@ -371,6 +371,47 @@ fn scheduled_rotation_fires_when_due() {
     assert!(due.notes[0].message.contains("schedule"));
 }
 
+/// Restart targets are rolled when a secret replaces the one they were
+/// rolled for, and only then: not for the first secret, not when targets
+/// are added, not when nothing changed.
+#[test]
+fn restart_targets_roll_once_per_new_secret() {
+    use crate::crd::credential::{RestartTarget, WorkloadKind};
+    let mut g = Generator(0);
+    let (mut c, s) = created(&mut g);
+    // Targets added to a credential that has a secret: nothing to roll.
+    c.spec.rotation.restart_targets = vec![RestartTarget {
+        kind: WorkloadKind::Deployment,
+        name: Some("api".into()),
+        selector: None,
+    }];
+    let id = |secret: &str| hash(secret)["hmac-sha256:".len()..][..16].to_owned();
+    let p = run(&c, Some(&s), at(10), &mut g);
+    assert_eq!(p.restart, None);
+    assert_eq!(p.status.restarted_for, Some(id("secret-1")));
+    c.status = Some(p.status);
+    assert_eq!(run(&c, Some(&s), at(20), &mut g).restart, None);
+
+    // Rotated: rolled to the new secret, once.
+    c.spec.rotation.counter = 1;
+    let p = run(&c, Some(&s), at(30), &mut g);
+    assert_eq!(p.restart, Some(id("secret-2")));
+    assert_eq!(p.status.restarted_for, Some(id("secret-2")));
+    let s = applied(&p);
+    c.status = Some(p.status);
+    let again = run(&c, Some(&s), at(40), &mut g);
+    assert_eq!(again.restart, None);
+    assert!(!status_changed(c.status.as_ref(), &again.status));
+
+    // A deleted Secret's replacement is a new secret too.
+    let p = run(&c, None, at(50), &mut g);
+    assert_eq!(p.restart, Some(id("secret-3")));
+
+    // Without targets, nothing is kept.
+    c.spec.rotation.restart_targets.clear();
+    assert_eq!(run(&c, Some(&s), at(60), &mut g).status.restarted_for, None);
+}
+
 /// `clientSecret: Disabled`: no secret is generated and a Secret the
 /// credential had is deleted, once; the credential stays Active (its
 /// ServiceAccounts authenticate) and can get a secret back.
