@@ -14,11 +14,22 @@ static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muz
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = catalio_operator::config::Cli::parse();
-    match catalio_operator::run::run(cli).await {
+    use catalio_operator::plugin;
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let (name, result) = if plugin::started_as(&argv0, plugin::PLUGIN_NAME) {
+        let cli = plugin::PluginCli::parse();
+        ("kubectl catalio", plugin::run(cli).await)
+    } else if plugin::started_as(&argv0, plugin::COMPLETION_NAME) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        ("kubectl catalio", plugin::complete(&args).await)
+    } else {
+        let cli = catalio_operator::config::Cli::parse();
+        ("catalio-operator", catalio_operator::run::run(cli).await)
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("catalio-operator: {e:#}");
+            eprintln!("{name}: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,0 +1,552 @@
+//! `kubectl catalio`: the binary started as `kubectl-catalio` (a symlink on
+//! PATH is enough) is a kubectl plugin for the people who hold credentials:
+//! rotate and revoke them and wait for the result, get an access token for
+//! a script, see which are used, unused or due for rotation.
+//!
+//! Started as `kubectl_complete-catalio`, it answers kubectl's completion
+//! requests (kubectl 1.26+) with subcommands and credential names.
+//!
+//! Like kubectl, it uses the kubeconfig (`KUBECONFIG`, `--context`) and
+//! its context's namespace unless `-n` says otherwise. Nothing it prints or
+//! reports carries a client secret; `token` prints the access token only.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{ApiCredential, ClientSecretMode, Phase};
+use crate::duration;
+
+/// The name the binary answers to as a plugin.
+pub const PLUGIN_NAME: &str = "kubectl-catalio";
+/// The name kubectl runs for completion of `kubectl catalio ...`.
+pub const COMPLETION_NAME: &str = "kubectl_complete-catalio";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = PLUGIN_NAME,
+    bin_name = "kubectl catalio",
+    version,
+    about = "Rotate, revoke and inspect Catalio API credentials"
+)]
+pub struct PluginCli {
+    /// Namespace of the credentials (default: the context's namespace).
+    #[arg(short, long, global = true)]
+    pub namespace: Option<String>,
+    /// Kubeconfig context to use (default: the current one).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Rotate the client secret now: raise spec.rotation.counter, wait until
+    /// the new secret is Ready and print its hash.
+    Rotate {
+        name: String,
+        /// How long to wait for the new secret.
+        #[arg(long, default_value = "2m")]
+        timeout: String,
+    },
+    /// Revoke the credential for good (asks first unless --yes).
+    Revoke {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+        #[arg(long, default_value = "2m")]
+        timeout: String,
+    },
+    /// Print an access token for the credential, from its Secret (for
+    /// scripts).
+    Token {
+        name: String,
+        /// Token endpoint to ask instead of the Secret's token_url (for
+        /// example through a port-forward).
+        #[arg(long)]
+        token_url: Option<String>,
+        /// PEM CA certificate to trust for an https token endpoint, beside
+        /// the system's roots.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Narrow the token to these space-separated scopes.
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// List credentials with their last use, whether they are unused and
+    /// when they rotate next.
+    Status {
+        /// Credentials of every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Print a completion script for kubectl-catalio (`kubectl catalio`
+    /// completes through kubectl_complete-catalio, a symlink to the same
+    /// binary).
+    Completion { shell: CompletionShell },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+}
+
+/// Whether `argv0` names the plugin (or its completion helper).
+pub fn started_as(argv0: &std::ffi::OsStr, name: &str) -> bool {
+    std::path::Path::new(argv0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == name || n.strip_suffix(".exe") == Some(name))
+}
+
+pub async fn run(cli: PluginCli) -> anyhow::Result<()> {
+    if let PluginCommand::Completion { shell } = cli.command {
+        let shell = match shell {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        };
+        let mut command = PluginCli::command();
+        clap_complete::generate(shell, &mut command, PLUGIN_NAME, &mut std::io::stdout());
+        return Ok(());
+    }
+    let (client, default_ns) = connect(cli.context.as_deref()).await?;
+    let namespace = cli.namespace.unwrap_or(default_ns);
+    let creds = Api::<ApiCredential>::namespaced(client.clone(), &namespace);
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        PluginCommand::Rotate { name, timeout } => {
+            let hash = rotate(&creds, &name, wait_for(&timeout)?).await?;
+            writeln!(out, "{name} rotated: client secret {hash}")?;
+        }
+        PluginCommand::Revoke { name, yes, timeout } => {
+            let cred = get(&creds, &name, &namespace).await?;
+            if cred.spec.revoked {
+                bail!("{name} is already revoked");
+            }
+            if !yes && !confirm(&name, &namespace)? {
+                bail!("{name} was not revoked");
+            }
+            revoke(&creds, &name, wait_for(&timeout)?).await?;
+            writeln!(out, "{name} revoked")?;
+        }
+        PluginCommand::Token {
+            name,
+            token_url,
+            ca_file,
+            scope,
+        } => {
+            let cred = get(&creds, &name, &namespace).await?;
+            let token = token(&client, &namespace, &cred, token_url, ca_file, scope).await?;
+            writeln!(out, "{token}")?;
+        }
+        PluginCommand::Status { all_namespaces } => {
+            let api = if all_namespaces {
+                Api::<ApiCredential>::all(client)
+            } else {
+                creds
+            };
+            let list = api.list(&ListParams::default()).await?;
+            write!(
+                out,
+                "{}",
+                status_table(&list.items, all_namespaces, Timestamp::now())
+            )?;
+        }
+        PluginCommand::Completion { .. } => unreachable!("answered above"),
+    }
+    Ok(())
+}
+
+async fn connect(context: Option<&str>) -> anyhow::Result<(Client, String)> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let config = match Kubeconfig::read() {
+        Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .context("reading the kubeconfig")?,
+        Err(_) if context.is_none() => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+        Err(e) => return Err(e).context("reading the kubeconfig"),
+    };
+    let namespace = config.default_namespace.clone();
+    Ok((Client::try_from(config)?, namespace))
+}
+
+fn wait_for(timeout: &str) -> anyhow::Result<Duration> {
+    duration::parse(timeout).with_context(|| format!("--timeout {timeout}"))
+}
+
+async fn get(
+    creds: &Api<ApiCredential>,
+    name: &str,
+    namespace: &str,
+) -> anyhow::Result<ApiCredential> {
+    creds
+        .get_opt(name)
+        .await?
+        .with_context(|| format!("no ApiCredential {name} in namespace {namespace}"))
+}
+
+/// The Ready condition's message, for errors.
+fn ready_message(cred: &ApiCredential) -> String {
+    cred.status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Polls `name` until `done` says it is finished (`Some(Ok)`) or failed
+/// (`Some(Err)`), or `timeout` passes.
+async fn until<T>(
+    creds: &Api<ApiCredential>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&ApiCredential) -> Option<anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(cred) = creds.get_opt(name).await?
+            && let Some(result) = done(&cred)
+        {
+            return result;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "{name}: {what} did not happen within {}",
+                duration::format(timeout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Raises the rotation counter (at the version read, so two rotations
+/// at once are two) and waits for the new secret; its hash.
+async fn rotate(
+    creds: &Api<ApiCredential>,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let cred = creds.get(name).await?;
+    if cred.spec.revoked {
+        bail!("{name} is revoked: it has no secret to rotate");
+    }
+    if cred.spec.client_secret == ClientSecretMode::Disabled {
+        bail!("{name} has no client secret (clientSecret: Disabled): nothing to rotate");
+    }
+    let counter = cred.spec.rotation.counter + 1;
+    let patch = json!({
+        "metadata": {"resourceVersion": cred.resource_version()},
+        "spec": {"rotation": {"counter": counter}},
+    });
+    let patched = creds
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => {
+                anyhow::anyhow!("{name} changed while rotating; nothing was rotated, try again")
+            }
+            e => e.into(),
+        })?;
+    let generation = patched.metadata.generation;
+    until(creds, name, timeout, "the rotation", |c| {
+        let status = c.status.as_ref()?;
+        if status.observed_generation < generation {
+            return None;
+        }
+        match status.phase {
+            Some(Phase::Failed) => {
+                Some(Err(anyhow::anyhow!("{name} failed: {}", ready_message(c))))
+            }
+            Some(Phase::Active) if status.rotation_counter == Some(counter) => {
+                status.secret_hash.clone().map(Ok)
+            }
+            _ => None,
+        }
+    })
+    .await
+}
+
+/// Asks, and reads the answer from stdin (a terminal, or a pipe in a
+/// script); anything but y or yes, an empty stdin included, is no.
+fn confirm(name: &str, namespace: &str) -> anyhow::Result<bool> {
+    let stdin = std::io::stdin();
+    eprint!(
+        "Revoke {name} in namespace {namespace}? Its secret and tokens stop working and it can never be restored. [y/N] "
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+async fn revoke(creds: &Api<ApiCredential>, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let patch = json!({"spec": {"revoked": true}});
+    creds
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    until(creds, name, timeout, "the revocation", |c| {
+        let phase = c.status.as_ref()?.phase?;
+        (phase == Phase::Revoked).then_some(Ok(()))
+    })
+    .await
+}
+
+/// An access token from the token endpoint, with the id and secret of the
+/// credential's Secret.
+async fn token(
+    client: &Client,
+    namespace: &str,
+    cred: &ApiCredential,
+    token_url: Option<String>,
+    ca_file: Option<PathBuf>,
+    scope: Option<String>,
+) -> anyhow::Result<String> {
+    let name = cred.name_any();
+    if cred.spec.revoked {
+        bail!("{name} is revoked");
+    }
+    if cred.spec.client_secret == ClientSecretMode::Disabled {
+        bail!("{name} has no client secret: its ServiceAccounts get tokens with their own tokens");
+    }
+    let secret_name = cred.secret_name();
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(secret_name)
+        .await?
+        .with_context(|| format!("{name}: no Secret {secret_name} yet"))?;
+    let data = secret.data.unwrap_or_default();
+    let field = |key: &str| {
+        data.get(key)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .with_context(|| format!("Secret {secret_name} has no {key}"))
+    };
+    let url = match token_url {
+        Some(url) => url,
+        None => field("token_url")?,
+    };
+    let mut form = vec![
+        ("grant_type", "client_credentials".to_owned()),
+        ("client_id", field("client_id")?),
+        ("client_secret", field("client_secret")?),
+    ];
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        http = http.add_root_certificate(
+            reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is no PEM certificate", path.display()))?,
+        );
+    }
+    let response = http
+        .build()?
+        .post(&url)
+        .form(&form)
+        .send()
+        .await
+        // Without the URL's query or the body: neither is worth leaking.
+        .map_err(|e| anyhow::anyhow!("asking {url} for a token: {}", e.without_url()))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    match body["access_token"].as_str() {
+        Some(token) if status.is_success() => Ok(token.to_owned()),
+        _ => bail!(
+            "{url} answered {status}: {} {}",
+            body["error"].as_str().unwrap_or("(no error code)"),
+            body["error_description"].as_str().unwrap_or_default()
+        ),
+    }
+}
+
+/// How long ago or from now, in the largest whole unit.
+fn relative(at: Timestamp, now: Timestamp) -> String {
+    let seconds = at.as_second() - now.as_second();
+    let (n, ago) = (seconds.unsigned_abs(), seconds < 0);
+    let amount = match n {
+        0..60 => format!("{n}s"),
+        60..3600 => format!("{}m", n / 60),
+        3600..86_400 => format!("{}h", n / 3600),
+        _ => format!("{}d", n / 86_400),
+    };
+    if ago {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    }
+}
+
+/// The `status` table, in columns as kubectl prints them.
+pub fn status_table(creds: &[ApiCredential], namespaces: bool, now: Timestamp) -> String {
+    let mut rows = vec![
+        [
+            "NAMESPACE",
+            "NAME",
+            "PHASE",
+            "CLIENT ID",
+            "LAST USED",
+            "UNUSED",
+            "NEXT ROTATION",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    let mut sorted: Vec<&ApiCredential> = creds.iter().collect();
+    sorted.sort_by_key(|c| (c.namespace(), c.name_any()));
+    for c in sorted {
+        let status = c.status.clone().unwrap_or_default();
+        let unused = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Unused" && c.status == "True");
+        let revoked = status.phase == Some(Phase::Revoked);
+        rows.push(vec![
+            c.namespace().unwrap_or_default(),
+            c.name_any(),
+            status.phase.map_or("Pending", Phase::as_str).to_owned(),
+            status.client_id.unwrap_or_else(|| "-".to_owned()),
+            status
+                .last_used_at
+                .map_or_else(|| "never".to_owned(), |t| relative(t.0, now)),
+            if revoked {
+                "-"
+            } else if unused {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_owned(),
+            match status.next_rotation_at {
+                Some(t) if !revoked && t.0 <= now => "due".to_owned(),
+                Some(t) if !revoked => relative(t.0, now),
+                _ => "-".to_owned(),
+            },
+        ]);
+    }
+    let skip = usize::from(!namespaces);
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .skip(skip)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// kubectl's completion protocol (cobra's `__complete`): `args` are the
+/// words after `kubectl catalio`, the last one being completed. Prints one
+/// candidate per line, then `:4` (no file completion).
+pub async fn complete(args: &[String]) -> anyhow::Result<()> {
+    let (last, before) = match args.split_last() {
+        Some((last, before)) => (last.as_str(), before),
+        None => ("", &[][..]),
+    };
+    // Words that are not flags, and the values of the flags that take
+    // one (`-n x`, `--namespace=x`, `--context x`).
+    let mut words: Vec<&str> = Vec::new();
+    let mut values: Vec<(&str, &str)> = Vec::new();
+    let mut rest = before.iter().map(String::as_str);
+    while let Some(word) = rest.next() {
+        match word {
+            "-n" | "--namespace" | "--context" => values.push((word, rest.next().unwrap_or(""))),
+            w if w.starts_with("--") && w.contains('=') => {
+                let (name, value) = w.split_once('=').unwrap_or((w, ""));
+                values.push((name, value));
+            }
+            w if w.starts_with('-') => {}
+            w => words.push(w),
+        }
+    }
+    let flag = |short: &str, long: &str| {
+        values
+            .iter()
+            .rev()
+            .find(|(name, _)| *name == short || *name == long)
+            .map(|(_, value)| value.to_string())
+    };
+    let candidates: Vec<String> = match words.as_slice() {
+        [] => PluginCli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .filter(|n| n != "help")
+            .collect(),
+        ["rotate" | "revoke" | "token"] => {
+            let (client, default_ns) = connect(flag("", "--context").as_deref()).await?;
+            let namespace = flag("-n", "--namespace").unwrap_or(default_ns);
+            Api::<ApiCredential>::namespaced(client, &namespace)
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|c| !c.spec.revoked)
+                .map(ResourceExt::name_any)
+                .collect()
+        }
+        ["completion"] => vec!["bash".to_owned(), "zsh".to_owned()],
+        _ => vec![],
+    };
+    let mut out = std::io::stdout().lock();
+    for c in candidates.iter().filter(|c| c.starts_with(last)) {
+        writeln!(out, "{c}")?;
+    }
+    writeln!(out, ":4")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plugin_is_recognised_by_the_name_it_runs_under() {
+        for path in ["/usr/local/bin/kubectl-catalio", "kubectl-catalio"] {
+            assert!(started_as(path.as_ref(), PLUGIN_NAME), "{path}");
+        }
+        for path in ["/usr/bin/catalio-operator", "/x/kubectl-catalio-old"] {
+            assert!(!started_as(path.as_ref(), PLUGIN_NAME), "{path}");
+        }
+        assert!(started_as(
+            "/bin/kubectl_complete-catalio".as_ref(),
+            COMPLETION_NAME
+        ));
+    }
+
+    #[test]
+    fn times_read_as_people_say_them() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        assert_eq!(relative(at(-30), now), "30s ago");
+        assert_eq!(relative(at(-7200), now), "2h ago");
+        assert_eq!(relative(at(3 * 86_400 + 5), now), "in 3d");
+    }
+}
