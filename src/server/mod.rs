@@ -104,9 +104,12 @@ pub fn routes<S: Index, W: Writes>(
         .unify()
         .or(metadata)
         .unify()
-        .or(explorer::routes())
+        // Boxed: their futures are large (every JSON:API path shape and
+        // method nests in them), and an `or` chain's future is as large as
+        // its largest branch, moved on every request, token requests too.
+        .or(explorer::routes().boxed())
         .unify()
-        .or(jsonapi::routes(jsonapi, body_timeout))
+        .or(jsonapi::routes(jsonapi, body_timeout).boxed())
         .unify()
         .recover(recover)
         .unify();
