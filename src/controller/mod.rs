@@ -10,8 +10,9 @@
 pub mod plan;
 pub mod restart;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, future};
 use jiff::Timestamp;
@@ -21,6 +22,7 @@ use kube::core::PartialObjectMeta;
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
@@ -84,9 +86,65 @@ pub struct Context {
     /// Holds the secret hash key (loaded from the signing-key Secret).
     pub keys: Arc<KeyStore>,
     pub metrics: Arc<Metrics>,
+    /// The managed Secrets' metadata, as the controller's watch of them
+    /// sees it (set by [`run`]).
+    secrets: OnceLock<Store<PartialObjectMeta<Secret>>>,
+    /// Per credential uid: what the last complete reconcile left behind.
+    done: Mutex<HashMap<String, Done>>,
+}
+
+/// The state a reconcile left the credential and its Secret in, and when
+/// its plan wanted to look again.
+struct Done {
+    credential: Option<String>,
+    secret: Option<String>,
+    due: Instant,
 }
 
 impl Context {
+    /// When neither the credential nor its Secret changed since the last
+    /// complete reconcile (same resourceVersions: the event is the echo of
+    /// our own status write, or a resync) and nothing is due yet, the time
+    /// left until it is: the reconcile would read the Secret to decide
+    /// nothing.
+    fn unchanged(&self, cred: &ApiCredential) -> Option<Duration> {
+        let uid = cred.metadata.uid.as_deref()?;
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        // Whatever happens next, this record is spent unless it holds.
+        let last = done.remove(uid)?;
+        let secret = self
+            .secrets
+            .get()?
+            .get(&ObjectRef::new(cred.secret_name()).within(&cred.namespace().unwrap_or_default()));
+        let secret = secret.and_then(|s| s.metadata.resource_version.clone());
+        let now = Instant::now();
+        let same = last.credential == cred.metadata.resource_version
+            && last.secret == secret
+            && now < last.due;
+        if !same {
+            return None;
+        }
+        let left = last.due - now;
+        done.insert(uid.to_owned(), last);
+        Some(left)
+    }
+
+    fn remember(
+        &self,
+        uid: &str,
+        credential: Option<String>,
+        secret: Option<String>,
+        wait: Duration,
+    ) {
+        let done = Done {
+            credential,
+            secret,
+            due: Instant::now() + wait,
+        };
+        let mut all = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(uid.to_owned(), done);
+    }
+
     pub fn new(
         client: Client,
         settings: Settings,
@@ -103,6 +161,8 @@ impl Context {
             settings,
             keys,
             metrics,
+            secrets: OnceLock::new(),
+            done: Mutex::default(),
         }
     }
 
@@ -162,12 +222,17 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client)),
     };
     // Only the metadata of Secrets we manage: payloads stay out of memory.
+    // Kept in a store, so a reconcile can tell that its Secret has not
+    // changed since it last looked.
+    let (store, writer) = reflector::store();
     let owned = watcher(
         secrets,
         watcher::Config::default().labels(&plan::managed_secret_selector()),
     )
     .backoff(crate::watch::backoff())
+    .reflect(writer)
     .touched_objects();
+    let _ = ctx.secrets.set(store);
     let config = kube::runtime::controller::Config::default().concurrency(32);
     Controller::new(credentials, watcher::Config::default())
         .with_config(config)
@@ -213,6 +278,9 @@ async fn apply(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let name = cred.secret_name();
+    if let Some(wait) = ctx.unchanged(cred) {
+        return Ok(Action::requeue(wait));
+    }
     let ring = ctx.keys.ring();
     let hasher = ring.hasher().ok_or(Error::NoHashKey)?;
     let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
@@ -235,6 +303,10 @@ async fn apply(
     // The Secret changed between our read and our write: look again.
     let raced = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409);
     let again = Action::requeue(Duration::from_millis(200));
+    // The Secret's resourceVersion once this reconcile is done.
+    let mut secret_version = secret
+        .as_ref()
+        .and_then(|s| s.metadata.resource_version.clone());
     match action {
         SecretAction::Keep => {}
         SecretAction::Create(desired) => {
@@ -243,7 +315,7 @@ async fn apply(
                 ..Default::default()
             };
             match secrets.create(&params, &desired).await {
-                Ok(_) => {}
+                Ok(created) => secret_version = created.metadata.resource_version,
                 Err(e) if raced(&e) => {
                     info!(credential = %cred.name_any(), secret = name, "the Secret appeared before ours was created; looking again");
                     return Ok(again);
@@ -267,6 +339,7 @@ async fn apply(
                 Err(e) if raced(&e) => return Ok(again),
                 Err(e) => return Err(Error::WriteSecret(e)),
             };
+            secret_version = written.metadata.resource_version.clone();
             if !stray.is_empty() {
                 let nulls = |keys: &[String]| -> serde_json::Map<String, serde_json::Value> {
                     keys.iter()
@@ -283,7 +356,7 @@ async fn apply(
                     ..Default::default()
                 };
                 match secrets.patch(name, &params, &Patch::Merge(&patch)).await {
-                    Ok(_) => {}
+                    Ok(cleaned) => secret_version = cleaned.metadata.resource_version,
                     Err(e) if raced(&e) => return Ok(again),
                     Err(e) => return Err(Error::WriteSecret(e)),
                 }
@@ -298,6 +371,7 @@ async fn apply(
                 }),
                 ..Default::default()
             };
+            secret_version = None;
             match secrets.delete(name, &params).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -309,8 +383,9 @@ async fn apply(
     // The Secret holds the new secret: roll the workloads that read it
     // once, then say so in the status.
     let retry_restarts = roll_targets(cred, restart.as_deref(), &mut status, ctx).await;
+    let mut credential_version = cred.metadata.resource_version.clone();
     if plan::status_changed(cred.status.as_ref(), &status) {
-        write_status(cred, &status, ctx).await?;
+        credential_version = write_status(cred, &status, ctx).await?;
     }
     for note in notes {
         info!(
@@ -349,10 +424,14 @@ async fn apply(
         true => Some(requeue_after.map_or(RESTART_RETRY, |d| d.min(RESTART_RETRY))),
         false => requeue_after,
     };
-    Ok(Action::requeue(requeue_after.map_or(RESYNC, |d| {
+    let wait = requeue_after.map_or(RESYNC, |d| {
         // A moment past the deadline, so the next plan sees it passed.
         d.min(RESYNC) + Duration::from_millis(500)
-    })))
+    });
+    if !retry_restarts && let Some(uid) = &cred.metadata.uid {
+        ctx.remember(uid, credential_version, secret_version, wait);
+    }
+    Ok(Action::requeue(wait))
 }
 
 /// How soon restart targets that could not be rolled are tried again.
@@ -418,11 +497,12 @@ async fn roll_targets(
     !ok
 }
 
+/// Writes the status; the credential's resourceVersion after the write.
 async fn write_status(
     cred: &ApiCredential,
     status: &ApiCredentialStatus,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let api =
         Api::<ApiCredential>::namespaced(ctx.client.clone(), &cred.namespace().unwrap_or_default());
     let patch = json!({
@@ -436,8 +516,8 @@ async fn write_status(
         &Patch::Apply(patch),
     )
     .await
-    .map_err(Error::WriteStatus)?;
-    Ok(())
+    .map_err(Error::WriteStatus)
+    .map(|written| written.metadata.resource_version)
 }
 
 /// An object the controller cannot parse gets a Failed status and a Warning,
