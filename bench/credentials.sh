@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
-# Time from `kubectl apply` of N credentials to all of them Ready, and the
-# API writes the operator made per credential (from kube-apiserver's own
-# apiserver_request_total, so nothing is estimated).
-#   bench/credentials.sh [N]
+# Credentials at the API server's pace, measured in one run:
+# 1. baseline: a plain client (examples/bench_writes.rs, 32 requests in
+#    flight) makes, for N credentials, the writes the operator makes for
+#    each: the ApiCredential, its Secret, its status and an event;
+# 2. the operator: the same client creates N ApiCredentials, and the time
+#    runs until all of them are Active
+#    (awaited through one watch); its API writes are counted from
+#    kube-apiserver's apiserver_request_total;
+# 3. change to effect: for CHANGES credentials, one at a time, the time
+#    from the answer to `patch` (a rotation without grace for half of them,
+#    a revocation for the other half) to the token endpoint refusing the old
+#    secret; p50 and p99.
+# The goals: operator / baseline <= 1.25, p99 < 500 ms.
+#   bench/credentials.sh [N] [CHANGES]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 n=${1:-1000}
+changes=${2:-200}
+cargo build --release --locked --example bench_writes >&2
+client=$repo/target/release/examples/bench_writes
 
+reads() { # GETs of Secrets (the controller reads a credential's Secret before it plans)
+  kubectl get --raw /metrics | awk '
+    /^apiserver_request_total\{/ && /verb="GET"/ && /resource="secrets"/ {s += $NF} END {printf "%d", s}'
+}
 writes() { # total write requests to what the operator writes
   kubectl get --raw /metrics | awk '
     /^apiserver_request_total\{/ && /verb="(POST|PUT|PATCH|APPLY|DELETE)"/ {
@@ -14,32 +31,58 @@ writes() { # total write requests to what the operator writes
     }
     END { printf "%d", s }'
 }
+# One watch, not kubectl wait: that waits object by object, each request
+# under kubectl's client-side rate limit, and would measure itself.
+all_active() { # namespace count
+  timeout 600 "$client" wait "$1" "$2"
+}
+
+kubectl create namespace bench-baseline > /dev/null
+baseline=$("$client" baseline bench-baseline "$n")
 
 kubectl create namespace bench > /dev/null
+admin=$(free_port)
 "$operator" controller --watch-namespaces bench --namespace bench \
-  --admin-listen "127.0.0.1:$(free_port)" 2> /tmp/bench-controller.log &
+  --admin-listen "127.0.0.1:$admin" 2> /tmp/bench-controller.log &
 pids+=($!)
-sleep 1
-manifest=$(mktemp)
-for i in $(seq 1 "$n"); do
-  printf -- '---\napiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: cred-%d}\nspec: {displayName: "Credential %d"}\n' "$i" "$i"
-done > "$manifest"
-
-before=$(writes)
+wait_ready "$admin"
+before=$(writes); reads_before=$(reads)
 start=$(date +%s.%N)
-kubectl -n bench apply --server-side -f "$manifest" > /dev/null
-applied=$(date +%s.%N)
-until [ "$(kubectl -n bench get apicred -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c '^Active$')" -ge "$n" ]; do
-  sleep 0.5
-done
+created=$("$client" create bench "$n")
+all_active bench "$n"
 ready=$(date +%s.%N)
-sleep 3 # let trailing writes (if any) land before counting
+# Every credential is Active; its event may still be on its way. Wait until
+# the count of writes stops moving (two equal readings 1 s apart).
 after=$(writes)
-secrets=$(kubectl -n bench get secrets -l app.kubernetes.io/managed-by=catalio-operator -o name | wc -l)
+while sleep 1; now=$(writes); [ "$now" != "$after" ]; do after=$now; done
+reads_after=$(reads)
+kill "${pids[-1]}"; wait "${pids[-1]}" 2> /dev/null || true
 
-awk -v n="$n" -v s="$start" -v a="$applied" -v r="$ready" -v w=$((after - before)) -v sec="$secrets" 'BEGIN {
-  printf "credentials: %d (Secrets written: %d)\n", n, sec
-  printf "kubectl apply took: %.1fs\n", a - s
-  printf "apply start to all Active: %.1fs (%.0f credentials/s)\n", r - s, n / (r - s)
+awk -v n="$n" -v g=$((reads_after - reads_before)) -v b="$baseline" -v c="$created" -v s="$start" -v r="$ready" -v w=$((after - before)) 'BEGIN {
+  printf "credentials: %d, 32 requests in flight\n", n
+  printf "baseline, a plain client making each credential'"'"'s 4 writes: %.2fs (%.0f credentials/s)\n", b, n / b
+  printf "operator: created in %.2fs, all Active %.2fs after the first create (%.0f credentials/s)\n", c, r - s, n / (r - s)
+  printf "operator / baseline: %.2fx (goal <= 1.25x)\n", (r - s) / b
   printf "API writes by the operator: %d (%.2f per credential: Secret, status, event)\n", w, w / n
+  printf "Secret reads by the operator: %d (%.2f per credential)\n", g, g / n
 }'
+
+# Change to effect, with the whole operator (controller and token endpoint).
+kubectl create namespace bench-latency > /dev/null
+port=$(free_port); admin=$(free_port)
+"$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+  --namespace bench-latency --watch-namespaces bench-latency --token-rate-limit 0 \
+  --token-url "http://127.0.0.1:$port/oauth/token" 2> /tmp/bench-latency.log &
+pids+=($!)
+wait_ready "$admin"
+"$client" create bench-latency "$changes" > /dev/null
+all_active bench-latency "$changes"
+"$client" latency "http://127.0.0.1:$port" bench-latency "$changes" > /tmp/bench-latency.txt
+for kind in rotate revoke all; do
+  awk -v k="$kind" '$1 == k || k == "all" {print $2}' /tmp/bench-latency.txt | sort -n | awk -v k="$kind" '
+    {v[NR] = $1} END {
+      i50 = int((NR - 1) * 0.50) + 1; i99 = int((NR - 1) * 0.99) + 1
+      printf "patch to token endpoint refusing the old secret, %s (%d): p50 %.0f ms, p99 %.0f ms (goal < 500), max %.0f ms\n",
+        k, NR, v[i50], v[i99], v[NR]
+    }'
+done

@@ -1,22 +1,72 @@
 #!/usr/bin/env bash
-# Token endpoint throughput and latency at 64 concurrent connections, with
-# RS256 and ES256, next to the raw signing rate of this machine measured in
-# the same run (`openssl speed -multi 2`). Load comes from wrk, a separate
-# process on the same 2 cores.
-#   bench/token.sh [SECONDS]
+# Token endpoint throughput and latency (wrk, 64 connections), RS256 and
+# ES256, next to the raw signing rate of this machine and ORY Hydra v2.3.0,
+# all measured in this run:
+#
+# - pinned: the server under test (the operator, Hydra) and `openssl speed`
+#   run on the same one CPU, wrk on another: tokens/s against signs/s of
+#   that CPU, the fair comparison (the goal: RS256 >= 95%);
+# - shared: the operator on every CPU with wrk among them, against
+#   `openssl speed -multi <CPUs>` (what a 2-core pod with its clients sees).
+#
+# Fails when any response is not 2xx or wrk reports socket errors, and
+# leaves no process behind (the control plane, the operators and Hydra are
+# stopped when the script exits, however it exits).
+#   bench/token.sh [SECONDS] [--no-hydra | --hydra-only]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seconds=${1:-20}
+hydra=yes operator_cases=yes
+[ "${2:-}" = --no-hydra ] && hydra=no
+[ "${2:-}" = --hydra-only ] && operator_cases=no
 require_wrk
+command -v taskset > /dev/null || { echo "needs taskset (util-linux)" >&2; exit 1; }
+cpus=$(nproc)
+[ "$cpus" -ge 2 ] || { echo "needs 2 CPUs: one for the server, one for wrk" >&2; exit 1; }
+server_cpu=$((cpus - 1))
+wrk_cpus=0-$((cpus - 2))
+[ "$hydra" = yes ] && hydra_bin=$(bench/hydra-build.sh)
+
+# Signs per second of one openssl process on the server's CPU, and of
+# `-multi` processes on every CPU, from the machine-readable lines (stable
+# across OpenSSL 3.0 to 3.5: +F2 is RSA, +F4 ECDSA; sign/s is the 4th field).
+openssl_signs() { # rsa2048|ecdsap256 pinned|shared
+  local kind=$1 where=$2 line
+  local args=(speed -mr -seconds 10 "$kind")
+  if [ "$where" = pinned ]; then
+    line=$(taskset -c "$server_cpu" openssl "${args[@]}" 2> /dev/null | grep -E '^\+F[24]:')
+  else
+    line=$(openssl "${args[@]:0:1}" -multi "$cpus" "${args[@]:1}" 2> /dev/null | grep -E '^\+F[24]:')
+  fi
+  echo "$line" | awk -F: '{printf "%.0f", $4}'
+}
 
 lua=$(mktemp)
-run_case() { # alg
-  # Each algorithm runs as its own installation (its own key Secret, so its
-  # own hash key) in a namespace of its own: two installations on one
-  # namespace would each regenerate the secrets the other sealed.
-  local alg=$1 port admin ns=bench-${1,,}
+trap 'rm -f "$lua"; cleanup' EXIT
+
+# One wrk run against URL with the request in $lua; prints tokens/s, p50,
+# p99 and the server's CPU use, tab-separated. Fails on any error.
+load() { # url pid label
+  local url=$1 pid=$2 label=$3 report ticks cpu0 cpu1
+  report=$(mktemp)
+  taskset -c "$wrk_cpus" wrk -t1 -c64 -d2s -s "$lua" "$url" > /dev/null
+  ticks=$(getconf CLK_TCK)
+  cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  taskset -c "$wrk_cpus" wrk -t1 -c64 -d"${seconds}s" --latency -s "$lua" "$url" > "$report"
+  cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  if grep -qE 'Non-2xx|Socket errors' "$report"; then
+    echo "$label: errors under load:" >&2; cat "$report" >&2; rm -f "$report"; return 1
+  fi
+  printf '%s\t%s\n' "$(wrk_figures "$report" | cut -f1-3)" \
+    "$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks" -v s="$seconds" 'BEGIN {printf "%.2f", (b - a) / t / s}')"
+  rm -f "$report"
+}
+
+# The operator with ALG on CPUS (a taskset list), its credential in $lua.
+operator_case() { # alg cpus
+  local alg=$1 on=$2 port admin ns=bench-${1,,}-${RANDOM}
   bench_credential "$ns"
   port=$(free_port); admin=$(free_port)
-  "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+  taskset -c "$on" "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
     --namespace "$ns" --watch-namespaces "$ns" --signing-alg "$alg" \
     --token-rate-limit 0 --token-url "http://127.0.0.1:$port/oauth/token" 2> "/tmp/bench-operator-$alg.log" &
   pids+=($!)
@@ -30,31 +80,96 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"client_id":"$id","client_secret":"$secret","audience":"https://catalio.ai/api/v1","grant_type":"client_credentials"}'
 LUA
-  # Warm up, then measure, reading the operator's own CPU time around the
-  # run (utime + stime, in clock ticks).
-  wrk -t1 -c64 -d2s -s "$lua" "http://127.0.0.1:$port/oauth/token" > /dev/null
-  local pid=${pids[-1]} ticks cpu0 cpu1
-  ticks=$(getconf CLK_TCK)
-  cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  wrk -t1 -c64 -d"${seconds}s" --latency -s "$lua" "http://127.0.0.1:$port/oauth/token" > "/tmp/bench-wrk-$alg.txt"
-  cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-  local cores
-  cores=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks" -v s="$seconds" 'BEGIN {printf "%.2f", (b - a) / t / s}')
-  printf '%s\t%s\t%s\n' "$alg" "$(wrk_figures "/tmp/bench-wrk-$alg.txt")" "$cores"
+  load "http://127.0.0.1:$port/oauth/token" "${pids[-1]}" "operator $alg"
+  kill "${pids[-1]}"; wait "${pids[-1]}" 2> /dev/null || true
 }
 
-echo "one credential, its token rate limit off for the run (--token-rate-limit 0)"
-echo "raw signing rate on this machine (openssl speed -multi 2, 10s each):"
-rsa=$(openssl speed -multi 2 -seconds 10 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $6}')
-ec=$(openssl speed -multi 2 -seconds 10 ecdsap256 2>/dev/null | awk '/ecdsa \(nistp256\)/ {print $7}')
-printf '  rsa2048 signs/s: %s\n  ecdsap256 signs/s: %s\n' "$rsa" "$ec"
-echo
-printf 'alg\ttokens/s\tp50\tp99\tnon-2xx\toperator cores\n'
-rs=$(run_case RS256); echo "$rs"
-es=$(run_case ES256); echo "$es"
-echo
-awk -v t="$(echo "$rs" | cut -f2)" -v r="$rsa" 'BEGIN {printf "RS256 tokens/s as a share of openssl rsa2048 signs/s: %.0f%%\n", 100*t/r}'
-awk -v t="$(echo "$rs" | cut -f2)" -v c="$(echo "$rs" | cut -f6)" -v r="$rsa" \
-  'BEGIN {printf "RS256 tokens per operator core-second: %.0f (openssl per core: %.0f)\n", t/c, r/2}'
-awk -v t="$(echo "$es" | cut -f2)" -v r="$ec" 'BEGIN {printf "ES256 tokens/s as a share of openssl ecdsap256 signs/s: %.0f%%\n", 100*t/r}'
+# Hydra (DSN=memory, JWT access tokens) on the server CPU, with a
+# client_credentials client; ALG default keeps Hydra's own key (RSA-4096),
+# ES256 replaces it with a P-256 key.
+hydra_case() { # default|ES256
+  local alg=$1 public admin log=/tmp/bench-hydra-$1.log
+  public=$(free_port); admin=$(free_port)
+  DSN=memory STRATEGIES_ACCESS_TOKEN=jwt SERVE_PUBLIC_PORT=$public SERVE_ADMIN_PORT=$admin \
+    SECRETS_SYSTEM=$(openssl rand -hex 16) \
+    SERVE_PUBLIC_HOST=127.0.0.1 SERVE_ADMIN_HOST=127.0.0.1 LOG_LEVEL=error \
+    URLS_SELF_ISSUER="http://127.0.0.1:$public" \
+    taskset -c "$server_cpu" "$hydra_bin" serve all --dev > "$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$admin/health/ready" > /dev/null && break
+    sleep 0.1
+  done
+  local endpoint=http://127.0.0.1:$admin
+  if [ "$alg" = ES256 ]; then
+    "$hydra_bin" delete jwks hydra.jwt.access-token --endpoint "$endpoint" > /dev/null
+    "$hydra_bin" create jwks hydra.jwt.access-token --alg ES256 --use sig --endpoint "$endpoint" > /dev/null
+  fi
+  local client id secret
+  client=$("$hydra_bin" create oauth2-client --endpoint "$endpoint" --grant-type client_credentials \
+    --token-endpoint-auth-method client_secret_post --format json)
+  id=$(echo "$client" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
+  secret=$(echo "$client" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
+  # One token first, to show what it signs with (and the RSA key's size).
+  local header
+  header=$(curl -fs -X POST "http://127.0.0.1:$public/oauth2/token" \
+    -d grant_type=client_credentials -d client_id="$id" -d client_secret="$secret" \
+    | python3 -c '
+import base64, json, sys, urllib.request
+b = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+h = json.loads(b(json.load(sys.stdin)["access_token"].split(".")[0]))
+keys = json.load(urllib.request.urlopen(sys.argv[1]))["keys"]
+k = next(k for k in keys if k["kid"] == h["kid"])
+print(h["alg"] + (" (RSA-%d)" % (len(b(k["n"])) * 8) if k["kty"] == "RSA" else " (" + k.get("crv", "") + ")"))
+' "http://127.0.0.1:$public/.well-known/jwks.json")
+  cat > "$lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.body = "grant_type=client_credentials&client_id=$id&client_secret=$secret"
+shown = false
+response = function(status, headers, body)
+  if status ~= 200 and not shown then
+    shown = true
+    io.stderr:write("hydra answered " .. status .. ": " .. body:sub(1, 300) .. "\n")
+  end
+end
+LUA
+  printf '%s\t' "$header"
+  load "http://127.0.0.1:$public/oauth2/token" "${pids[-1]}" "hydra $alg"
+  kill "${pids[-1]}"; wait "${pids[-1]}" 2> /dev/null || true
+}
+
+echo "$cpus CPUs: servers and pinned openssl on CPU $server_cpu, wrk (-t1 -c64) on CPU $wrk_cpus"
+echo "one credential / client; the operator's token rate limit off (--token-rate-limit 0)"
+rsa1=$(openssl_signs rsa2048 pinned)
+ec1=$(openssl_signs ecdsap256 pinned)
+rsa_all=$(openssl_signs rsa2048 shared)
+ec_all=$(openssl_signs ecdsap256 shared)
+printf 'openssl %s: rsa2048 %s signs/s on CPU %s, %s with -multi %s; ecdsap256 %s and %s\n\n' \
+  "$(openssl version | cut -d' ' -f2)" "$rsa1" "$server_cpu" "$rsa_all" "$cpus" "$ec1" "$ec_all"
+
+printf 'server\tsigns with\ttokens/s\tp50\tp99\tserver CPUs used\tof raw signing\n'
+share() { awk -v t="$1" -v r="$2" 'BEGIN {printf "%.0f%%", 100 * t / r}'; }
+row() { # label alg figures raw
+  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(share "$(echo "$3" | cut -f1)" "$4")"
+}
+# Each case runs in this shell, not in $(...), so the servers it starts are
+# in $pids when something fails and the exit trap stops them.
+out=$(mktemp)
+trap 'rm -f "$lua" "$out"; cleanup' EXIT
+if [ "$operator_cases" = yes ]; then
+  operator_case RS256 "$server_cpu" > "$out"; rs=$(< "$out"); row "operator, pinned" RS256 "$rs" "$rsa1"
+  operator_case ES256 "$server_cpu" > "$out"; es=$(< "$out"); row "operator, pinned" ES256 "$es" "$ec1"
+  operator_case RS256 "0-$server_cpu" > "$out"; rs2=$(< "$out"); row "operator, shared" RS256 "$rs2" "$rsa_all"
+  operator_case ES256 "0-$server_cpu" > "$out"; es2=$(< "$out"); row "operator, shared" ES256 "$es2" "$ec_all"
+fi
+if [ "$hydra" = yes ]; then
+  hydra_case default > "$out"; h=$(< "$out"); printf 'hydra, pinned\t%s\n' "$h"
+  hydra_case ES256 > "$out"; h2=$(< "$out"); printf 'hydra ES256, pinned\t%s\n' "$h2"
+  echo
+  [ "$operator_cases" = yes ] || exit 0
+  awk -v o="$(echo "$rs" | cut -f1)" -v h="$(echo "$h" | cut -f2)" \
+    'BEGIN {printf "operator RS256 / Hydra defaults (RSA-4096, PBKDF2): %.0fx\n", o / h}'
+  awk -v o="$(echo "$es" | cut -f1)" -v h="$(echo "$h2" | cut -f2)" \
+    'BEGIN {printf "operator ES256 / Hydra ES256: %.0fx\n", o / h}'
+fi
