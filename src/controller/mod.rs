@@ -10,11 +10,11 @@
 pub mod plan;
 pub mod restart;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, future};
+use futures::{FutureExt, StreamExt, future};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -91,6 +91,9 @@ pub struct Context {
     secrets: OnceLock<Store<PartialObjectMeta<Secret>>>,
     /// Per credential uid: what the last complete reconcile left behind.
     done: Mutex<HashMap<String, Done>>,
+    /// Credentials whose Secret must be read from the API server even when
+    /// the watch has not seen it: a create found one there.
+    look_up: Mutex<HashSet<String>>,
 }
 
 /// The state a reconcile left the credential and its Secret in, and when
@@ -129,6 +132,39 @@ impl Context {
         Some(left)
     }
 
+    /// Whether the credential's Secret surely does not exist: the watch of
+    /// managed Secrets has listed and has none of that name, and no create
+    /// of it was refused.
+    fn known_missing(&self, cred: &ApiCredential) -> bool {
+        let Some(uid) = cred.metadata.uid.as_deref() else {
+            return false;
+        };
+        if self
+            .look_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(uid)
+        {
+            return false;
+        }
+        let Some(store) = self.secrets.get() else {
+            return false;
+        };
+        let listed = store
+            .wait_until_ready()
+            .now_or_never()
+            .is_some_and(|r| r.is_ok());
+        let key = ObjectRef::new(cred.secret_name()).within(&cred.namespace().unwrap_or_default());
+        listed && store.get(&key).is_none()
+    }
+
+    fn look_up(&self, cred: &ApiCredential) {
+        if let Some(uid) = &cred.metadata.uid {
+            let mut all = self.look_up.lock().unwrap_or_else(|e| e.into_inner());
+            all.insert(uid.clone());
+        }
+    }
+
     fn remember(
         &self,
         uid: &str,
@@ -163,6 +199,7 @@ impl Context {
             metrics,
             secrets: OnceLock::new(),
             done: Mutex::default(),
+            look_up: Mutex::default(),
         }
     }
 
@@ -283,7 +320,14 @@ async fn apply(
     }
     let ring = ctx.keys.ring();
     let hasher = ring.hasher().ok_or(Error::NoHashKey)?;
-    let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
+    // A Secret the watch of managed Secrets has never seen is not read:
+    // the plan creates it, and a create refused because it exists after
+    // all (someone else's Secret of that name) sends the next reconcile
+    // to the API server.
+    let secret = match ctx.known_missing(cred) {
+        true => None,
+        false => secrets.get_opt(name).await.map_err(Error::ReadSecret)?,
+    };
     let Plan {
         secret: action,
         mut status,
@@ -317,6 +361,7 @@ async fn apply(
             match secrets.create(&params, &desired).await {
                 Ok(created) => secret_version = created.metadata.resource_version,
                 Err(e) if raced(&e) => {
+                    ctx.look_up(cred);
                     info!(credential = %cred.name_any(), secret = name, "the Secret appeared before ours was created; looking again");
                     return Ok(again);
                 }
