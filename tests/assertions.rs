@@ -169,15 +169,7 @@ impl Harness {
     }
 
     async fn list(&self, token: &str) -> u16 {
-        self.http
-            .get(format!("{}/api/v1/requirements", self.base))
-            .header("accept", "application/vnd.api+json")
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        catalio_test_support::list_status(&self.base, token).await
     }
 }
 

@@ -406,6 +406,20 @@ pub async fn access_token(base: &str, client_id: &str, secret: &str, timeout: Du
     .await
 }
 
+/// The status of `GET base/api/v1/requirements` with `token`: whether the
+/// JSON:API takes the token.
+pub async fn list_status(base: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/api/v1/requirements"))
+        .header("accept", "application/vnd.api+json")
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /api/v1/requirements")
+        .status()
+        .as_u16()
+}
+
 /// A loopback port nothing listens on right now, for a process to bind.
 ///
 /// The kernel's ephemeral port (`127.0.0.1:0`) would be free only until the
