@@ -21,7 +21,7 @@ use crate::index::{CredentialEntry, CredentialIndex, SecretSlot, service_account
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::scope;
 use crate::secret::{SecretHash, parse_client_id};
-use crate::token::{AccessClaims, KeyStore, new_jti};
+use crate::token::{AccessClaims, KeyRing, KeyStore, new_jti};
 use crate::usage::UsageRecorder;
 
 /// Largest token request body accepted.
@@ -527,7 +527,7 @@ impl TokenService {
             }
         })?;
         let entry = entry.ok_or_else(server_error)?;
-        self.grant(&entry, &claims, clock, now)
+        self.grant(&ring, &entry, &claims, clock, now)
     }
 
     /// A ServiceAccount token as client assertion: its unverified claims
@@ -589,7 +589,7 @@ impl TokenService {
             now,
             jti,
         )?;
-        self.grant(&entry, &claims, clock, now)
+        self.grant(&self.keys.ring(), &entry, &claims, clock, now)
     }
 
     fn not_throttled(
@@ -612,9 +612,11 @@ impl TokenService {
     }
 
     /// An authenticated client's token: counts it against the client's
-    /// allowance, signs it and records the use.
+    /// allowance, signs it with `ring` (the key ring the request was
+    /// checked with) and records the use.
     fn grant(
         &self,
+        ring: &KeyRing,
         entry: &CredentialEntry,
         claims: &AccessClaims,
         clock: Instant,
@@ -632,7 +634,6 @@ impl TokenService {
                 )
             });
         }
-        let ring = self.keys.ring();
         let key = ring.signer(now).ok_or_else(server_error)?;
         let payload = serde_json::to_vec(claims).map_err(|_| server_error())?;
         let token = key.sign(&payload).map_err(|_| server_error())?;
