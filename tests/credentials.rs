@@ -133,6 +133,15 @@ impl Fixture {
         .await;
     }
 
+    /// Waits until the Secret `name` no longer exists (`why`: what removes it).
+    async fn secret_gone(&self, name: &str, why: &str) {
+        eventually(WAIT, why, || async {
+            let secret = self.secrets().get_opt(name).await.unwrap();
+            secret.is_none().then_some(())
+        })
+        .await;
+    }
+
     async fn active(&self, name: &str) -> ApiCredentialStatus {
         self.status_until(name, "credential to become Active", |s| {
             s.phase == Some(Phase::Active)
@@ -502,15 +511,7 @@ async fn revocation_deletes_the_secret_and_cannot_be_undone() {
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "Revoked")
     );
-    eventually(WAIT, "Secret to be deleted", || async {
-        f.secrets()
-            .get_opt("ci")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    f.secret_gone("ci", "Secret to be deleted").await;
     f.event_with_reason("ci", "Revoked").await;
 
     let restore = f.patch("ci", r#"{"spec":{"revoked":false}}"#);
@@ -577,15 +578,8 @@ async fn unused_credentials_are_marked_and_revoked_when_asked() {
     );
     let (kind, _, _) = f.event_with_reason("doomed", "RevokedUnused").await;
     assert_eq!(kind, "Warning");
-    eventually(WAIT, "doomed's Secret to be deleted", || async {
-        f.secrets()
-            .get_opt("doomed")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    f.secret_gone("doomed", "doomed's Secret to be deleted")
+        .await;
     let restore = f.patch("doomed", r#"{"spec":{"revoked":false}}"#);
     assert!(!restore.status.success());
 
@@ -608,15 +602,7 @@ async fn deleting_the_credential_collects_its_secret() {
     f.apply(&credential("ci", ""));
     f.active("ci").await;
     f.kubectl_ok(&["delete", "apicred", "ci", "--wait=false"]);
-    eventually(WAIT, "Secret to be garbage-collected", || async {
-        f.secrets()
-            .get_opt("ci")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    f.secret_gone("ci", "Secret to be garbage-collected").await;
 }
 
 #[tokio::test]
