@@ -93,6 +93,16 @@ fn no_store(headers: &mut warp::http::HeaderMap) {
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
+/// A successful token response (RFC 6749 §5.1), serialized straight from
+/// borrowed fields: no JSON tree on the hot path.
+#[derive(serde::Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+    scope: &'a str,
+}
+
 /// The parameters of a token request, from either body format.
 #[derive(Debug, Default, PartialEq)]
 pub struct TokenRequest {
@@ -639,14 +649,20 @@ impl TokenService {
         let token = key.sign(&payload).map_err(|_| server_error())?;
         self.usage.record(entry);
 
-        let body = json!({
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": claims.exp - claims.iat,
-            "scope": claims.scope,
-        });
-        let mut response = warp::reply::json(&body).into_response();
-        no_store(response.headers_mut());
+        let body = TokenResponse {
+            access_token: &token,
+            token_type: "Bearer",
+            expires_in: claims.exp - claims.iat,
+            scope: &claims.scope,
+        };
+        let body = serde_json::to_vec(&body).map_err(|_| server_error())?;
+        let mut response = Response::new(body.into());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        no_store(headers);
         Ok(response)
     }
 
