@@ -6,6 +6,12 @@
 # - pinned: the server under test (the operator, Hydra) and `openssl speed`
 #   run on the same one CPU, wrk on another: tokens/s against signs/s of
 #   that CPU, the fair comparison (the goal: RS256 >= 95%);
+#   also against the operator's own `SigningKey::sign` in a loop on that CPU
+#   (examples/bench_sign.rs) and its HTTP floor: the rate at which the same
+#   server, same wrk, answers a token request refused before any signing
+#   (400 unsupported_grant_type). 1 / (1/sign + 1/floor) is the ceiling:
+#   what the operator would reach if signing and the round trip cost
+#   nothing beyond what each costs alone;
 # - shared: the operator on every CPU with wrk among them, against
 #   `openssl speed -multi <CPUs>` (what a 2-core pod with its clients sees).
 #
@@ -25,6 +31,8 @@ cpus=$(nproc)
 server_cpu=$((cpus - 1))
 wrk_cpus=0-$((cpus - 2))
 [ "$hydra" = yes ] && hydra_bin=$(bench/hydra-build.sh)
+cargo build --release --locked --example bench_sign >&2
+bench_sign=$repo/target/release/examples/bench_sign
 
 # Signs per second of one openssl process on the server's CPU, and of
 # `-multi` processes on every CPU, from the machine-readable lines (stable
@@ -67,6 +75,24 @@ load() { # url pid label [tolerate]
   rm -f "$report"
 }
 
+# Requests/s of the server at URL answering a token request it refuses
+# before signing (every answer a 400): the cost of the round trip alone.
+floor() { # url
+  local report
+  report=$(mktemp)
+  cat > "$report.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"client_id":"ci_floor","client_secret":"x","grant_type":"password"}'
+LUA
+  taskset -c "$wrk_cpus" wrk -t1 -c64 -d"${seconds}s" -s "$report.lua" "$1" > "$report"
+  if grep -q 'Socket errors' "$report"; then
+    echo "HTTP floor: errors under load:" >&2; cat "$report" >&2; rm -f "$report" "$report.lua"; return 1
+  fi
+  awk '/Requests\/sec/ {printf "%s\n", $2}' "$report"
+  rm -f "$report" "$report.lua"
+}
+
 # The operator with ALG on CPUS (a taskset list), its credential in $lua.
 operator_case() { # alg cpus
   local alg=$1 on=$2 port admin ns=bench-${1,,}-${RANDOM}
@@ -87,6 +113,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"client_id":"$id","client_secret":"$secret","audience":"https://catalio.ai/api/v1","grant_type":"client_credentials"}'
 LUA
   load "http://127.0.0.1:$port/oauth/token" "${pids[-1]}" "operator $alg"
+  [ "$on" = "$server_cpu" ] && floor "http://127.0.0.1:$port/oauth/token"
   kill "${pids[-1]}"; wait "${pids[-1]}" 2> /dev/null || true
 }
 
@@ -151,11 +178,16 @@ rsa1=$(openssl_signs rsa2048 pinned)
 ec1=$(openssl_signs ecdsap256 pinned)
 rsa_all=$(openssl_signs rsa2048 shared)
 ec_all=$(openssl_signs ecdsap256 shared)
-printf 'openssl %s: rsa2048 %s signs/s on CPU %s, %s with -multi %s; ecdsap256 %s and %s\n\n' \
+printf 'openssl %s: rsa2048 %s signs/s on CPU %s, %s with -multi %s; ecdsap256 %s and %s\n' \
   "$(openssl version | cut -d' ' -f2)" "$rsa1" "$server_cpu" "$rsa_all" "$cpus" "$ec1" "$ec_all"
+sign_rs=$(taskset -c "$server_cpu" "$bench_sign" RS256 10)
+sign_es=$(taskset -c "$server_cpu" "$bench_sign" ES256 10)
+printf "the operator's SigningKey::sign on CPU %s: RS256 %s signs/s (%s of openssl), ES256 %s (%s)\n\n" \
+  "$server_cpu" "$sign_rs" "$(awk -v a="$sign_rs" -v b="$rsa1" 'BEGIN {printf "%.1f%%", 100 * a / b}')" \
+  "$sign_es" "$(awk -v a="$sign_es" -v b="$ec1" 'BEGIN {printf "%.1f%%", 100 * a / b}')"
 
 printf 'server\tsigns with\ttokens/s\tp50\tp99\tserver CPUs used\tnon-2xx\tof raw signing\n'
-share() { awk -v t="$1" -v r="$2" 'BEGIN {printf "%.0f%%", 100 * t / r}'; }
+share() { awk -v t="$1" -v r="$2" 'BEGIN {printf "%.1f%%", 100 * t / r}'; }
 row() { # label alg figures raw
   printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(share "$(echo "$3" | cut -f1)" "$4")"
 }
@@ -163,11 +195,24 @@ row() { # label alg figures raw
 # in $pids when something fails and the exit trap stops them.
 out=$(mktemp)
 trap 'rm -f "$lua" "$out"; cleanup' EXIT
+# The pinned row's tokens/s against the ceiling its floor and sign() allow.
+ceiling() { # alg figures-with-floor sign
+  local tokens floor
+  tokens=$(echo "$2" | cut -f1); floor=$(echo "$2" | cut -f6)
+  awk -v a="$1" -v t="$tokens" -v f="$floor" -v s="$3" 'BEGIN {
+    c = 1 / (1 / s + 1 / f)
+    printf "  %s: HTTP floor %.0f requests/s (%.1f us each), sign() %.1f us: ceiling %.0f tokens/s; operator %.1f%% of it, %.1f us per token beyond both\n",
+      a, f, 1e6 / f, 1e6 / s, c, 100 * t / c, 1e6 / t - 1e6 / c }'
+}
 if [ "$operator_cases" = yes ]; then
-  operator_case RS256 "$server_cpu" > "$out"; rs=$(< "$out"); row "operator, pinned" RS256 "$rs" "$rsa1"
-  operator_case ES256 "$server_cpu" > "$out"; es=$(< "$out"); row "operator, pinned" ES256 "$es" "$ec1"
+  operator_case RS256 "$server_cpu" > "$out"; rs=$(tr '\n' '\t' < "$out"); row "operator, pinned" RS256 "$(echo "$rs" | cut -f1-5)" "$rsa1"
+  operator_case ES256 "$server_cpu" > "$out"; es=$(tr '\n' '\t' < "$out"); row "operator, pinned" ES256 "$(echo "$es" | cut -f1-5)" "$ec1"
   operator_case RS256 "0-$server_cpu" > "$out"; rs2=$(< "$out"); row "operator, shared" RS256 "$rs2" "$rsa_all"
   operator_case ES256 "0-$server_cpu" > "$out"; es2=$(< "$out"); row "operator, shared" ES256 "$es2" "$ec_all"
+  echo
+  echo "pinned, against the operator's own parts on CPU $server_cpu:"
+  ceiling RS256 "$rs" "$sign_rs"
+  ceiling ES256 "$es" "$sign_es"
 fi
 if [ "$hydra" = yes ]; then
   hydra_case default > "$out"; h=$(< "$out"); printf 'hydra, pinned\t%s\n' "$h"
