@@ -100,6 +100,12 @@ pub struct Operator {
     #[arg(long, env = "CATALIO_SIGNING_KEY_PUBLISH_DELAY", default_value = "10m")]
     pub signing_key_publish_delay: String,
 
+    /// ServiceAccount (in --namespace) made the owner of the signing-key
+    /// Secret and the leader Lease, so that deleting it (helm uninstall)
+    /// garbage-collects both. Empty: they have no owner.
+    #[arg(long, env = "CATALIO_OWNER_SERVICE_ACCOUNT", default_value = "")]
+    pub owner_service_account: String,
+
     /// Lease (in --namespace) whose holder reconciles and manages keys.
     #[arg(
         long,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use tracing::{debug, info, warn};
@@ -68,6 +68,8 @@ pub struct Elector {
     pub observed: Option<(LeaseSpec, Instant)>,
     /// Failed lease requests, for `/readyz`.
     pub health: Tracker,
+    /// Set on the Lease (see [`crate::owner`]).
+    pub owner: Option<OwnerReference>,
 }
 
 impl Elector {
@@ -104,6 +106,7 @@ impl Elector {
                 let lease = Lease {
                     metadata: ObjectMeta {
                         name: Some(self.name.clone()),
+                        owner_references: self.owner.clone().map(|o| vec![o]),
                         ..Default::default()
                     },
                     spec: Some(spec(Some(MicroTime(now)), 0)),
@@ -113,6 +116,7 @@ impl Elector {
             (decision, Some(mut lease)) => {
                 let old = lease.spec.take().unwrap_or_default();
                 let transitions = old.lease_transitions.unwrap_or(0);
+                crate::owner::adopt(&mut lease.metadata, self.owner.as_ref());
                 lease.spec = Some(if decision == Decision::Renew {
                     spec(old.acquire_time, transitions)
                 } else {

@@ -13,6 +13,7 @@ pub mod fuzz;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod owner;
 pub mod plugin;
 pub mod run;
 pub mod scope;

@@ -11,6 +11,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, join_all};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
 use kube::core::DeserializeGuard;
 use kube::{Api, Client};
@@ -25,6 +26,7 @@ use crate::index::resources::ResourceStore;
 use crate::index::{self, CredentialIndex};
 use crate::leader::{self, Elector};
 use crate::metrics::Metrics;
+use crate::owner;
 use crate::server::assertion::TokenReviewer;
 use crate::server::jsonapi::Quota;
 use crate::server::limit::RateLimit;
@@ -67,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         signing_key_secret,
         signing_key_rotation,
         signing_key_publish_delay,
+        owner_service_account,
         leader_lease,
         lease_duration,
         shutdown_delay,
@@ -211,6 +214,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             keys,
             metrics,
         ));
+        let owner = match owner_service_account.as_str() {
+            "" => None,
+            account => Some(
+                owner::service_account(client.clone(), &namespace, account)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "reading ServiceAccount {namespace}/{account} (--owner-service-account)"
+                        )
+                    })?,
+            ),
+        };
         let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
         let elector = Elector {
             health: health.tracker(format!("leader election ({namespace}/{leader_lease})")),
@@ -219,8 +234,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             identity: leader::identity(),
             duration: lease_duration,
             observed: None,
+            owner: owner.clone(),
         };
-        let work = leader_work(ctx, scopes, secrets, signing_key_secret, policy);
+        let work = leader_work(ctx, scopes, secrets, signing_key_secret, policy, owner);
         tasks.push(elector.run(work, shutdown).boxed());
     }
 
@@ -418,10 +434,15 @@ fn leader_work(
     secrets: Api<Secret>,
     key_secret: String,
     policy: RotationPolicy,
+    owner: Option<OwnerReference>,
 ) -> impl Fn() -> Task + Send + Sync + 'static {
     move || {
-        let maintenance =
-            keystore::run_maintenance(secrets.clone(), key_secret.clone(), policy.clone());
+        let maintenance = keystore::run_maintenance(
+            secrets.clone(),
+            key_secret.clone(),
+            policy.clone(),
+            owner.clone(),
+        );
         let (ctx, scopes) = (ctx.clone(), scopes.clone());
         let controllers = async move {
             ctx.keys.hasher_loaded().await;

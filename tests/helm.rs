@@ -410,12 +410,16 @@ async fn lifecycle_as(
         OperatorProcess::run_serving_mode(OPERATOR, &accounts.server_kubeconfig, "server", &common);
     let admin_listen = format!("127.0.0.1:{}", free_port());
     let token_url = format!("{}/oauth/token", endpoints.base);
+    // As the chart's controller Deployment sets it.
+    let account = format!("{release}-catalio-operator-controller");
     let mut controller_args = vec![
         "controller",
         "--admin-listen",
         &admin_listen,
         "--token-url",
         &token_url,
+        "--owner-service-account",
+        &account,
     ];
     controller_args.extend(&common);
     let controller = OperatorProcess::start_with_kubeconfig(
@@ -439,6 +443,32 @@ async fn lifecycle_as(
         (creds.get("ci").await.ok()?.status?.phase == Some(Phase::Active)).then_some(())
     })
     .await;
+    // The key Secret and the Lease belong to the controller's account, so
+    // uninstalling the release takes them too.
+    let owner = Api::<ServiceAccount>::namespaced(admin.clone(), release_ns)
+        .get(&account)
+        .await
+        .expect("the chart's controller ServiceAccount")
+        .metadata
+        .uid;
+    let owners = |meta: kube::api::ObjectMeta| -> Vec<Option<String>> {
+        meta.owner_references
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| Some(o.uid))
+            .collect()
+    };
+    let secret = Api::<Secret>::namespaced(admin.clone(), release_ns)
+        .get(&keys)
+        .await
+        .expect("the signing-key Secret");
+    assert_eq!(owners(secret.metadata), vec![owner.clone()]);
+    let held =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin.clone(), release_ns)
+            .get(&lease)
+            .await
+            .expect("the leader Lease");
+    assert_eq!(owners(held.metadata), vec![owner]);
     let (id, secret) = credential_secret(&admin, org, "ci").await;
     let token = access_token(&endpoints.base, &id, &secret, WAIT).await;
     // The JSON:API writes and reads business objects under the servers'

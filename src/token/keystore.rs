@@ -16,6 +16,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 use super::KeyStore;
 use super::keys::{self, KeyRing, RotationPolicy, StoredKey};
 use crate::controller::plan::{MANAGER, keys as labels};
+use crate::owner;
 use crate::secret::SecretHasher;
 use crate::watch::Tracker;
 
@@ -77,6 +79,7 @@ pub async fn maintain(
     api: &Api<Secret>,
     name: &str,
     policy: &RotationPolicy,
+    owner: Option<&OwnerReference>,
 ) -> Result<bool, KeyStoreError> {
     for _ in 0..5 {
         let existing = api.get_opt(name).await.map_err(KeyStoreError::Read)?;
@@ -97,11 +100,15 @@ pub async fn maintain(
             None => Some(SecretHasher::generate_key().map_err(|_| keys::KeyError::Generate)?),
         };
         let planned = keys::plan_keys(&stored, policy, Timestamp::now())?;
-        if planned.is_none() && hash_key.is_none() {
+        let unowned = existing
+            .as_ref()
+            .is_some_and(|s| owner::adopt(&mut s.metadata.clone(), owner));
+        if planned.is_none() && hash_key.is_none() && !unowned {
             return Ok(false);
         }
         let next = planned.unwrap_or(stored);
-        let fill = |secret: Secret| -> Result<Secret, KeyStoreError> {
+        let fill = |mut secret: Secret| -> Result<Secret, KeyStoreError> {
+            owner::adopt(&mut secret.metadata, owner);
             let mut secret = with_keys(secret, &next)?;
             if let Some(key) = hash_key {
                 secret
@@ -147,10 +154,15 @@ pub async fn maintain(
 }
 
 /// Runs [`maintain`] now and then forever, logging failures.
-pub async fn run_maintenance(api: Api<Secret>, name: String, policy: RotationPolicy) {
+pub async fn run_maintenance(
+    api: Api<Secret>,
+    name: String,
+    policy: RotationPolicy,
+    owner: Option<OwnerReference>,
+) {
     let every = (policy.publish_delay / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
-        if let Err(e) = maintain(&api, &name, &policy).await {
+        if let Err(e) = maintain(&api, &name, &policy, owner.as_ref()).await {
             warn!(secret = %name, error = %e, "signing-key maintenance failed");
         }
         tokio::time::sleep(every).await;
