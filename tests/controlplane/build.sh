@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real control plane (etcd, kube-apiserver, kube-controller-manager,
-# kubectl) and helm from upstream Go modules, unmodified, into a cache outside
+# kubectl), the node's Kubernetes parts (kube-scheduler, kubelet, kube-proxy)
+# and helm from upstream Go modules, unmodified, into a cache outside
 # the repository. The cache is keyed by everything that decides the binaries,
 # so a second build with the same inputs is a no-op.
 #
@@ -38,11 +39,14 @@ kube_ldflags="-s -w \
 
 start=$(date +%s)
 cd "$here"
-log "building kube-apiserver, kube-controller-manager, kubectl, etcd ($kube_version) into $bin"
-# One `go build` for all four lets the toolchain share compiled packages.
+log "building etcd and the Kubernetes $kube_version binaries into $bin"
+# One `go build` for all of them lets the toolchain share compiled packages.
 CGO_ENABLED=0 go build -trimpath -ldflags "$kube_ldflags" -o "$bin/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy \
   k8s.io/kubernetes/cmd/kubectl \
   ./etcd
 

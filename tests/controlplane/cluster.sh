@@ -14,10 +14,17 @@
 #   cluster.sh leftovers   Waits up to 15s for every test control plane
 #                          (under $TMPDIR/catalio-cp.*) to exit; fails and
 #                          lists the survivors otherwise.
+#
+# tests/node/node.sh runs it inside a node's network namespace with
+# CLUSTER_NODE=1: the API server then listens on CLUSTER_ADDRESS:6443, keeps
+# the kubernetes Service's endpoints, authorizes kubelets (Node), and the
+# controllers and scheduler that run pods start as well.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 tmp_root=${TMPDIR:-/tmp}
+address=${CLUSTER_ADDRESS:-127.0.0.1}
+node_mode=${CLUSTER_NODE:-}
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -73,8 +80,11 @@ gen_certs() {
         -days 3650 -out "$1.crt" -extfile "$1.ext" 2>/dev/null
       rm -f "$1.csr" "$1.ext"
     }
-    issue apiserver "/CN=kube-apiserver" \
-      "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc
+    # In a node: also the advertised address and the kubernetes Service's
+    # names and cluster IP, which pods use.
+    local sans="IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc"
+    [ -n "$node_mode" ] && sans="$sans,IP:$address,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc.cluster.local"
+    issue apiserver "/CN=kube-apiserver" "subjectAltName=$sans
 extendedKeyUsage=serverAuth"
     issue admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
     openssl genrsa -out sa.key 2048 2>/dev/null
@@ -90,7 +100,7 @@ kind: Config
 clusters:
 - name: catalio-local
   cluster:
-    server: https://127.0.0.1:$port
+    server: https://$address:$port
     certificate-authority: $dir/pki/ca.crt
 users:
 - name: admin
@@ -159,6 +169,13 @@ start_processes() {
   rm -rf "$dir/pki" "$dir/etcd-data"
   gen_certs "$dir/pki" || return 1
   pick_port etcd_port; pick_port peer_port; pick_port api_port
+  local node_flags=(--endpoint-reconciler-type none --authorization-mode RBAC)
+  if [ -n "$node_mode" ]; then
+    api_port=6443
+    node_flags=(--endpoint-reconciler-type lease --authorization-mode Node,RBAC
+      --kubelet-client-certificate "$dir/pki/admin.crt" --kubelet-client-key "$dir/pki/admin.key"
+      --kubelet-preferred-address-types InternalIP)
+  fi
 
   # Each process gets its own session (setsid) so that a Ctrl-C in the shell
   # that ran `make cluster-up` does not reach it; `down` stops it by pid.
@@ -171,23 +188,22 @@ start_processes() {
 
   setsid "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --bind-address "$address" --advertise-address "$address" --secure-port "$api_port" \
     --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
     --client-ca-file "$dir/pki/ca.crt" \
-    --authorization-mode RBAC \
+    "${node_flags[@]}" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$dir/pki/sa.pub" \
     --service-account-signing-key-file "$dir/pki/sa.key" \
     --api-audiences https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range 10.96.0.0/16 \
-    --endpoint-reconciler-type none \
     --profiling=false \
     > "$dir/apiserver.log" 2>&1 < /dev/null &
   echo $! > "$dir/apiserver.pid"
 
   write_kubeconfig "$dir" "$api_port"
   local tls=(--cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key")
-  wait_ok "https://127.0.0.1:$api_port/readyz" "$dir/apiserver.pid" kube-apiserver \
+  wait_ok "https://$address:$api_port/readyz" "$dir/apiserver.pid" kube-apiserver \
     "$dir/apiserver.log" "${tls[@]}"
 
   if [ -n "$crds" ]; then
@@ -197,7 +213,12 @@ start_processes() {
       --timeout 60s crd --all >&2 || return 1
   fi
 
-  local kcm_port
+  local kcm_port controllers=garbagecollector,namespace,serviceaccount,clusterrole-aggregation
+  local kcm_flags=()
+  if [ -n "$node_mode" ]; then
+    controllers=$controllers,deployment,replicaset,endpointslice,nodelifecycle,root-ca-cert-publisher,job,disruption,podgc,ttl-after-finished
+    kcm_flags=(--root-ca-file "$dir/pki/ca.crt")
+  fi
   pick_port kcm_port
   setsid "$bin/kube-controller-manager" \
     --kubeconfig "$dir/kubeconfig" \
@@ -205,20 +226,35 @@ start_processes() {
     --authorization-kubeconfig "$dir/kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$kcm_port" \
     --cert-dir "$dir/kcm-certs" \
-    --controllers garbagecollector,namespace,serviceaccount,clusterrole-aggregation \
+    --controllers "$controllers" "${kcm_flags[@]}" \
     --leader-elect=false \
     --profiling=false \
     > "$dir/controller-manager.log" 2>&1 < /dev/null &
   echo $! > "$dir/controller-manager.pid"
   wait_ok "https://127.0.0.1:$kcm_port/healthz" "$dir/controller-manager.pid" \
     kube-controller-manager "$dir/controller-manager.log" -k
+
+  [ -n "$node_mode" ] || return 0
+  local sched_port
+  pick_port sched_port
+  setsid "$bin/kube-scheduler" \
+    --kubeconfig "$dir/kubeconfig" \
+    --authentication-kubeconfig "$dir/kubeconfig" \
+    --authorization-kubeconfig "$dir/kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$sched_port" \
+    --leader-elect=false \
+    --profiling=false \
+    > "$dir/scheduler.log" 2>&1 < /dev/null &
+  echo $! > "$dir/scheduler.pid"
+  wait_ok "https://127.0.0.1:$sched_port/healthz" "$dir/scheduler.pid" \
+    kube-scheduler "$dir/scheduler.log" -k
 }
 
 cmd_down() {
   local dir=$1 name pidfile pids=()
   # Reverse start order: the controller-manager and the API server go before
   # their storage.
-  for name in controller-manager apiserver etcd; do
+  for name in scheduler controller-manager apiserver etcd; do
     pidfile="$dir/$name.pid"
     if alive "$pidfile"; then
       kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
@@ -233,7 +269,7 @@ cmd_down() {
     [ "$i" -eq 100 ] && kill -KILL "${left[@]}" 2>/dev/null
     sleep 0.1
   done
-  rm -f "$dir"/{controller-manager,apiserver,etcd}.pid
+  rm -f "$dir"/{scheduler,controller-manager,apiserver,etcd}.pid
 }
 
 cmd_env() {
