@@ -4,6 +4,9 @@ SHELL := /bin/bash
 
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 CLUSTER := tests/controlplane/cluster.sh
+NODE := tests/node/node.sh
+# A short path: containerd's sockets live there (at most 40 characters).
+NODE_DIR ?= /tmp/catalio-dev-node
 CRDS := crds/catalio-crds.yaml
 OPERATOR := target/debug/catalio-operator
 # Python and JavaScript OAuth/JOSE clients the tests check the server against.
@@ -12,13 +15,15 @@ export CATALIO_TEST_PYTHON := $(PYCLIENTS)/bin/python
 JSCLIENTS ?= $(HOME)/.cache/catalio-operator/jsclients
 export CATALIO_TEST_OAUTH4WEBAPI := $(JSCLIENTS)/node_modules/oauth4webapi
 
-.PHONY: test lint build bench chaos fuzz crds controlplane pyclients jsclients cluster-up cluster-down cluster-env dev
+.PHONY: test lint build bench chaos fuzz crds controlplane node pyclients jsclients cluster-up cluster-down cluster-env node-up node-down node-env image dev
 
 ## Every test: formatting, lints, unit tests and the integration tests on a
-## real control plane; then proof that no control-plane process outlived them.
-test: lint controlplane pyclients jsclients
+## real control plane (and tests/node.rs on a real node); then proof that no
+## control-plane or node process, and no node cgroup, outlived them.
+test: lint controlplane node pyclients jsclients
 	cargo test --all-targets --locked
 	$(CLUSTER) leftovers
+	$(NODE) leftovers
 
 lint:
 	cargo fmt --all -- --check
@@ -63,6 +68,15 @@ crds: build
 controlplane:
 	tests/controlplane/build.sh > /dev/null
 
+## Builds containerd, the CNI plugins, CoreDNS and pause (cached likewise).
+node:
+	tests/node/build.sh > /dev/null
+
+## The operator image as an OCI tarball, built with the Dockerfile's steps
+## and no container engine (what the node imports).
+image:
+	image/build.sh target/catalio-operator-image.tar
+
 pyclients: $(PYCLIENTS)/.installed
 
 $(PYCLIENTS)/.installed: tests/clients/requirements.txt
@@ -86,6 +100,21 @@ cluster-down:
 
 cluster-env:
 	@$(CLUSTER) env $(CLUSTER_DIR)
+
+## A real one-node cluster (kubelet, containerd, runc, CNI, kube-proxy,
+## CoreDNS) in its own network and mount namespace, with the operator image
+## imported: `helm install` runs real pods there. Needs root. While it is
+## up, `eval "$$(make -s node-env)"` points kubectl and helm at it instead
+## of the plain control plane.
+node-up: image
+	$(NODE) up $(NODE_DIR) > /dev/null
+	$(NODE) import $(NODE_DIR) target/catalio-operator-image.tar
+
+node-down:
+	$(NODE) down $(NODE_DIR)
+
+node-env:
+	@$(NODE) env $(NODE_DIR)
 
 ## Local control plane, CRDs, a sample credential and the operator in the
 ## foreground, with the curl line that gets a token.
