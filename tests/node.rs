@@ -308,8 +308,10 @@ fn a_helm_release_serves_pods_through_failover_upgrade_and_uninstall() {
         "the JSON:API did not list the organization's requirement:\n{listed}"
     );
 
-    // Failover: the leader's pod is deleted; the other controller takes the
-    // Lease, and it is the one that carries out a rotation.
+    // Failover: the leader's pod is deleted; it gives the Lease up as it
+    // stops, another controller takes it (the standby, or the replacement
+    // pod when that starts first: both race for a released Lease), and the
+    // new leader carries out a rotation.
     let controllers = node.pods("controller");
     assert_eq!(controllers.len(), 2, "{controllers:?}");
     let leader = wait_for("a leader", || {
@@ -322,16 +324,23 @@ fn a_helm_release_serves_pods_through_failover_upgrade_and_uninstall() {
     });
     let deleted = Instant::now();
     node.kubectl(&["-n", NAMESPACE, "delete", "pod", &leader, "--wait=false"]);
-    let successor = wait_for("the other controller to take the Lease", || {
+    let successor = wait_for("another controller to take the Lease", || {
         let l = node.leader();
-        if l != leader && controllers.contains(&l) {
+        if l != leader && node.pods("controller").contains(&l) {
             Ok(l)
         } else {
             Err(l)
         }
     });
     let takeover = deleted.elapsed();
-    eprintln!("failover: {successor} took the Lease {takeover:.1?} after {leader} was deleted");
+    let which = if controllers.contains(&successor) {
+        "the standby"
+    } else {
+        "the replacement pod"
+    };
+    eprintln!(
+        "failover: {which} {successor} took the Lease {takeover:.1?} after {leader} was deleted"
+    );
     // The chart's leaseDuration (15s), plus the successor's retry period and
     // the old leader's graceful release; far less when the release happens.
     assert!(
@@ -376,29 +385,37 @@ fn a_helm_release_serves_pods_through_failover_upgrade_and_uninstall() {
     assert!(rotated.contains(r#""id":"export-csv""#), "{rotated}");
 
     // helm upgrade with a changed value rolls both Deployments while a
-    // client pod polls the token endpoint and the JSON:API: no request fails.
+    // client pod polls the token endpoint and the JSON:API from three loops
+    // (about 45 requests/s, under the chart's rate limits): no request
+    // fails. Checked to fail with shutdownDelay=0s, which drops requests
+    // that kube-proxy still sends to a stopping pod.
     let before: Vec<String> = [node.pods("server"), node.pods("controller")].concat();
     node.apply(
         ORG,
         &client_job(
             "poller",
             r#"
-n=0
-while :; do
-  n=$((n + 1))
-  if [ $((n % 10)) -eq 0 ]; then token_request > /dev/null || echo "FAIL token request $n"; fi
-  list > /dev/null || echo "FAIL list $n"
-  [ $((n % 20)) -eq 0 ] && echo "progress $n"
-  sleep 0.05
-done
+poll() {
+  n=0
+  while :; do
+    n=$((n + 1))
+    if [ $((n % 10)) -eq 0 ]; then
+      err=$(token_request 2>&1 > /dev/null) || echo "FAIL $1 token request $n: $err"
+    fi
+    err=$(list 2>&1 > /dev/null) || echo "FAIL $1 list $n: $err"
+    [ $((n % 20)) -eq 0 ] && echo "progress $1 $n"
+    sleep 0.05
+  done
+}
+poll a & poll b & poll c
 "#,
         )
         .replace("set -e\n", ""),
     );
     let progress = |logs: &str| -> u64 {
         logs.lines()
-            .filter_map(|l| l.strip_prefix("progress "))
-            .filter_map(|n| n.parse().ok())
+            .filter(|l| l.starts_with("progress "))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
             .max()
             .unwrap_or(0)
     };
@@ -437,7 +454,7 @@ done
     node.kubectl(&["-n", ORG, "delete", "job", "poller", "--wait=false"]);
     let failures: Vec<_> = logs.lines().filter(|l| l.starts_with("FAIL")).collect();
     eprintln!(
-        "upgrade: {} polls, {} failed",
+        "upgrade: {} polls in each of three loops, {} failed",
         progress(&logs),
         failures.len()
     );
@@ -476,4 +493,34 @@ done
             .collect();
         seen(left.is_empty(), left)
     });
+}
+
+/// Without the capabilities a node needs, `up` says which and stops at
+/// once: no hang, nothing created.
+#[test]
+fn a_missing_capability_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("catalio-node.{}-nocap", std::process::id()));
+    let out = Command::new("setpriv")
+        .args([
+            "--bounding-set",
+            "-sys_admin",
+            "--inh-caps",
+            "-sys_admin",
+            "--",
+        ])
+        .arg(format!("{REPO}/tests/node/node.sh"))
+        .arg("up")
+        .arg(&dir)
+        .output()
+        .expect("run node.sh under setpriv");
+    assert!(
+        !out.status.success(),
+        "the node started without CAP_SYS_ADMIN"
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains("cannot create network and mount namespaces (needs CAP_SYS_ADMIN"),
+        "{said}"
+    );
+    assert!(!dir.exists(), "up created {} before failing", dir.display());
 }

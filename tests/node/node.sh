@@ -406,7 +406,9 @@ EOF
 }
 
 cmd_import() {
-  local dir=$1 tarball=$2 node_bin
+  local dir=$1 tarball node_bin
+  # nsenter leaves the working directory behind with the mount namespace.
+  tarball=$(realpath "$2")
   node_bin=$(sed -n 2p "$dir/bin")
   alive "$dir/inner.pid" || die "no node running in $dir"
   nsenter -t "$(cat "$dir/inner.pid")" -n -m "$node_bin/ctr" --address "$dir/c.sock" -n k8s.io images import --local "$tarball" >&2
