@@ -18,8 +18,9 @@
 #   node.sh down DIR    Stops every process of the node, then removes its
 #                       cgroups; the namespaces and their mounts go with it.
 #   node.sh env DIR     Prints shell exports for KUBECONFIG and PATH.
-#   node.sh leftovers   Fails, listing them, if any node's process or cgroup
-#                       (under $TMPDIR/catalio-node.*) outlived it.
+#   node.sh leftovers   Fails, listing them, if any test node's process,
+#                       mount or cgroup (under $TMPDIR/catalio-node.*)
+#                       outlived it.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -455,6 +456,7 @@ cmd_leftovers() {
   local i
   for i in $(seq 1 75); do
     if ! pgrep -f "$tmp_root/catalio-node\." > /dev/null &&
+      ! grep -q "$tmp_root/catalio-node\." /proc/self/mountinfo &&
       [ -z "$(find /sys/fs/cgroup -maxdepth 6 -type d -name 'catalio-node-tmp-*' 2> /dev/null)" ]; then
       return 0
     fi
@@ -462,6 +464,7 @@ cmd_leftovers() {
   done
   log "node processes or cgroups outlived their tests:"
   pgrep -af "$tmp_root/catalio-node\." >&2 || true
+  grep "$tmp_root/catalio-node\." /proc/self/mountinfo >&2 || true
   find /sys/fs/cgroup -maxdepth 6 -type d -name 'catalio-node-tmp-*' >&2
   return 1
 }
