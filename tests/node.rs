@@ -120,6 +120,19 @@ impl Node {
             })
     }
 
+    /// `jsonpath` of the organization's credential.
+    fn credential(&self, jsonpath: &str) -> String {
+        self.kubectl(&[
+            "-n",
+            ORG,
+            "get",
+            "apicredential",
+            CREDENTIAL,
+            "-o",
+            &format!("jsonpath={jsonpath}"),
+        ])
+    }
+
     fn leader(&self) -> String {
         self.kubectl(&[
             "-n",
@@ -347,15 +360,7 @@ fn a_helm_release_serves_pods_through_failover_upgrade_and_uninstall() {
         takeover < Duration::from_secs(30),
         "takeover took {takeover:?}, longer than the lease allows"
     );
-    let old_hash = node.kubectl(&[
-        "-n",
-        ORG,
-        "get",
-        "apicredential",
-        CREDENTIAL,
-        "-o",
-        "jsonpath={.status.secretHash}",
-    ]);
+    let old_hash = node.credential("{.status.secretHash}");
     node.kubectl(&[
         "-n",
         ORG,
@@ -367,15 +372,7 @@ fn a_helm_release_serves_pods_through_failover_upgrade_and_uninstall() {
         r#"{"spec":{"rotation":{"counter":1}}}"#,
     ]);
     wait_for("the new leader to rotate the secret", || {
-        let hash = node.kubectl(&[
-            "-n",
-            ORG,
-            "get",
-            "apicredential",
-            CREDENTIAL,
-            "-o",
-            "jsonpath={.status.secretHash} {.status.phase}",
-        ]);
+        let hash = node.credential("{.status.secretHash} {.status.phase}");
         seen(
             !hash.starts_with(&old_hash) && hash.ends_with(" Active"),
             hash,
