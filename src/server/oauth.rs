@@ -93,14 +93,26 @@ fn no_store(headers: &mut warp::http::HeaderMap) {
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
-/// A successful token response (RFC 6749 §5.1), serialized straight from
-/// borrowed fields: no JSON tree on the hot path.
-#[derive(serde::Serialize)]
-struct TokenResponse<'a> {
-    access_token: &'a str,
-    token_type: &'static str,
-    expires_in: i64,
-    scope: &'a str,
+/// The body of a successful token response (RFC 6749 §5.1), written
+/// directly: no JSON tree on the hot path. The token is a compact JWS,
+/// base64url segments joined by dots, which JSON never escapes, so it is
+/// copied as it is; the scope is escaped like any string.
+fn token_body(token: &str, expires_in: i64, scope: &str) -> Vec<u8> {
+    debug_assert!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    );
+    let mut body = Vec::with_capacity(token.len() + scope.len() + 96);
+    body.extend_from_slice(br#"{"access_token":""#);
+    body.extend_from_slice(token.as_bytes());
+    body.extend_from_slice(br#"","token_type":"Bearer","expires_in":"#);
+    body.extend_from_slice(expires_in.to_string().as_bytes());
+    body.extend_from_slice(br#","scope":"#);
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut body, scope);
+    body.push(b'}');
+    body
 }
 
 /// The parameters of a token request, from either body format.
@@ -649,13 +661,7 @@ impl TokenService {
         let token = key.sign(&payload).map_err(|_| server_error())?;
         self.usage.record(entry);
 
-        let body = TokenResponse {
-            access_token: &token,
-            token_type: "Bearer",
-            expires_in: claims.exp - claims.iat,
-            scope: &claims.scope,
-        };
-        let body = serde_json::to_vec(&body).map_err(|_| server_error())?;
+        let body = token_body(&token, claims.exp - claims.iat, &claims.scope);
         let mut response = Response::new(body.into());
         let headers = response.headers_mut();
         headers.insert(
@@ -728,6 +734,19 @@ fn server_error() -> OAuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_body_is_the_json_a_serializer_writes() {
+        let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjaV8xIn0.c2ln-_0";
+        for scope in ["*", "requirement:read persona:write", "a\"b\\c\u{7}"] {
+            let body: serde_json::Value =
+                serde_json::from_slice(&token_body(token, 86_400, scope)).unwrap();
+            assert_eq!(
+                body,
+                json!({"access_token": token, "token_type": "Bearer", "expires_in": 86_400, "scope": scope})
+            );
+        }
+    }
 
     #[test]
     fn parses_json_and_form_bodies_alike() {
