@@ -47,6 +47,9 @@ preflight() {
   done
   [ ${#missing[@]} -eq 0 ] ||
     die "missing ${missing[*]} (Debian: apt-get install util-linux iproute2 runc nftables socat busybox-static gcc)"
+  # The client image holds busybox and nothing else.
+  ! ldd "$(command -v busybox)" > /dev/null 2>&1 ||
+    die "$(command -v busybox) is linked dynamically; the client image needs a static one (Debian: busybox-static)"
   unshare --net --mount true 2>/dev/null ||
     die "cannot create network and mount namespaces (needs CAP_SYS_ADMIN and CAP_NET_ADMIN)"
   [ -d /sys/fs/cgroup/memory ] ||
