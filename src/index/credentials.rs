@@ -2,7 +2,7 @@
 //! a watch of `ApiCredential` objects; does no I/O itself, so a lookup on the
 //! token path costs one read lock and one hash-map probe.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -120,8 +120,41 @@ pub enum SecretSlot {
 #[derive(Default)]
 struct State {
     by_client_id: HashMap<String, Arc<CredentialEntry>>,
+    /// (namespace, ServiceAccount) to the client ids of the credentials
+    /// that name it: a client assertion names an account before anything
+    /// about it is verified, so finding its credentials must not cost a
+    /// scan of every credential.
+    by_account: HashMap<(String, String), BTreeSet<String>>,
     /// Scopes (a namespace, or `None` for all) whose first list is in.
     synced: HashSet<Option<String>>,
+}
+
+impl State {
+    fn insert(&mut self, entry: Arc<CredentialEntry>) {
+        self.remove(&entry.client_id);
+        for account in &entry.service_accounts {
+            self.by_account
+                .entry((entry.namespace.clone(), account.clone()))
+                .or_default()
+                .insert(entry.client_id.clone());
+        }
+        self.by_client_id.insert(entry.client_id.clone(), entry);
+    }
+
+    fn remove(&mut self, client_id: &str) {
+        let Some(old) = self.by_client_id.remove(client_id) else {
+            return;
+        };
+        for account in &old.service_accounts {
+            let key = (old.namespace.clone(), account.clone());
+            if let Some(ids) = self.by_account.get_mut(&key) {
+                ids.remove(client_id);
+                if ids.is_empty() {
+                    self.by_account.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 /// Thread-safe map from client id to credential, fed by one watch per
@@ -152,16 +185,17 @@ impl CredentialIndex {
     /// The live credentials in `namespace` that name ServiceAccount
     /// `account`, by client id.
     pub fn by_service_account(&self, namespace: &str, account: &str) -> Vec<Arc<CredentialEntry>> {
-        let mut found: Vec<_> = self
-            .read()
-            .by_client_id
-            .values()
-            .filter(|e| e.namespace == namespace && !e.revoked)
-            .filter(|e| e.service_accounts.iter().any(|a| a == account))
+        let state = self.read();
+        let key = (namespace.to_owned(), account.to_owned());
+        state
+            .by_account
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.by_client_id.get(id))
+            .filter(|e| !e.revoked)
             .cloned()
-            .collect();
-        found.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        found
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -205,16 +239,14 @@ impl CredentialIndex {
 
     pub fn upsert(&self, cred: &ApiCredential) {
         if let Some(entry) = CredentialEntry::from_object(cred) {
-            self.write()
-                .by_client_id
-                .insert(entry.client_id.clone(), Arc::new(entry));
+            self.write().insert(Arc::new(entry));
         }
     }
 
     /// Forgets the credential with this object UID. Also used for objects
     /// that can no longer be parsed: they fail closed.
     pub fn remove_uid(&self, uid: &str) {
-        self.write().by_client_id.remove(&client_id_for_uid(uid));
+        self.write().remove(&client_id_for_uid(uid));
     }
 
     /// Replaces what one watch sees (`namespace`, or `None` for all) with a
@@ -227,18 +259,24 @@ impl CredentialIndex {
         fresh: impl IntoIterator<Item = CredentialEntry>,
     ) {
         let mut state = self.write();
-        state
+        let stale: Vec<String> = state
             .by_client_id
-            .retain(|_, e| namespace.is_some_and(|ns| e.namespace != ns));
+            .values()
+            .filter(|e| namespace.is_none_or(|ns| e.namespace == ns))
+            .map(|e| e.client_id.clone())
+            .collect();
+        for client_id in stale {
+            state.remove(&client_id);
+        }
         for e in fresh {
-            state.by_client_id.insert(e.client_id.clone(), Arc::new(e));
+            state.insert(Arc::new(e));
         }
         state.synced.insert(namespace.map(str::to_owned));
     }
 
-    // A panic while holding the lock cannot leave the map half-written (every
-    // write is a single insert, remove or swap), so a poisoned lock is safe to
-    // keep using.
+    // A panic while holding the lock cannot leave the maps half-written
+    // (State's insert and remove only call collections' own methods, which
+    // do not panic midway), so a poisoned lock is safe to keep using.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -324,6 +362,48 @@ mod tests {
         assert_eq!(entry.match_secret(&h(b"other"), before), None);
         assert!(entry.secret_id_live(&h(b"old").short_id(), before));
         assert!(!entry.secret_id_live(&h(b"old").short_id(), after));
+    }
+
+    #[test]
+    fn service_accounts_find_their_live_credentials_through_every_change() {
+        let index = CredentialIndex::new();
+        let named = |uid: &str, ns: &str, accounts: &[&str], revoked: bool| {
+            let mut c = cred(uid, revoked, b"s", None);
+            c.metadata.namespace = Some(ns.into());
+            c.spec.service_accounts = accounts.iter().map(|a| a.to_string()).collect();
+            c
+        };
+        let ids = |ns: &str, account: &str| -> Vec<String> {
+            index
+                .by_service_account(ns, account)
+                .iter()
+                .map(|e| e.client_id.clone())
+                .collect()
+        };
+        index.upsert(&named("bbbb-2", "org-a", &["ci", "deploy"], false));
+        index.upsert(&named("aaaa-1", "org-a", &["ci"], false));
+        index.upsert(&named("cccc-3", "org-b", &["ci"], false));
+        index.upsert(&named("dddd-4", "org-a", &["ci"], true));
+        assert_eq!(ids("org-a", "ci"), ["ci_aaaa1", "ci_bbbb2"]);
+        assert_eq!(ids("org-a", "deploy"), ["ci_bbbb2"]);
+        assert_eq!(ids("org-b", "ci"), ["ci_cccc3"]);
+        assert!(ids("org-a", "other").is_empty());
+
+        // An account taken off a credential no longer finds it.
+        index.upsert(&named("bbbb-2", "org-a", &["deploy"], false));
+        assert_eq!(ids("org-a", "ci"), ["ci_aaaa1"]);
+        index.remove_uid("aaaa-1");
+        assert!(ids("org-a", "ci").is_empty());
+
+        // A relist of org-a replaces org-a's entries only.
+        let fresh = entries([named("eeee-5", "org-a", &["ci"], false)]);
+        index.replace_scope(Some("org-a"), fresh);
+        assert_eq!(ids("org-a", "ci"), ["ci_eeee5"]);
+        assert!(ids("org-a", "deploy").is_empty());
+        assert_eq!(ids("org-b", "ci"), ["ci_cccc3"]);
+        index.replace_scope(None, Vec::new());
+        assert!(ids("org-b", "ci").is_empty());
+        assert!(index.read().by_account.is_empty());
     }
 
     #[test]
