@@ -16,10 +16,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use futures::TryStreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -212,8 +214,9 @@ fn ready_message(cred: &ApiCredential) -> String {
         .unwrap_or_default()
 }
 
-/// Polls `name` until `done` says it is finished (`Some(Ok)`) or failed
-/// (`Some(Err)`), or `timeout` passes.
+/// Watches `name` until `done` says it is finished (`Some(Ok)`) or failed
+/// (`Some(Err)`), or `timeout` passes. The watch's first event is the
+/// object as it is, so a change made before the watch began is seen too.
 async fn until<T>(
     creds: &Api<ApiCredential>,
     name: &str,
@@ -221,20 +224,22 @@ async fn until<T>(
     what: &str,
     done: impl Fn(&ApiCredential) -> Option<anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(cred) = creds.get_opt(name).await?
-            && let Some(result) = done(&cred)
-        {
-            return result;
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let wait = async {
+        let mut changes = std::pin::pin!(watcher(creds.clone(), config).applied_objects());
+        while let Some(cred) = changes.try_next().await? {
+            if let Some(result) = done(&cred) {
+                return result;
+            }
         }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "{name}: {what} did not happen within {}",
-                duration::format(timeout)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        bail!("{name}: the watch ended before {what}")
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(result) => result,
+        Err(_) => bail!(
+            "{name}: {what} did not happen within {}",
+            duration::format(timeout)
+        ),
     }
 }
 
