@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use catalio_operator::crd::{ApiCredential, Phase};
 use catalio_test_support::cut::CuttableApiServer;
+use catalio_test_support::jsonapi::{Reply, page_of};
 use catalio_test_support::{
     OperatorProcess, TestNamespace, access_token, cluster, credential_secret, eventually, metrics,
     sample,
@@ -28,39 +29,6 @@ struct Harness {
     base: String,
     admin: String,
     http: reqwest::Client,
-}
-
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn ids(&self) -> Vec<String> {
-        self.body["data"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no data array in {}", self.body))
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    /// The single error's status, code and source member.
-    fn error(&self) -> (u16, String, Value) {
-        let errors = self.body["errors"]
-            .as_array()
-            .unwrap_or_else(|| panic!("not an error document ({}): {}", self.status, self.body));
-        let e = &errors[0];
-        assert_eq!(e["status"], self.status.to_string(), "{}", self.body);
-        assert!(e["title"].is_string() && e["detail"].is_string());
-        assert_eq!(self.body["jsonapi"]["version"], "1.1");
-        (
-            self.status,
-            e["code"].as_str().unwrap_or_default().to_owned(),
-            e["source"].clone(),
-        )
-    }
 }
 
 impl Harness {
@@ -245,26 +213,6 @@ impl Harness {
         })
         .await;
     }
-}
-
-/// Decodes a link's query into sorted key=value pairs.
-fn link_query(link: &Value) -> Vec<(String, String)> {
-    let link = link
-        .as_str()
-        .unwrap_or_else(|| panic!("not a link: {link}"));
-    let (_, query) = link.split_once('?').unwrap_or((link, ""));
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    pairs.sort();
-    pairs
-}
-
-fn page_of(link: &Value, key: &str) -> Option<String> {
-    link_query(link)
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
 }
 
 /// What to POST for each type, in an order where relationships point at

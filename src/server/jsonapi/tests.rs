@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use catalio_test_support::jsonapi::{Reply, page_of};
 use jiff::Timestamp;
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
-use warp::http::HeaderMap;
 
 use super::*;
 use crate::crd::{ApiCredential, ApiCredentialSpec};
@@ -80,40 +80,6 @@ pub(crate) struct Harness {
 const HASH_KEY: [u8; 32] = [7; 32];
 /// The secret of every harness credential.
 const SECRET: &[u8] = b"catalio_cs_test";
-
-/// A reply, its body parsed.
-pub(crate) struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
-
-impl Reply {
-    pub fn ids(&self) -> Vec<String> {
-        self.body["data"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no data array in {}", self.body))
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    /// The single error's status, code and source member.
-    pub fn error(&self) -> (u16, String, Value) {
-        let errors = self.body["errors"]
-            .as_array()
-            .unwrap_or_else(|| panic!("not an error document ({}): {}", self.status, self.body));
-        let e = &errors[0];
-        assert_eq!(e["status"], self.status.to_string(), "{}", self.body);
-        assert!(e["title"].is_string() && e["detail"].is_string());
-        assert_eq!(self.body["jsonapi"]["version"], "1.1");
-        (
-            self.status,
-            e["code"].as_str().unwrap_or_default().to_owned(),
-            e["source"].clone(),
-        )
-    }
-}
 
 impl Harness {
     /// No limit on requests.
@@ -287,26 +253,6 @@ impl Harness {
 }
 
 const DATASET: &str = include_str!("../../../tests/data/dataset.yaml");
-
-/// Decodes a link's query into sorted key=value pairs.
-fn link_query(link: &Value) -> Vec<(String, String)> {
-    let link = link
-        .as_str()
-        .unwrap_or_else(|| panic!("not a link: {link}"));
-    let (_, query) = link.split_once('?').unwrap_or((link, ""));
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    pairs.sort();
-    pairs
-}
-
-fn page_of(link: &Value, key: &str) -> Option<String> {
-    link_query(link)
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
-}
 
 #[tokio::test]
 async fn the_query_language_gives_exact_results() {
