@@ -91,10 +91,35 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let kib =
-        (declared.unwrap_or(limit).min(limit).div_ceil(1024) as usize).min(IN_FLIGHT_KIB) as u32;
+    let budget = Budget {
+        room: &IN_FLIGHT,
+        kib: IN_FLIGHT_KIB,
+    };
+    collect_within(budget, stream, declared, limit, timeout).await
+}
+
+/// Room for bodies in KiB, and how much it has in all.
+#[derive(Clone, Copy)]
+struct Budget<'a> {
+    room: &'a Semaphore,
+    kib: usize,
+}
+
+async fn collect_within<S, B>(
+    budget: Budget<'_>,
+    stream: S,
+    declared: Option<u64>,
+    limit: u64,
+    timeout: Duration,
+) -> Result<Bytes, BodyError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let kib = (declared.unwrap_or(limit).min(limit).div_ceil(1024) as usize).min(budget.kib) as u32;
     tokio::time::timeout(timeout, async {
-        let _room = IN_FLIGHT
+        let _room = budget
+            .room
             .acquire_many(kib)
             .await
             .expect("the semaphore is never closed");
@@ -124,4 +149,71 @@ where
         }
     }
     Ok(body.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, warp::Error>> {
+        futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))))
+    }
+
+    /// A body whose sender never sends: it holds its room until its
+    /// timeout.
+    fn stalled() -> impl Stream<Item = Result<Bytes, warp::Error>> {
+        futures::stream::pending()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_wait_for_room_and_time_out_while_the_budget_is_held() {
+        let room = Semaphore::new(4);
+        let budget = Budget {
+            room: &room,
+            kib: 4,
+        };
+        let second = Duration::from_secs(1);
+
+        // A stalled upload that declared 4 KiB takes all the room.
+        let holder = collect_within(budget, stalled(), Some(4096), 64 * 1024, 10 * second);
+        let mut holder = std::pin::pin!(holder);
+        assert!(futures::poll!(&mut holder).is_pending());
+        assert_eq!(room.available_permits(), 0);
+
+        // Even 1 byte must wait for room: within its timeout it gets none.
+        let waiter = collect_within(budget, chunks(&[b"x"]), Some(1), 1024, second);
+        let waiter = std::pin::pin!(waiter);
+        let (waited, held) = futures::future::select(waiter, holder).await.factor_first();
+        assert_eq!(waited, Err(BodyError::TimedOut));
+
+        // The stalled upload times out in turn and gives its room back.
+        assert_eq!(held.await, Err(BodyError::TimedOut));
+        assert_eq!(room.available_permits(), 4);
+        let body = collect_within(budget, chunks(&[b"to", b"ken"]), None, 1024, second).await;
+        assert_eq!(body, Ok(Bytes::from_static(b"token")));
+
+        // A body with no declared length reserves its limit, capped at the
+        // whole budget, so a limit larger than the budget still gets in.
+        let big = collect_within(budget, chunks(&[b"y"]), None, 1 << 30, second).await;
+        assert_eq!(big, Ok(Bytes::from_static(b"y")));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_its_limit_is_refused_as_it_arrives() {
+        let room = Semaphore::new(4);
+        let budget = Budget {
+            room: &room,
+            kib: 4,
+        };
+        let body = collect_within(
+            budget,
+            chunks(&[b"12345", b"6789"]),
+            None,
+            8,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(body, Err(BodyError::TooLarge));
+        assert_eq!(room.available_permits(), 4);
+    }
 }
