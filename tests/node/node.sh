@@ -218,6 +218,9 @@ cmd_inner() {
 
   ip link set lo up
   ip addr add "$node_ip/32" dev lo
+  # As on any node, its own processes reach Service IPs: a route to decide
+  # on before kube-proxy's rules rewrite the destination to a pod.
+  ip route add "$service_cidr" dev lo src "$node_ip"
   # Private to this mount namespace: the default state paths of containerd,
   # the CNI plugins and kubelet's pod logs.
   mount -t tmpfs -o mode=0755 tmpfs /run
