@@ -33,6 +33,9 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut silent: watch
             break;
         }
     }
+    // A close is news too: held like bytes while the line is silent, so a
+    // connection the API server ends meanwhile does not fail the client.
+    let _ = silent.wait_for(|s| !*s).await;
     let _ = to.shutdown().await;
 }
 
