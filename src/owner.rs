@@ -26,6 +26,17 @@ pub async fn service_account(
     })
 }
 
+/// Whether `owner` is set and missing from `meta`.
+pub fn missing(meta: &ObjectMeta, owner: Option<&OwnerReference>) -> bool {
+    owner.is_some_and(|o| {
+        !meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == o.uid)
+    })
+}
+
 /// Adds `owner` to `meta` unless it is there; whether it added it.
 pub fn adopt(meta: &mut ObjectMeta, owner: Option<&OwnerReference>) -> bool {
     let Some(owner) = owner else {

@@ -37,7 +37,7 @@ pub fn limited(
             if declared.is_some_and(|d| d > limit) {
                 return Err(BodyError::TooLarge);
             }
-            collect(stream, declared, limit, timeout).await
+            collect(PROCESS, stream, declared, limit, timeout).await
         })
 }
 
@@ -56,7 +56,7 @@ impl Unread {
         if self.declared.is_some_and(|d| d > limit) {
             return Err(BodyError::TooLarge);
         }
-        collect(self.stream, self.declared, limit, self.timeout).await
+        collect(PROCESS, self.stream, self.declared, limit, self.timeout).await
     }
 }
 
@@ -81,23 +81,6 @@ where
     stream.map_ok(|mut chunk| chunk.copy_to_bytes(chunk.remaining()))
 }
 
-async fn collect<S, B>(
-    stream: S,
-    declared: Option<u64>,
-    limit: u64,
-    timeout: Duration,
-) -> Result<Bytes, BodyError>
-where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
-{
-    let budget = Budget {
-        room: &IN_FLIGHT,
-        kib: IN_FLIGHT_KIB,
-    };
-    collect_within(budget, stream, declared, limit, timeout).await
-}
-
 /// Room for bodies in KiB, and how much it has in all.
 #[derive(Clone, Copy)]
 struct Budget<'a> {
@@ -105,7 +88,13 @@ struct Budget<'a> {
     kib: usize,
 }
 
-async fn collect_within<S, B>(
+/// The process-wide budget every request body is read within.
+const PROCESS: Budget<'static> = Budget {
+    room: &IN_FLIGHT,
+    kib: IN_FLIGHT_KIB,
+};
+
+async fn collect<S, B>(
     budget: Budget<'_>,
     stream: S,
     declared: Option<u64>,
@@ -175,13 +164,13 @@ mod tests {
         let second = Duration::from_secs(1);
 
         // A stalled upload that declared 4 KiB takes all the room.
-        let holder = collect_within(budget, stalled(), Some(4096), 64 * 1024, 10 * second);
+        let holder = collect(budget, stalled(), Some(4096), 64 * 1024, 10 * second);
         let mut holder = std::pin::pin!(holder);
         assert!(futures::poll!(&mut holder).is_pending());
         assert_eq!(room.available_permits(), 0);
 
         // Even 1 byte must wait for room: within its timeout it gets none.
-        let waiter = collect_within(budget, chunks(&[b"x"]), Some(1), 1024, second);
+        let waiter = collect(budget, chunks(&[b"x"]), Some(1), 1024, second);
         let waiter = std::pin::pin!(waiter);
         let (waited, held) = futures::future::select(waiter, holder).await.factor_first();
         assert_eq!(waited, Err(BodyError::TimedOut));
@@ -189,12 +178,12 @@ mod tests {
         // The stalled upload times out in turn and gives its room back.
         assert_eq!(held.await, Err(BodyError::TimedOut));
         assert_eq!(room.available_permits(), 4);
-        let body = collect_within(budget, chunks(&[b"to", b"ken"]), None, 1024, second).await;
+        let body = collect(budget, chunks(&[b"to", b"ken"]), None, 1024, second).await;
         assert_eq!(body, Ok(Bytes::from_static(b"token")));
 
         // A body with no declared length reserves its limit, capped at the
         // whole budget, so a limit larger than the budget still gets in.
-        let big = collect_within(budget, chunks(&[b"y"]), None, 1 << 30, second).await;
+        let big = collect(budget, chunks(&[b"y"]), None, 1 << 30, second).await;
         assert_eq!(big, Ok(Bytes::from_static(b"y")));
     }
 
@@ -205,7 +194,7 @@ mod tests {
             room: &room,
             kib: 4,
         };
-        let body = collect_within(
+        let body = collect(
             budget,
             chunks(&[b"12345", b"6789"]),
             None,

@@ -102,7 +102,7 @@ pub async fn maintain(
         let planned = keys::plan_keys(&stored, policy, Timestamp::now())?;
         let unowned = existing
             .as_ref()
-            .is_some_and(|s| owner::adopt(&mut s.metadata.clone(), owner));
+            .is_some_and(|s| owner::missing(&s.metadata, owner));
         if planned.is_none() && hash_key.is_none() && !unowned {
             return Ok(false);
         }
