@@ -18,9 +18,9 @@
 #   node.sh down DIR    Stops every process of the node, then removes its
 #                       cgroups; the namespaces and their mounts go with it.
 #   node.sh env DIR     Prints shell exports for KUBECONFIG and PATH.
-#   node.sh leftovers   Fails, listing them, if any test node's process,
-#                       mount or cgroup (under $TMPDIR/catalio-node.*)
-#                       outlived it.
+#   node.sh leftovers   Fails, listing them, if any test node's process
+#                       or mount (under $TMPDIR/catalio-node.*), or its
+#                       cgroup below this process's own, outlived it.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -66,6 +66,9 @@ own_cgroups() {
     echo "$mount $path"
   done < /proc/self/cgroup
 }
+
+# The deepest of those own paths: every hierarchy's node cgroup goes below it.
+own_root() { own_cgroups | awk '{print $2}' | sort | tail -n 1; }
 
 # Creates cgroup $1 (a path) in every v1 hierarchy, below this process's own
 # cgroup in each, and records every directory it made in DIR/cgroups.
@@ -137,7 +140,7 @@ cmd_up() {
   rm -rf "$dir/images/pause" "$dir/images/busybox"
 
   local root
-  root="$(own_cgroups | awk '{print $2}' | sort | tail -n 1)"
+  root=$(own_root)
   # Test nodes (under $TMPDIR/catalio-node.*) are told apart from a
   # developer's, so `leftovers` checks only theirs.
   case $dir in "$tmp_root"/catalio-node.*) root="${root%/}/catalio-node-tmp-$$" ;; *) root="${root%/}/catalio-node-$$" ;; esac
@@ -441,7 +444,8 @@ cmd_down() {
     # Depth first: kubelet's and runc's cgroups (runc also mirrors them in
     # the unified hierarchy), the node's own, then the parents `up` created.
     find /sys/fs/cgroup/*/"${root#/}" -depth -type d -exec rmdir {} + 2> /dev/null || true
-    tac "$dir/cgroups" | while read -r path; do [ ! -d "$path" ] || rmdir "$path"; done
+    # A parent may hold another node's cgroups too; it stays then.
+    tac "$dir/cgroups" | while read -r path; do rmdir "$path" 2> /dev/null || true; done
     local left
     left=$(find /sys/fs/cgroup/*/"${root#/}" -maxdepth 0 -type d 2> /dev/null || true)
     [ -z "$left" ] || die "cgroups could not be removed: $left"
@@ -458,12 +462,21 @@ cmd_env() {
   printf 'export PATH=%q:"$PATH"\n' "$(sed -n 1p "$dir/bin")"
 }
 
+# Test nodes' cgroups that are left below this process's own cgroup, where
+# the nodes this process's children started made theirs. Other cgroups are
+# not this run's: on a shared machine they may be another session's.
+tmp_node_cgroups() {
+  local own
+  own=$(own_root)
+  find /sys/fs/cgroup/*/"${own#/}" -mindepth 1 -maxdepth 1 -type d -name 'catalio-node-tmp-*' 2> /dev/null || true
+}
+
 cmd_leftovers() {
   local i
   for i in $(seq 1 75); do
     if ! pgrep -f "$tmp_root/catalio-node\." > /dev/null &&
       ! grep -q "$tmp_root/catalio-node\." /proc/self/mountinfo &&
-      [ -z "$(find /sys/fs/cgroup -maxdepth 6 -type d -name 'catalio-node-tmp-*' 2> /dev/null)" ]; then
+      [ -z "$(tmp_node_cgroups)" ]; then
       return 0
     fi
     sleep 0.2
@@ -471,7 +484,7 @@ cmd_leftovers() {
   log "node processes or cgroups outlived their tests:"
   pgrep -af "$tmp_root/catalio-node\." >&2 || true
   grep "$tmp_root/catalio-node\." /proc/self/mountinfo >&2 || true
-  find /sys/fs/cgroup -maxdepth 6 -type d -name 'catalio-node-tmp-*' >&2
+  tmp_node_cgroups >&2
   return 1
 }
 
