@@ -12,6 +12,11 @@
 #   (400 unsupported_grant_type). 1 / (1/sign + 1/floor) is the ceiling:
 #   what the operator would reach if signing and the round trip cost
 #   nothing beyond what each costs alone;
+#   with perf, also the share of the operator's CPU spent waking wrk, which
+#   idles on its own CPU while the server signs: loopback delivers each
+#   response, and wakes its reader, on the sender's CPU. The floor run
+#   (wrk never idle) barely pays it, openssl never does, and in a VM it is
+#   an inter-processor interrupt through the hypervisor;
 # - shared: the operator on every CPU with wrk among them, against
 #   `openssl speed -multi <CPUs>` (what a 2-core pod with its clients sees).
 #
@@ -93,6 +98,26 @@ LUA
   rm -f "$report" "$report.lua"
 }
 
+# The share (0 to 1) of PID's CPU samples, under the load in $lua, spent
+# waking the reader of a socket it writes to (sock_def_readable in the
+# kernel stack); nothing without perf.
+client_wakes() { # url pid
+  command -v perf > /dev/null || return 0
+  local data load
+  data=$(mktemp)
+  taskset -c "$wrk_cpus" wrk -t1 -c64 -d"$((profile_seconds + 1))s" -s "$lua" "$1" > /dev/null &
+  load=$!
+  pids+=("$load")
+  perf record -q -F 999 -g -p "$2" -o "$data" -- sleep "$profile_seconds" > /dev/null 2>&1
+  wait "$load"
+  perf script -i "$data" -F ip,sym 2> /dev/null | awk '
+    /^[[:space:]]*$/ { if (n) { total++; woke += w }; n = 0; w = 0; next }
+    { n++; if ($2 ~ /^sock_def_readable/) w = 1 }
+    END { if (n) { total++; woke += w }; if (total) printf "%.4f", woke / total }'
+  rm -f "$data"
+}
+profile_seconds=5
+
 # The operator with ALG on CPUS (a taskset list), its credential in $lua.
 operator_case() { # alg cpus
   local alg=$1 on=$2 port admin ns=bench-${1,,}-${RANDOM}
@@ -101,7 +126,8 @@ operator_case() { # alg cpus
   taskset -c "$on" "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
     --namespace "$ns" --watch-namespaces "$ns" --signing-alg "$alg" \
     --token-rate-limit 0 --token-url "http://127.0.0.1:$port/oauth/token" 2> "/tmp/bench-operator-$alg.log" &
-  pids+=($!)
+  local server=$!
+  pids+=("$server")
   wait_ready "$admin"
   kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Active apicred/load --timeout=60s > /dev/null
   local id secret
@@ -112,9 +138,12 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"client_id":"$id","client_secret":"$secret","audience":"https://catalio.ai/api/v1","grant_type":"client_credentials"}'
 LUA
-  load "http://127.0.0.1:$port/oauth/token" "${pids[-1]}" "operator $alg"
-  [ "$on" = "$server_cpu" ] && floor "http://127.0.0.1:$port/oauth/token"
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2> /dev/null || true
+  load "http://127.0.0.1:$port/oauth/token" "$server" "operator $alg"
+  if [ "$on" = "$server_cpu" ]; then
+    floor "http://127.0.0.1:$port/oauth/token"
+    client_wakes "http://127.0.0.1:$port/oauth/token" "$server"
+  fi
+  kill "$server"; wait "$server" 2> /dev/null || true
 }
 
 # Hydra (DSN=memory, JWT access tokens) on the server CPU, with a
@@ -195,14 +224,20 @@ row() { # label alg figures raw
 # in $pids when something fails and the exit trap stops them.
 out=$(mktemp)
 trap 'rm -f "$lua" "$out"; cleanup' EXIT
-# The pinned row's tokens/s against the ceiling its floor and sign() allow.
-ceiling() { # alg figures-with-floor sign
-  local tokens floor
-  tokens=$(echo "$2" | cut -f1); floor=$(echo "$2" | cut -f6)
-  awk -v a="$1" -v t="$tokens" -v f="$floor" -v s="$3" 'BEGIN {
+# The pinned row's tokens/s against the ceiling its floor and sign() allow,
+# then with the client's wake-up (when perf measured it) added.
+ceiling() { # alg figures-with-floor-and-wakes sign
+  local tokens floor wakes
+  tokens=$(echo "$2" | cut -f1); floor=$(echo "$2" | cut -f6); wakes=$(echo "$2" | cut -f7)
+  awk -v a="$1" -v t="$tokens" -v f="$floor" -v s="$3" -v w="$wakes" 'BEGIN {
     c = 1 / (1 / s + 1 / f)
     printf "  %s: HTTP floor %.0f requests/s (%.1f us each), sign() %.1f us: ceiling %.0f tokens/s; operator %.1f%% of it, %.1f us per token beyond both\n",
-      a, f, 1e6 / f, 1e6 / s, c, 100 * t / c, 1e6 / t - 1e6 / c }'
+      a, f, 1e6 / f, 1e6 / s, c, 100 * t / c, 1e6 / t - 1e6 / c
+    if (w == "") { print "    (no perf here: the client wake-ups were not measured)"; exit }
+    wake = w * 1e6 / t
+    c = 1e6 / (1e6 / s + 1e6 / f + wake)
+    printf "    waking wrk took %.1f%% of the operator'"'"'s CPU (perf), %.1f us per token: with it, ceiling %.0f tokens/s; operator %.1f%% of it, %.1f us beyond all three\n",
+      100 * w, wake, c, 100 * t / c, 1e6 / t - 1e6 / c }'
 }
 if [ "$operator_cases" = yes ]; then
   operator_case RS256 "$server_cpu" > "$out"; rs=$(tr '\n' '\t' < "$out"); row "operator, pinned" RS256 "$(echo "$rs" | cut -f1-5)" "$rsa1"
