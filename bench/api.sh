@@ -72,7 +72,6 @@ PY
   echo "loaded requirements $1..$2 in $(( $(date +%s) - start ))s" >&2
 }
 
-rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 # Starts a server replica with the default limits and waits until it is
 # ready; sets replica_pid and replica_api.

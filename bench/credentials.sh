@@ -11,6 +11,7 @@
 #    from the answer to `patch` (a rotation without grace for half of them,
 #    a revocation for the other half) to the token endpoint refusing the old
 #    secret; p50 and p99.
+# Also the controller's memory once every credential is Active.
 # The goals: operator / baseline <= 1.25, p99 < 500 ms.
 #   bench/credentials.sh [N] [CHANGES]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -56,6 +57,8 @@ ready=$(date +%s.%N)
 after=$(writes)
 while sleep 1; now=$(writes); [ "$now" != "$after" ]; do after=$now; done
 reads_after=$(reads)
+sleep 2 # freed pages go back within a second (jemalloc's background thread)
+memory="$(rss "${pids[-1]}") MiB resident, peak $(rss "${pids[-1]}" peak) MiB"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2> /dev/null || true
 
 awk -v n="$n" -v g=$((reads_after - reads_before)) -v b="$baseline" -v c="$created" -v s="$start" -v r="$ready" -v w=$((after - before)) 'BEGIN {
@@ -66,6 +69,7 @@ awk -v n="$n" -v g=$((reads_after - reads_before)) -v b="$baseline" -v c="$creat
   printf "API writes by the operator: %d (%.2f per credential: Secret, status, event)\n", w, w / n
   printf "Secret reads by the operator: %d (%.2f per credential)\n", g, g / n
 }'
+echo "the controller with $n credentials Active: $memory"
 
 # Change to effect, with the whole operator (controller and token endpoint).
 kubectl create namespace bench-latency > /dev/null

@@ -27,6 +27,13 @@ wait_ready() { # admin-port
   echo "operator not ready" >&2; return 1
 }
 
+# Resident memory of PID in MiB; with "peak", its high-water mark.
+rss() { # pid [peak]
+  local field=VmRSS
+  [ "${2:-}" = peak ] && field=VmHWM
+  awk -v f="$field:" '$1 == f {printf "%.1f", $2 / 1024}' "/proc/$1/status"
+}
+
 require_wrk() {
   command -v wrk > /dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 }

@@ -267,11 +267,19 @@ pub async fn run(
         watcher::Config::default().labels(&plan::managed_secret_selector()),
     )
     .backoff(crate::watch::backoff())
+    .modify(forget_managed_fields)
     .reflect(writer)
     .touched_objects();
     let _ = ctx.secrets.set(store);
+    // The credentials' own store, as Controller::new would keep it, less
+    // the managed fields.
+    let (reader, writer) = reflector::store();
+    let credentials = watcher(credentials, watcher::Config::default())
+        .modify(forget_managed_fields)
+        .reflect(writer)
+        .applied_objects();
     let config = kube::runtime::controller::Config::default().concurrency(32);
-    Controller::new(credentials, watcher::Config::default())
+    Controller::for_stream(credentials, reader)
         .with_config(config)
         .trigger_backoff(crate::watch::backoff())
         .owns_stream(owned)
@@ -284,6 +292,13 @@ pub async fn run(
             future::ready(())
         })
         .await;
+}
+
+/// Drops what the API server records of who wrote which field: nothing
+/// here reads it, and it is often the larger part of what a store of
+/// small objects holds.
+fn forget_managed_fields(object: &mut impl Resource) {
+    object.meta_mut().managed_fields = None;
 }
 
 async fn reconcile(

@@ -485,6 +485,10 @@ cmd_leftovers() {
   pgrep -af "$tmp_root/catalio-node\." >&2 || true
   grep "$tmp_root/catalio-node\." /proc/self/mountinfo >&2 || true
   tmp_node_cgroups >&2
+  local root
+  for root in "$tmp_root"/catalio-node.*/cgroup-root; do
+    [ -f "$root" ] && log "remove with: $0 down $(dirname "$root")"
+  done
   return 1
 }
 
