@@ -143,9 +143,11 @@ echo
 header "A page's cost by collection size ($conns connections, ${seconds}s)"
 await_total "$api" 1000
 paged_cases 1000
-load 1000 "$count"
-await_total "$api" "$count"
-paged_cases "$count"
+if (( count > 1000 )); then
+  load 1000 "$count"
+  await_total "$api" "$count"
+  paged_cases "$count"
+fi
 
 echo
 replica

@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Value, json};
 
 use super::order::{compare, sort_value};
 use super::query::{Filter, Include, Page, Query};
@@ -197,7 +198,7 @@ struct Compound<'o, O> {
     /// Objects whose relationships were walked, per include path (the
     /// address of the path's node in the include tree): each once.
     walked: HashSet<(usize, String, usize)>,
-    included: Vec<Value>,
+    included: Vec<Object<'o>>,
     /// Related names read so far.
     steps: usize,
     overflow: Option<TooManyIncluded>,
@@ -241,7 +242,7 @@ impl<'o, O: Organization> Compound<'o, O> {
     /// Includes what `include` names below `e`. Every related name read
     /// counts against the budget, and an object is walked at most once per
     /// include path, so the work is bounded whatever the graph.
-    fn walk(&mut self, ty: &'static ResourceType, e: &Entry, include: &Include, query: &Query) {
+    fn walk(&mut self, ty: &'static ResourceType, e: &'o Entry, include: &'o Include) {
         let org = self.org;
         for (field, child) in &include.children {
             let Some(target) = ty.related(*field) else {
@@ -266,8 +267,11 @@ impl<'o, O: Organization> Compound<'o, O> {
                         self.overflow = Some(TooManyIncluded::Objects);
                         return;
                     }
-                    let rendered = resource(target, org, related, query, Some(child));
-                    self.included.push(rendered);
+                    self.included.push(Object {
+                        ty: target,
+                        entry: related,
+                        include: Some(child),
+                    });
                 }
                 if !child.is_empty() && self.walked.insert((target.index(), name.to_owned(), node))
                 {
@@ -275,7 +279,7 @@ impl<'o, O: Organization> Compound<'o, O> {
                 }
             }
             for related in below {
-                self.walk(target, related, child, query);
+                self.walk(target, related, child);
             }
         }
     }
@@ -340,24 +344,25 @@ pub fn relationship(ty: &ResourceType, org: &impl Organization, e: &Entry, field
 
 /// The document of `/{type}/{id}/{name}`: the object a to-one relationship
 /// points at (or `null`), or the collection a to-many or inverse one does,
-/// under the whole query language, with links on this path.
-pub fn related(
-    ty: &ResourceType,
-    org: &impl Organization,
-    e: &Entry,
+/// under the whole query language, with links on this path. The filter
+/// that picks the related objects is added to `query`.
+pub fn related<'a, O: Organization>(
+    ty: &'static ResourceType,
+    org: &'a O,
+    e: &'a Entry,
     field: Field,
-    mut query: Query,
-) -> Result<Value, TooManyIncluded> {
-    let Some(target) = ty.related(field) else {
-        return Ok(Value::Null);
-    };
+    query: &'a mut Query,
+) -> Result<Document<'a, O>, TooManyIncluded> {
     let path = related_path(ty, &e.name, ty.field_name(field));
+    let Some(target) = ty.related(field) else {
+        return single_at(ty, org, None, query, &path);
+    };
     let filter = match field {
         Field::Relationship(i) if ty.is_to_one(field) => {
             let one = e.relationships[i]
                 .first()
                 .and_then(|name| org.get(target, name));
-            return single_at(target, org, one.map(|e| &**e), &query, &path);
+            return single_at(target, org, one.map(|e| &**e), query, &path);
         }
         Field::Relationship(i) => Filter::Id(e.relationships[i].to_vec()),
         // The source objects whose relationship points here.
@@ -365,181 +370,451 @@ pub fn related(
             let (_, via) = ty.inverses[i].resolve();
             Filter::Related(Field::Relationship(via), vec![e.name.clone()])
         }
-        _ => return Ok(Value::Null),
+        _ => return single_at(target, org, None, query, &path),
     };
     query.filters.push(filter);
-    collection_at(target, org, &query, &path)
+    collection_at(target, org, query, &path)
 }
 
-/// One resource object. `include` is the include tree at this object, so
-/// inverse relationships carry linkage exactly where they are included.
-pub fn resource(
+/// One object of a document. `include` is the include tree at this
+/// object, so inverse relationships carry linkage exactly where they are
+/// included.
+#[derive(Clone, Copy)]
+struct Object<'a> {
     ty: &'static ResourceType,
-    org: &impl Organization,
-    e: &Entry,
-    query: &Query,
-    include: Option<&Include>,
-) -> Value {
-    let wants = query.wanted(ty);
-    let mut attributes = Map::new();
-    for (i, a) in ty.attributes.iter().enumerate() {
-        if wants(Field::Attribute(i)) {
-            let value = match (&e.attributes[i], a.kind) {
-                (Value::Null, AttrKind::List) => Value::Array(Vec::new()),
-                (v, _) => v.clone(),
-            };
-            attributes.insert(a.name.to_owned(), value);
+    entry: &'a Entry,
+    include: Option<&'a Include>,
+}
+
+/// A JSON:API document. Its resource objects are written when it is
+/// serialized, straight from the entries it borrows: no tree of values is
+/// built and no attribute is copied.
+pub struct Document<'a, O> {
+    org: &'a O,
+    query: &'a Query,
+    total: Option<usize>,
+    links: Value,
+    data: Data<'a>,
+    included: Option<Vec<Object<'a>>>,
+}
+
+enum Data<'a> {
+    One(Option<Object<'a>>),
+    Many(Vec<Object<'a>>),
+}
+
+/// An object of a document, ready to be written.
+struct Rendered<'a, O> {
+    org: &'a O,
+    query: &'a Query,
+    object: Object<'a>,
+}
+
+/// Objects of a document, written as an array.
+struct RenderedAll<'a, O> {
+    org: &'a O,
+    query: &'a Query,
+    objects: &'a [Object<'a>],
+}
+
+impl<'a, O: Organization> Document<'a, O> {
+    fn rendered(&self, object: Object<'a>) -> Rendered<'a, O> {
+        Rendered {
+            org: self.org,
+            query: self.query,
+            object,
         }
     }
-    if wants(Field::Archived) {
-        attributes.insert(registry::ARCHIVED.to_owned(), Value::Bool(e.archived));
-    }
-    if wants(Field::CreatedAt) {
-        attributes.insert(
-            registry::CREATED_AT.to_owned(),
-            e.created.to_string().into(),
-        );
-    }
-    if wants(Field::UpdatedAt) {
-        attributes.insert(
-            registry::UPDATED_AT.to_owned(),
-            e.updated.to_string().into(),
-        );
-    }
-    let mut relationships = Map::new();
-    for (i, r) in ty.relationships.iter().enumerate() {
-        if !wants(Field::Relationship(i)) {
-            continue;
+
+    fn rendered_all(&'a self, objects: &'a [Object<'a>]) -> RenderedAll<'a, O> {
+        RenderedAll {
+            org: self.org,
+            query: self.query,
+            objects,
         }
-        let names = e.relationships[i].iter().map(String::as_str);
-        let data = linkage_data(r.target, !r.many, names);
-        // Linkage only: a client follows it by type and id, and the links
-        // would double the size of a page (and cost a third of its
-        // throughput, measured with bench/api.sh).
-        let mut rel = Map::new();
-        rel.insert("data".to_owned(), data);
-        relationships.insert(r.name.to_owned(), Value::Object(rel));
     }
-    for (i, inv) in ty.inverses.iter().enumerate() {
-        let field = Field::Inverse(i);
-        if !wants(field) {
-            continue;
+}
+
+impl<O: Organization> Serialize for Document<'_, O> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("jsonapi", &JsonApi)?;
+        if let Some(total) = self.total {
+            map.serialize_entry("meta", &Total(total))?;
         }
-        let (source, via) = inv.resolve();
-        // No linkage unless included (it can be long): a count, and the
-        // links to follow.
-        let count = org.referring_count(source, via, &e.name);
-        let mut rel = json!({"meta": {"count": count}});
-        rel["links"] = relationship_links(ty, &e.name, inv.name);
-        if include.and_then(|i| i.child(field)).is_some() {
-            let names = org.referring(source, via, &e.name);
-            rel["data"] = linkage_data(inv.source, false, names);
+        map.serialize_entry("links", &self.links)?;
+        match &self.data {
+            Data::One(one) => map.serialize_entry("data", &one.map(|o| self.rendered(o)))?,
+            Data::Many(many) => map.serialize_entry("data", &self.rendered_all(many))?,
         }
-        relationships.insert(inv.name.to_owned(), rel);
+        if let Some(included) = &self.included {
+            map.serialize_entry("included", &self.rendered_all(included))?;
+        }
+        map.end()
     }
-    let mut out = json!({
-        "type": ty.name,
-        "id": e.name,
-        "links": {"self": self_link(ty, &e.name)},
-    });
-    if !attributes.is_empty() {
-        out["attributes"] = Value::Object(attributes);
+}
+
+struct JsonApi;
+
+impl Serialize for JsonApi {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("version", JSONAPI_VERSION)?;
+        map.end()
     }
-    if !relationships.is_empty() {
-        out["relationships"] = Value::Object(relationships);
+}
+
+struct Total(usize);
+
+impl Serialize for Total {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("total", &self.0)?;
+        map.end()
     }
-    out
+}
+
+impl<O: Organization> Serialize for RenderedAll<'_, O> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.objects.iter().map(|&object| Rendered {
+            org: self.org,
+            query: self.query,
+            object,
+        }))
+    }
+}
+
+impl<O: Organization> Serialize for Rendered<'_, O> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Object { ty, entry: e, .. } = self.object;
+        let wants = self.query.wanted(ty);
+        let attributes = (0..ty.attributes.len())
+            .map(Field::Attribute)
+            .chain([Field::Archived, Field::CreatedAt, Field::UpdatedAt])
+            .any(&wants);
+        let relationships = (0..ty.relationships.len())
+            .map(Field::Relationship)
+            .chain((0..ty.inverses.len()).map(Field::Inverse))
+            .any(&wants);
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("type", ty.name)?;
+        map.serialize_entry("id", &e.name)?;
+        if attributes {
+            map.serialize_entry("attributes", &Attributes(self))?;
+        }
+        if relationships {
+            map.serialize_entry("relationships", &Relationships(self))?;
+        }
+        map.serialize_entry("links", &Links([("self", Path::One(ty, &e.name))]))?;
+        map.end()
+    }
+}
+
+/// The attributes the query wants, in the type's order.
+struct Attributes<'r, 'a, O>(&'r Rendered<'a, O>);
+
+impl<O: Organization> Serialize for Attributes<'_, '_, O> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Object { ty, entry: e, .. } = self.0.object;
+        let wants = self.0.query.wanted(ty);
+        let mut map = s.serialize_map(None)?;
+        for (i, a) in ty.attributes.iter().enumerate() {
+            if wants(Field::Attribute(i)) {
+                match (&e.attributes[i], a.kind) {
+                    (Value::Null, AttrKind::List) => map.serialize_entry(a.name, &[(); 0])?,
+                    (v, _) => map.serialize_entry(a.name, v)?,
+                }
+            }
+        }
+        if wants(Field::Archived) {
+            map.serialize_entry(registry::ARCHIVED, &e.archived)?;
+        }
+        if wants(Field::CreatedAt) {
+            map.serialize_entry(registry::CREATED_AT, &Shown(&e.created))?;
+        }
+        if wants(Field::UpdatedAt) {
+            map.serialize_entry(registry::UPDATED_AT, &Shown(&e.updated))?;
+        }
+        map.end()
+    }
+}
+
+/// The relationships the query wants: forward ones with their linkage;
+/// inverse ones (which can be long) with a count and links, and linkage
+/// only where they are included.
+struct Relationships<'r, 'a, O>(&'r Rendered<'a, O>);
+
+impl<O: Organization> Serialize for Relationships<'_, '_, O> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Rendered { org, query, object } = self.0;
+        let Object {
+            ty,
+            entry: e,
+            include,
+        } = *object;
+        let wants = query.wanted(ty);
+        let mut map = s.serialize_map(None)?;
+        for (i, r) in ty.relationships.iter().enumerate() {
+            if wants(Field::Relationship(i)) {
+                // Linkage only: a client follows it by type and id, and the
+                // links would double the size of a page (and cost a third
+                // of its throughput, measured with bench/api.sh).
+                let names = &e.relationships[i];
+                map.serialize_entry(r.name, &ForwardLinkage(r.target, !r.many, names))?;
+            }
+        }
+        for (i, inv) in ty.inverses.iter().enumerate() {
+            let field = Field::Inverse(i);
+            if !wants(field) {
+                continue;
+            }
+            let (source, via) = inv.resolve();
+            let included = include.and_then(|i| i.child(field)).is_some();
+            map.serialize_entry(
+                inv.name,
+                &Inverse {
+                    count: org.referring_count(source, via, &e.name),
+                    links: Links([
+                        ("self", Path::Relationship(ty, &e.name, inv.name)),
+                        ("related", Path::Related(ty, &e.name, inv.name)),
+                    ]),
+                    data: included.then(|| InverseLinkage {
+                        org: *org,
+                        target: inv.source,
+                        source,
+                        via,
+                        name: &e.name,
+                    }),
+                },
+            )?;
+        }
+        map.end()
+    }
+}
+
+/// `{"data": linkage}` of a forward relationship.
+struct ForwardLinkage<'a>(&'a str, bool, &'a [String]);
+
+impl Serialize for ForwardLinkage<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ForwardLinkage(target, to_one, names) = *self;
+        let mut map = s.serialize_map(Some(1))?;
+        if to_one {
+            map.serialize_entry("data", &names.first().map(|n| Linkage(target, n)))?;
+        } else {
+            map.serialize_entry("data", &Linkages(target, names.iter().map(String::as_str)))?;
+        }
+        map.end()
+    }
+}
+
+struct Inverse<'a, O> {
+    count: usize,
+    links: Links<'a, 2>,
+    data: Option<InverseLinkage<'a, O>>,
+}
+
+impl<O: Organization> Serialize for Inverse<'_, O> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("meta", &Count(self.count))?;
+        map.serialize_entry("links", &self.links)?;
+        if let Some(data) = &self.data {
+            map.serialize_entry("data", data)?;
+        }
+        map.end()
+    }
+}
+
+struct Count(usize);
+
+impl Serialize for Count {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("count", &self.0)?;
+        map.end()
+    }
+}
+
+/// The live objects whose relationship `via` points at `name`.
+struct InverseLinkage<'a, O> {
+    org: &'a O,
+    target: &'a str,
+    source: &'a ResourceType,
+    via: usize,
+    name: &'a str,
+}
+
+impl<O: Organization> Serialize for InverseLinkage<'_, O> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let names = self.org.referring(self.source, self.via, self.name);
+        s.collect_seq(names.map(|n| Linkage(self.target, n)))
+    }
+}
+
+/// `{"type": ..., "id": ...}`.
+struct Linkage<'a>(&'a str, &'a str);
+
+impl Serialize for Linkage<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("type", self.0)?;
+        map.serialize_entry("id", self.1)?;
+        map.end()
+    }
+}
+
+/// An array of linkage objects of one type.
+struct Linkages<'a, I>(&'a str, I);
+
+impl<'a, I: Iterator<Item = &'a str> + Clone> Serialize for Linkages<'a, I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.1.clone().map(|n| Linkage(self.0, n)))
+    }
+}
+
+/// Links to paths of the API, written without building the strings.
+struct Links<'a, const N: usize>([(&'static str, Path<'a>); N]);
+
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    One(&'a ResourceType, &'a str),
+    Relationship(&'a ResourceType, &'a str, &'a str),
+    Related(&'a ResourceType, &'a str, &'a str),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Path::One(ty, id) => write!(f, "{API_PREFIX}/{}/{id}", ty.endpoint),
+            Path::Relationship(ty, id, name) => {
+                write!(f, "{API_PREFIX}/{}/{id}/relationships/{name}", ty.endpoint)
+            }
+            Path::Related(ty, id, name) => write!(f, "{API_PREFIX}/{}/{id}/{name}", ty.endpoint),
+        }
+    }
+}
+
+impl<const N: usize> Serialize for Links<'_, N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(N))?;
+        for (name, path) in &self.0 {
+            map.serialize_entry(name, &Shown(path))?;
+        }
+        map.end()
+    }
+}
+
+/// A value written as the string its `Display` makes.
+struct Shown<'a, T>(&'a T);
+
+impl<T: std::fmt::Display> Serialize for Shown<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
 }
 
 /// The document for one object.
-pub fn single(
+pub fn single<'a, O: Organization>(
     ty: &'static ResourceType,
-    org: &impl Organization,
-    e: &Entry,
-    query: &Query,
-) -> Result<Value, TooManyIncluded> {
+    org: &'a O,
+    e: &'a Entry,
+    query: &'a Query,
+) -> Result<Document<'a, O>, TooManyIncluded> {
     single_at(ty, org, Some(e), query, &self_link(ty, &e.name))
 }
 
 /// The document for at most one object, read at `path`: a to-one related
 /// resource is `null` when the relationship is empty.
-pub fn single_at(
+pub fn single_at<'a, O: Organization>(
     ty: &'static ResourceType,
-    org: &impl Organization,
-    e: Option<&Entry>,
-    query: &Query,
+    org: &'a O,
+    e: Option<&'a Entry>,
+    query: &'a Query,
     path: &str,
-) -> Result<Value, TooManyIncluded> {
+) -> Result<Document<'a, O>, TooManyIncluded> {
     let mut compound = Compound::new(org);
-    let data = match e {
-        Some(e) => {
-            compound.primary(ty, e);
-            let data = resource(ty, org, e, query, Some(&query.include));
-            compound.walk(ty, e, &query.include, query);
-            data
+    let data = e.map(|e| {
+        compound.primary(ty, e);
+        compound.walk(ty, e, &query.include);
+        Object {
+            ty,
+            entry: e,
+            include: Some(&query.include),
         }
-        None => Value::Null,
-    };
+    });
     let mut params = query.kept.clone();
     params.retain(|(k, _)| k == "include" || k.starts_with("fields["));
-    let mut doc = json!({
-        "jsonapi": {"version": JSONAPI_VERSION},
-        "links": {"self": with_params(path, &params)},
-    });
-    doc["data"] = data;
-    if let Some(overflow) = compound.overflow {
-        return Err(overflow);
-    }
-    if !query.include.is_empty() {
-        doc["included"] = Value::Array(compound.included);
-    }
-    Ok(doc)
+    compound.document(
+        query,
+        None,
+        json!({"self": with_params(path, &params)}),
+        Data::One(data),
+    )
 }
 
 /// The document for a collection request.
-pub fn collection(
+pub fn collection<'a, O: Organization>(
     ty: &'static ResourceType,
-    org: &impl Organization,
-    query: &Query,
-) -> Result<Value, TooManyIncluded> {
+    org: &'a O,
+    query: &'a Query,
+) -> Result<Document<'a, O>, TooManyIncluded> {
     collection_at(ty, org, query, &collection_path(ty))
 }
 
 /// A collection read at `path`, which its links repeat: the type's own
 /// endpoint, or a to-many related resource.
-pub fn collection_at(
+pub fn collection_at<'a, O: Organization>(
     ty: &'static ResourceType,
-    org: &impl Organization,
-    query: &Query,
+    org: &'a O,
+    query: &'a Query,
     path: &str,
-) -> Result<Value, TooManyIncluded> {
+) -> Result<Document<'a, O>, TooManyIncluded> {
     let (total, page) = select(ty, org, query);
     let mut compound = Compound::new(org);
     for e in &page {
         compound.primary(ty, e);
     }
-    let data: Vec<Value> = page
-        .iter()
-        .map(|e| resource(ty, org, e, query, Some(&query.include)))
-        .collect();
     for e in &page {
-        compound.walk(ty, e, &query.include, query);
+        compound.walk(ty, e, &query.include);
     }
-    // Documents are assembled by moving values in: `json!` would serialize
-    // (deep-copy) an interpolated `Value`.
-    let mut doc = json!({
-        "jsonapi": {"version": JSONAPI_VERSION},
-        "meta": {"total": total},
-    });
-    doc["data"] = Value::Array(data);
-    doc["links"] = page_links(path, query, total);
-    if let Some(overflow) = compound.overflow {
-        return Err(overflow);
+    let data = page
+        .into_iter()
+        .map(|e| Object {
+            ty,
+            entry: e,
+            include: Some(&query.include),
+        })
+        .collect();
+    compound.document(
+        query,
+        Some(total),
+        page_links(path, query, total),
+        Data::Many(data),
+    )
+}
+
+impl<'o, O: Organization> Compound<'o, O> {
+    /// The document of `data` with what was included for it.
+    fn document(
+        self,
+        query: &'o Query,
+        total: Option<usize>,
+        links: Value,
+        data: Data<'o>,
+    ) -> Result<Document<'o, O>, TooManyIncluded> {
+        if let Some(overflow) = self.overflow {
+            return Err(overflow);
+        }
+        Ok(Document {
+            org: self.org,
+            query,
+            total,
+            links,
+            data,
+            included: (!query.include.is_empty()).then_some(self.included),
+        })
     }
-    if !query.include.is_empty() {
-        doc["included"] = Value::Array(compound.included);
-    }
-    Ok(doc)
 }
 
 fn page_links(path: &str, query: &Query, total: usize) -> Value {
@@ -599,6 +874,11 @@ mod tests {
     use crate::index::resources::Org;
     use jiff::Timestamp;
 
+    /// A document as the value it serializes to.
+    fn value<O: Organization>(doc: Result<Document<'_, O>, TooManyIncluded>) -> Value {
+        serde_json::to_value(doc.expect("a document")).expect("documents serialize")
+    }
+
     fn requirement(
         name: &str,
         created: i64,
@@ -654,7 +934,7 @@ mod tests {
 
     fn ids(ty: &'static ResourceType, org: &Org, raw: &str) -> Vec<String> {
         let q = query::parse(ty, raw, Target::Collection).unwrap();
-        collection(ty, org, &q).unwrap()["data"]
+        value(collection(ty, org, &q))["data"]
             .as_array()
             .unwrap()
             .iter()
@@ -772,8 +1052,8 @@ mod tests {
             for raw in queries {
                 let q = query::parse(req, raw, Target::Collection).unwrap();
                 let (a, b) = (
-                    collection(req, sorting, &q).unwrap(),
-                    collection(req, kept, &q).unwrap(),
+                    value(collection(req, sorting, &q)),
+                    value(collection(req, kept, &q)),
                 );
                 assert_eq!(a, b, "{raw} {when}");
             }
@@ -796,7 +1076,7 @@ mod tests {
     fn offset_links_at_both_edges() {
         let (req, org) = (by_name("requirement").unwrap(), org());
         let q = query::parse(req, "page[offset]=0&page[limit]=2", Target::Collection).unwrap();
-        let doc = collection(req, &org, &q).unwrap();
+        let doc = value(collection(req, &org, &q));
         assert_eq!(doc["meta"]["total"], 3);
         assert_eq!(doc["links"]["prev"], Value::Null);
         assert_eq!(
@@ -808,7 +1088,7 @@ mod tests {
             "/api/v1/requirements?page%5Boffset%5D=1&page%5Blimit%5D=2"
         );
         let q = query::parse(req, "page[offset]=2&page[limit]=2", Target::Collection).unwrap();
-        let doc = collection(req, &org, &q).unwrap();
+        let doc = value(collection(req, &org, &q));
         assert_eq!(doc["data"].as_array().unwrap().len(), 1);
         assert_eq!(doc["links"]["next"], Value::Null);
         assert_eq!(
@@ -825,12 +1105,12 @@ mod tests {
             org(),
         );
         let q = query::parse(req, "include=persona", Target::Collection).unwrap();
-        let doc = collection(req, &org, &q).unwrap();
+        let doc = value(collection(req, &org, &q));
         assert_eq!(doc["included"].as_array().unwrap().len(), 1, "{doc}");
         assert_eq!(doc["included"][0]["id"], "p1");
         let q = query::parse(per, "include=requirements", Target::Single).unwrap();
         let p1 = org.get(per, "p1").unwrap();
-        let doc = single(per, &org, p1, &q).unwrap();
+        let doc = value(single(per, &org, p1, &q));
         let rel = &doc["data"]["relationships"]["requirements"];
         assert_eq!(rel["meta"]["count"], 2);
         assert_eq!(
@@ -844,7 +1124,7 @@ mod tests {
         );
         // Without the include, an inverse carries its count and link only.
         let q = query::parse(per, "", Target::Single).unwrap();
-        let doc = single(per, &org, p1, &q).unwrap();
+        let doc = value(single(per, &org, p1, &q));
         assert!(
             doc["data"]["relationships"]["requirements"]
                 .get("data")
@@ -863,12 +1143,18 @@ mod tests {
         }
         let q = query::parse(per, "include=requirements", Target::Single).unwrap();
         let p1 = org.get(per, "p1").unwrap().clone();
-        let doc = single(per, &org, &p1, &q).unwrap();
+        let doc = value(single(per, &org, &p1, &q));
         assert_eq!(doc["included"].as_array().unwrap().len(), MAX_INCLUDED);
         org.upsert(req, requirement("r9999", 1, None, Some("p1")));
-        assert_eq!(single(per, &org, &p1, &q), Err(TooManyIncluded::Objects));
+        assert_eq!(
+            single(per, &org, &p1, &q).err(),
+            Some(TooManyIncluded::Objects)
+        );
         let q = query::parse(per, "include=requirements", Target::Collection).unwrap();
-        assert_eq!(collection(per, &org, &q), Err(TooManyIncluded::Objects));
+        assert_eq!(
+            collection(per, &org, &q).err(),
+            Some(TooManyIncluded::Objects)
+        );
     }
 
     #[test]

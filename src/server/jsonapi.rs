@@ -443,15 +443,24 @@ fn routed(mut response: Response, route: &'static str) -> Response {
     response
 }
 
-fn respond(status: StatusCode, doc: Option<&Value>) -> Response {
-    let body = doc.map(Value::to_string).unwrap_or_default();
+fn respond(status: StatusCode, doc: &impl serde::Serialize) -> Response {
+    // Straight into bytes, in a buffer most documents fit.
+    let mut body = Vec::with_capacity(4096);
+    if serde_json::to_writer(&mut body, doc).is_err() {
+        // Documents are written from values that always serialize.
+        return problem_response(&Problem::internal("the document could not be written"));
+    }
     let mut response = Response::new(body.into());
     *response.status_mut() = status;
-    if doc.is_some() {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
-    }
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    response
+}
+
+fn no_content() -> Response {
+    let mut response = Response::new(Vec::new().into());
+    *response.status_mut() = StatusCode::NO_CONTENT;
     response
 }
 
@@ -516,20 +525,28 @@ fn lookup<'o>(
         .ok_or_else(|| Problem::not_found(ty.name, id))
 }
 
-/// The document answering a write, which has happened by now: if its
+/// The answer to a write, which has happened by now: if the document's
 /// include is too large, it is answered without one rather than as an error.
 fn written(
+    status: StatusCode,
     ty: &'static ResourceType,
     org: &impl Organization,
     entry: &Entry,
     query: &query::Query,
-) -> Value {
-    document::single(ty, org, entry, query).unwrap_or_else(|_| {
-        let mut plain = query.clone();
-        plain.include = query::Include::default();
-        plain.kept.retain(|(k, _)| k != "include");
-        document::single(ty, org, entry, &plain).unwrap_or_default()
-    })
+) -> Response {
+    let response = match document::single(ty, org, entry, query) {
+        Ok(doc) => respond(status, &doc),
+        Err(_) => {
+            let mut plain = query.clone();
+            plain.include = query::Include::default();
+            plain.kept.retain(|(k, _)| k != "include");
+            match document::single(ty, org, entry, &plain) {
+                Ok(doc) => respond(status, &doc),
+                Err(_) => respond(status, &Value::Null),
+            }
+        }
+    };
+    with_etag(response, entry)
 }
 
 /// Where a related id is in a resource document.
@@ -780,20 +797,21 @@ async fn serve<S: Index, W: Writes>(
     let content_type = content_type.as_deref();
     match (method, at) {
         (Method::GET, At::Collection) => {
-            let (doc, kept) = api.index.read(org, |o| {
+            let (response, kept) = api.index.read(org, |o| {
                 let kept = query.sort.is_empty() || o.sorted(ty, &query.sort).is_some();
-                (document::collection(ty, o, &query), kept)
+                let doc = document::collection(ty, o, &query);
+                (doc.map(|doc| respond(StatusCode::OK, &doc)), kept)
             });
             // Sorted per request this time; kept for the next ones.
             if !kept {
                 api.index.keep_sorted(org, ty, &query.sort);
             }
-            Ok(respond(StatusCode::OK, Some(&doc.map_err(too_many)?)))
+            Ok(response.map_err(too_many)?)
         }
         (Method::GET, At::One(id)) => api.index.read(org, |o| {
             let entry = lookup(o, ty, &id)?;
             let doc = document::single(ty, o, entry, &query).map_err(too_many)?;
-            Ok(with_etag(respond(StatusCode::OK, Some(&doc)), entry))
+            Ok(with_etag(respond(StatusCode::OK, &doc), entry))
         }),
         (Method::POST, At::Collection) => {
             let body = body(content_type, unread).await?;
@@ -805,8 +823,9 @@ async fn serve<S: Index, W: Writes>(
             let entry = api.writes.create(ty, org, changes.spec(ty)).await?;
             api.remember(ty, org, &entry);
             info!(org, client, kind = ty.kind, name = %entry.name, "created through the JSON:API");
-            let doc = api.index.read(org, |o| written(ty, o, &entry, &query));
-            let mut response = with_etag(respond(StatusCode::CREATED, Some(&doc)), &entry);
+            let mut response = api
+                .index
+                .read(org, |o| written(StatusCode::CREATED, ty, o, &entry, &query));
             if let Ok(location) = HeaderValue::from_str(&document::self_link(ty, &entry.name)) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
@@ -832,8 +851,9 @@ async fn serve<S: Index, W: Writes>(
                 name = id,
                 "updated through the JSON:API"
             );
-            let doc = api.index.read(org, |o| written(ty, o, &entry, &query));
-            Ok(with_etag(respond(StatusCode::OK, Some(&doc)), &entry))
+            Ok(api
+                .index
+                .read(org, |o| written(StatusCode::OK, ty, o, &entry, &query)))
         }
         (Method::DELETE, At::One(id)) => {
             // DELETE archives: the object stays, for history and for
@@ -850,17 +870,18 @@ async fn serve<S: Index, W: Writes>(
                 name = id,
                 "archived through the JSON:API"
             );
-            Ok(respond(StatusCode::NO_CONTENT, None))
+            Ok(no_content())
         }
         (Method::GET, At::Related(id, field)) => api.index.read(org, |o| {
             let entry = lookup(o, ty, &id)?;
-            let doc = document::related(ty, o, entry, field, query).map_err(too_many)?;
-            Ok(respond(StatusCode::OK, Some(&doc)))
+            let mut query = query;
+            let doc = document::related(ty, o, entry, field, &mut query).map_err(too_many)?;
+            Ok(respond(StatusCode::OK, &doc))
         }),
         (Method::GET, At::Relationship(id, field)) => api.index.read(org, |o| {
             let entry = lookup(o, ty, &id)?;
             let doc = document::relationship(ty, o, entry, field);
-            let response = respond(StatusCode::OK, Some(&doc));
+            let response = respond(StatusCode::OK, &doc);
             // A forward relationship is part of this object: its ETag
             // guards a write here.
             Ok(match field {
@@ -917,7 +938,7 @@ async fn serve<S: Index, W: Writes>(
             let doc = api.index.read(org, |o| {
                 document::relationship(ty, o, &entry, Field::Relationship(i))
             });
-            Ok(with_etag(respond(StatusCode::OK, Some(&doc)), &entry))
+            Ok(with_etag(respond(StatusCode::OK, &doc), &entry))
         }
         (_, At::Relationship(_, field)) => {
             let (source, via) = ty
