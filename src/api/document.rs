@@ -438,9 +438,9 @@ impl<'a, O: Organization> Document<'a, O> {
 impl<O: Organization> Serialize for Document<'_, O> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
-        map.serialize_entry("jsonapi", &JsonApi)?;
+        map.serialize_entry("jsonapi", &Member("version", JSONAPI_VERSION))?;
         if let Some(total) = self.total {
-            map.serialize_entry("meta", &Total(total))?;
+            map.serialize_entry("meta", &Member("total", total))?;
         }
         map.serialize_entry("links", &self.links)?;
         match &self.data {
@@ -454,22 +454,13 @@ impl<O: Organization> Serialize for Document<'_, O> {
     }
 }
 
-struct JsonApi;
+/// An object of one member.
+struct Member<T>(&'static str, T);
 
-impl Serialize for JsonApi {
+impl<T: Serialize> Serialize for Member<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry("version", JSONAPI_VERSION)?;
-        map.end()
-    }
-}
-
-struct Total(usize);
-
-impl Serialize for Total {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry("total", &self.0)?;
+        map.serialize_entry(self.0, &self.1)?;
         map.end()
     }
 }
@@ -598,13 +589,11 @@ struct ForwardLinkage<'a>(&'a str, bool, &'a [String]);
 impl Serialize for ForwardLinkage<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let ForwardLinkage(target, to_one, names) = *self;
-        let mut map = s.serialize_map(Some(1))?;
         if to_one {
-            map.serialize_entry("data", &names.first().map(|n| Linkage(target, n)))?;
+            Member("data", names.first().map(|n| Linkage(target, n))).serialize(s)
         } else {
-            map.serialize_entry("data", &Linkages(target, names.iter().map(String::as_str)))?;
+            Member("data", Linkages(target, names.iter().map(String::as_str))).serialize(s)
         }
-        map.end()
     }
 }
 
@@ -617,21 +606,11 @@ struct Inverse<'a, O> {
 impl<O: Organization> Serialize for Inverse<'_, O> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
-        map.serialize_entry("meta", &Count(self.count))?;
+        map.serialize_entry("meta", &Member("count", self.count))?;
         map.serialize_entry("links", &self.links)?;
         if let Some(data) = &self.data {
             map.serialize_entry("data", data)?;
         }
-        map.end()
-    }
-}
-
-struct Count(usize);
-
-impl Serialize for Count {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry("count", &self.0)?;
         map.end()
     }
 }
