@@ -145,6 +145,27 @@ impl Node {
         ])
     }
 
+    /// What each server replica says about itself (its restarts and last
+    /// log lines) and what the API server holds in the organization: for
+    /// failures where a replica answers without an object it should hold.
+    fn server_report(&self) -> String {
+        let mut report = self.kubectl(&["-n", ORG, "get", "requirements", "-o", "wide"]);
+        for pod in self.pods("server") {
+            let restarts = self.kubectl(&[
+                "-n",
+                NAMESPACE,
+                "get",
+                "pod",
+                &pod,
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ]);
+            let logs = self.kubectl(&["-n", NAMESPACE, "logs", "--tail=40", &pod]);
+            report.push_str(&format!("\n--- {pod} (restarts: {restarts})\n{logs}"));
+        }
+        report
+    }
+
     /// Runs a busybox Job in the organization's namespace with the
     /// credential's Secret as its environment; returns its logs.
     fn job(&self, name: &str, script: &str) -> String {
@@ -318,7 +339,8 @@ fn a_helm_release_serves_pods_through_failover_upgrade_and_uninstall() {
     let listed = node.job("first-call", "list");
     assert!(
         listed.contains(r#""id":"export-csv""#) && listed.contains(r#""type":"requirement""#),
-        "the JSON:API did not list the organization's requirement:\n{listed}"
+        "the JSON:API did not list the organization's requirement:\n{listed}\n{}",
+        node.server_report()
     );
 
     // Failover: the leader's pod is deleted; it gives the Lease up as it
@@ -379,7 +401,11 @@ fn a_helm_release_serves_pods_through_failover_upgrade_and_uninstall() {
         )
     });
     let rotated = node.job("after-failover", "list");
-    assert!(rotated.contains(r#""id":"export-csv""#), "{rotated}");
+    assert!(
+        rotated.contains(r#""id":"export-csv""#),
+        "{rotated}\n{}",
+        node.server_report()
+    );
 
     // helm upgrade with a changed value rolls both Deployments while a
     // client pod polls the token endpoint and the JSON:API from three loops
