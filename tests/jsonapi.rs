@@ -1807,6 +1807,81 @@ async fn quotas_cap_what_one_organization_holds() {
     );
 }
 
+/// A replica that cannot reach the API server from its start has loaded no
+/// credential, key or object: both endpoints say so with 503 and
+/// Retry-After, not with a 401 for a good client or a list with objects
+/// missing. Once the line is back, it serves.
+#[tokio::test]
+async fn a_replica_that_has_loaded_nothing_says_so() {
+    let (line, kubeconfig) =
+        CuttableApiServer::in_front_of(&cluster().kubeconfig, &std::env::temp_dir()).await;
+    line.silence();
+    let client = cluster().client().await;
+    let org = TestNamespace::new(&client, "api-unlisted").await;
+    let args = [
+        "--namespace",
+        &org.name,
+        "--watch-namespaces",
+        &org.name,
+        "--token-url",
+        "{base}/oauth/token",
+        "--lease-duration",
+        "3s",
+    ];
+    let (mut operator, endpoints) = OperatorProcess::run_serving(OPERATOR, &kubeconfig, &args);
+    let http = reqwest::Client::new();
+    let token_request = || {
+        http.post(format!("{}/oauth/token", endpoints.base))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "ci_00000000000000000000000000000000"),
+                ("client_secret", "catalio_cs_anything"),
+            ])
+            .send()
+    };
+    // Listening, and not ready: what a client that reaches it hears.
+    let refused = eventually(WAIT, "the public port to answer", || async {
+        token_request().await.ok()
+    })
+    .await;
+    assert_eq!(
+        operator_status(&http, &endpoints.admin).await,
+        503,
+        "not ready"
+    );
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    let listed = http
+        .get(format!("{}/api/v1/requirements", endpoints.base))
+        .header("Accept", MEDIA)
+        .bearer_auth("eyJhbGciOiJFUzI1NiJ9.e30.c2ln")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 503);
+    assert_eq!(listed.headers()["retry-after"], "1");
+    let body: Value = listed.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "not_ready", "{body}");
+
+    line.restore();
+    operator.wait_ready(&endpoints, WAIT).await;
+    let answered = token_request().await.unwrap();
+    assert_eq!(
+        answered.status(),
+        401,
+        "an unknown client, now that it knows"
+    );
+}
+
+async fn operator_status(http: &reqwest::Client, admin: &str) -> u16 {
+    http.get(format!("{admin}/readyz"))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
 /// An API server that takes a write and never answers (its storage gone,
 /// it would answer after a minute; here the line goes silent): the client
 /// hears 503 with Retry-After once the operator stops waiting, and reads

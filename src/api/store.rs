@@ -110,6 +110,10 @@ pub trait Index: Send + Sync + 'static {
     /// Asks that organization `org` keep its objects of `ty` in the order
     /// of `keys` from now on, as far as the index keeps orders at all.
     fn keep_sorted(&self, org: &str, ty: &ResourceType, keys: &[SortKey]);
+
+    /// Whether every watch feeding the index has listed once: before that,
+    /// an answer could leave out objects that exist.
+    fn listed(&self) -> bool;
 }
 
 /// A change to the members of a to-many relationship.

@@ -429,6 +429,10 @@ impl Index for ResourceStore {
         self.upsert(ty, org, entry);
     }
 
+    fn listed(&self) -> bool {
+        self.is_synced()
+    }
+
     fn keep_sorted(&self, org: &str, ty: &ResourceType, keys: &[SortKey]) {
         let snapshot = self.snapshot(org);
         let table = snapshot.table(ty);

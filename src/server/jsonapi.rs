@@ -595,6 +595,21 @@ fn check_link_scopes(
 
 impl<S: Index, W: Writes> JsonApi<S, W> {
     fn authenticate(&self, authorization: Option<&str>) -> Result<Verified, Problem> {
+        // A replica that has not listed everything yet (it has just
+        // started, or cannot read some type) would refuse good tokens and
+        // answer with objects missing: it says so instead.
+        if !(self.index.listed()
+            && self.verifier.index.is_synced()
+            && self.verifier.keys.is_loaded())
+        {
+            self.metrics.api_refused("not_ready");
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "this replica has not loaded its data from the API server yet; retry",
+            )
+            .with_header(header::RETRY_AFTER, "1"));
+        }
         let challenge = "Bearer realm=\"catalio\"";
         let Some(value) = authorization else {
             self.metrics.api_refused("missing");

@@ -478,8 +478,19 @@ impl TokenService {
         now: Timestamp,
     ) -> Response {
         let source = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+        // Before its credentials and keys are loaded, a replica would
+        // refuse good clients (and count them as failed attempts).
+        let ready = self.index.is_synced() && self.keys.is_loaded();
         let answer = match parse_body(content_type, body) {
             Err(e) => Err(e),
+            Ok(_) if !ready => Err(OAuthError {
+                retry_after: Some(Duration::from_secs(1)),
+                ..OAuthError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "This replica has not loaded the credentials yet; retry",
+                )
+            }),
             Ok(request) if request.asserts() => {
                 self.by_assertion(request, authorization, source, now).await
             }

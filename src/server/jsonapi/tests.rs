@@ -88,6 +88,14 @@ impl Harness {
     }
 
     pub fn with_limit(limit: RateLimit) -> Self {
+        let harness = Self::unlisted(limit, 0);
+        harness.api.verifier.index.replace_scope(None, []);
+        harness
+    }
+
+    /// A harness whose credentials have not been listed, and whose objects
+    /// come from `watches` watches that have not listed either.
+    fn unlisted(limit: RateLimit, watches: usize) -> Self {
         let now = Timestamp::now();
         let metrics = Metrics::new();
         // Uses are the binary's tests' business (tests/credentials.rs).
@@ -99,7 +107,7 @@ impl Harness {
         keys.replace(ring);
         let key = Arc::new(SigningKey::load(&stored).unwrap());
         let api = Arc::new(JsonApi {
-            index: ResourceStore::new(0),
+            index: ResourceStore::new(watches),
             writes: NoWrites,
             verifier: Verifier {
                 keys,
@@ -1151,4 +1159,34 @@ async fn include_walks_are_bounded_whatever_the_graph() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["included"].as_array().unwrap().len(), 256);
+}
+
+/// Until every watch has listed once, the replica answers 503 with
+/// Retry-After rather than a list with objects missing, or a 401 for a
+/// token whose credential it has not loaded yet.
+#[tokio::test]
+async fn a_replica_that_has_not_listed_says_so() {
+    let h = Harness::unlisted(RateLimit::new(0, 1), 1);
+    let token = h.token(ORG, &["*:read"]);
+    let not_ready = |r: &Reply, when: &str| {
+        assert_eq!(r.status, 503, "{when}: {:?}", r.body);
+        assert_eq!(r.body["errors"][0]["code"], "not_ready", "{when}");
+        assert_eq!(r.headers["retry-after"], "1", "{when}");
+    };
+    not_ready(
+        &h.get(&token, "/api/v1/requirements").await,
+        "nothing listed",
+    );
+    // The credentials' first list, then the credential as its watch adds it.
+    h.api.verifier.index.replace_scope(None, []);
+    let token = h.token(ORG, &["*:read"]);
+    not_ready(
+        &h.get(&token, "/api/v1/requirements").await,
+        "credentials listed, objects not",
+    );
+    let ty = crate::crd::registry::by_name("requirement").unwrap();
+    h.api.index.replace(0, ty, None, []);
+    let listed = h.get(&token, "/api/v1/requirements").await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    assert_eq!(listed.body["meta"]["total"], 0);
 }
