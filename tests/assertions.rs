@@ -293,6 +293,7 @@ async fn only_the_named_service_accounts_tokens_for_us_authenticate() {
         b"",
     );
     let forged = signed(&attacker_key, h.org(0), &sync, now - 10, now + 600);
+    std::fs::remove_file(&attacker_key).expect("remove the attacker's key");
     assert!(refused(&h.exchange(&forged, &[]).await), "forged signature");
     // Expired (TokenRequest makes none shorter than 10 minutes; this one
     // is signed with the cluster's own key, an hour past its exp).
