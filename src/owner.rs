@@ -39,15 +39,15 @@ pub fn missing(meta: &ObjectMeta, owner: Option<&OwnerReference>) -> bool {
 
 /// Adds `owner` to `meta` unless it is there; whether it added it.
 pub fn adopt(meta: &mut ObjectMeta, owner: Option<&OwnerReference>) -> bool {
-    let Some(owner) = owner else {
-        return false;
-    };
-    let owners = meta.owner_references.get_or_insert_with(Vec::new);
-    if owners.iter().any(|o| o.uid == owner.uid) {
-        return false;
+    match owner {
+        Some(o) if missing(meta, owner) => {
+            meta.owner_references
+                .get_or_insert_with(Vec::new)
+                .push(o.clone());
+            true
+        }
+        _ => false,
     }
-    owners.push(owner.clone());
-    true
 }
 
 #[cfg(test)]
