@@ -3,6 +3,7 @@
 //! token path costs one read lock and one hash-map probe.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -162,6 +163,9 @@ impl State {
 pub struct CredentialIndex {
     state: RwLock<State>,
     scopes: usize,
+    /// Set once every scope has listed, and never cleared: every token
+    /// request asks, and should not take the lock to know.
+    all_listed: AtomicBool,
 }
 
 impl CredentialIndex {
@@ -175,6 +179,7 @@ impl CredentialIndex {
         Arc::new(Self {
             state: RwLock::default(),
             scopes,
+            all_listed: AtomicBool::new(scopes == 0),
         })
     }
 
@@ -234,7 +239,7 @@ impl CredentialIndex {
 
     /// True once every watch's first full list has been applied.
     pub fn is_synced(&self) -> bool {
-        self.read().synced.len() >= self.scopes
+        self.all_listed.load(Ordering::Acquire)
     }
 
     pub fn upsert(&self, cred: &ApiCredential) {
@@ -272,6 +277,9 @@ impl CredentialIndex {
             state.insert(Arc::new(e));
         }
         state.synced.insert(namespace.map(str::to_owned));
+        if state.synced.len() >= self.scopes {
+            self.all_listed.store(true, Ordering::Release);
+        }
     }
 
     // A panic while holding the lock cannot leave the maps half-written

@@ -13,6 +13,7 @@
 //! path with the snapshots readers still hold.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use imbl::{OrdMap, OrdSet};
@@ -414,6 +415,9 @@ pub struct ResourceStore {
     watches: usize,
     /// The watches that have listed once.
     synced: Mutex<BTreeSet<usize>>,
+    /// Set once every watch has listed, and never cleared: every JSON:API
+    /// request asks, and should not take the lock to know.
+    all_listed: AtomicBool,
 }
 
 static EMPTY: std::sync::LazyLock<Arc<Org>> = std::sync::LazyLock::new(Arc::default);
@@ -459,6 +463,7 @@ impl ResourceStore {
             orgs: RwLock::default(),
             watches,
             synced: Mutex::default(),
+            all_listed: AtomicBool::new(watches == 0),
         })
     }
 
@@ -516,15 +521,16 @@ impl ResourceStore {
         }
         orgs.retain(|_, org| !org.is_empty());
         drop(orgs);
-        self.synced
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(watch);
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        synced.insert(watch);
+        if synced.len() >= self.watches {
+            self.all_listed.store(true, Ordering::Release);
+        }
     }
 
     /// Whether every watch has listed once.
     pub fn is_synced(&self) -> bool {
-        self.synced.lock().unwrap_or_else(|e| e.into_inner()).len() >= self.watches
+        self.all_listed.load(Ordering::Acquire)
     }
 }
 
