@@ -17,7 +17,8 @@ use crate::crd::registry;
 use crate::index::CredentialIndex;
 use crate::secret::parse_client_id;
 use crate::server::oauth;
-use crate::token::{Algorithm, KeyRing, KeyStore, StoredKey, Verifier};
+use crate::token::jwks::PublicKeys;
+use crate::token::{Algorithm, KeyRing, KeyStore, SigningKey, StoredKey, Verifier};
 
 /// A fuzz target: bytes in, a panic for a finding.
 pub type Target = fn(&[u8]);
@@ -29,6 +30,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("jsonapi_query", jsonapi_query),
     ("jsonapi_document", jsonapi_document),
     ("duration", duration),
+    ("service_account_assertion", service_account_assertion),
 ];
 
 /// A token request body of each media type (the first byte picks one),
@@ -170,6 +172,55 @@ pub fn jsonapi_document(data: &[u8]) {
     for problem in problems.into_iter().flatten().chain(linkage) {
         let _ = problem.body();
     }
+}
+
+/// The cluster's service-account keys as a fuzzer cannot know them: one
+/// RS256 and one ES256 key, made once, with fixed key ids (so seeds can
+/// name them and mutated tokens reach the signature check).
+static CLUSTER_KEYS: LazyLock<PublicKeys> = LazyLock::new(|| {
+    let now = Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH);
+    let jwks: Vec<serde_json::Value> = [
+        (Algorithm::Rs256, "sa-rs256"),
+        (Algorithm::Es256, "sa-es256"),
+    ]
+    .into_iter()
+    .filter_map(|(alg, kid)| {
+        let stored = StoredKey::generate(alg, now, now).ok()?;
+        let key = SigningKey::load(&StoredKey {
+            kid: kid.to_owned(),
+            ..stored
+        })
+        .ok()?;
+        Some(key.jwk().clone())
+    })
+    .collect();
+    let document = serde_json::json!({ "keys": jwks }).to_string();
+    PublicKeys::parse(document.as_bytes()).unwrap_or_default()
+});
+
+/// A client assertion checked against the cluster's keys before any
+/// TokenReview (the first byte even), or a JWKS document as the API server
+/// would serve it (odd): no assertion the fuzzer makes without the keys
+/// verifies, and a document yields only keys it can use.
+pub fn service_account_assertion(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    if selector % 2 == 1 {
+        if let Ok(keys) = PublicKeys::parse(rest) {
+            assert!(keys.len() <= 64);
+        }
+        return;
+    }
+    let Ok(assertion) = std::str::from_utf8(rest) else {
+        return;
+    };
+    assert!(!crate::server::assertion::signature_holds(
+        &CLUSTER_KEYS,
+        assertion,
+        "https://catalio.ai"
+    ));
+    let _ = crate::token::jwks::key_id(assertion);
 }
 
 /// Durations as specs carry them: what parses formats back to the same

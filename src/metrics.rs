@@ -65,6 +65,7 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub usage_notes: Family<ResultLabel, Counter>,
     pub watch_lists: Counter,
+    pub token_reviews: Family<ResultLabel, Counter>,
     credentials: Family<PhaseLabel, Gauge>,
     unused: Family<NamespaceLabel, Gauge>,
 }
@@ -84,6 +85,7 @@ impl Metrics {
         let open_connections = Gauge::default();
         let usage_notes = Family::default();
         let watch_lists = Counter::default();
+        let token_reviews = Family::default();
         let credentials = Family::default();
         let unused = Family::default();
         registry.register(
@@ -142,6 +144,11 @@ impl Metrics {
             watch_lists.clone(),
         );
         registry.register(
+            "token_reviews",
+            "TokenReviews sent to the API server for ServiceAccount assertions whose signature held, by result (authenticated, refused, failed)",
+            token_reviews.clone(),
+        );
+        registry.register(
             "credentials",
             "Credentials this replica knows, by phase",
             credentials.clone(),
@@ -164,6 +171,7 @@ impl Metrics {
             open_connections,
             usage_notes,
             watch_lists,
+            token_reviews,
             credentials,
             unused,
         })

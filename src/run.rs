@@ -309,7 +309,7 @@ async fn serve_public(
         metrics: metrics.clone(),
         // RFC 7523: an assertion's audience identifies the authorization
         // server; the issuer does.
-        reviewer: TokenReviewer::new(client.clone(), issuer.clone()),
+        reviewer: TokenReviewer::new(client.clone(), issuer.clone(), metrics.clone()),
     });
     let jsonapi = Arc::new(JsonApi {
         index: resources.clone(),

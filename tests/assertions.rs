@@ -10,7 +10,10 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalio_operator::crd::{ApiCredential, Phase};
-use catalio_test_support::{OperatorProcess, TestNamespace, cluster, eventually, patch_credential};
+use catalio_test_support::{
+    OperatorProcess, TestNamespace, cluster, eventually, metrics, patch_credential, sample,
+};
+use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{DeleteParams, PostParams};
@@ -28,6 +31,7 @@ struct Harness {
     client: Client,
     _operator: OperatorProcess,
     base: String,
+    admin: String,
     http: reqwest::Client,
 }
 
@@ -55,6 +59,7 @@ impl Harness {
             client,
             _operator: operator,
             base: endpoints.base,
+            admin: endpoints.admin,
             http: reqwest::Client::new(),
         }
     }
@@ -139,6 +144,16 @@ impl Harness {
     /// `POST /oauth/token` with `assertion` (form body); `extra` fields are
     /// added or replace the standard ones.
     async fn exchange(&self, assertion: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+        self.exchange_from(&self.http, assertion, extra).await
+    }
+
+    /// As [`Harness::exchange`], from the client `http`.
+    async fn exchange_from(
+        &self,
+        http: &reqwest::Client,
+        assertion: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_assertion_type", ASSERTION_TYPE),
@@ -148,8 +163,7 @@ impl Harness {
             form.retain(|(k, _)| k != key);
             form.push((key, value));
         }
-        let r = self
-            .http
+        let r = http
             .post(format!("{}/oauth/token", self.base))
             .form(&form)
             .send()
@@ -184,8 +198,12 @@ fn refused(answer: &(u16, Value)) -> bool {
 
 /// A ServiceAccount token as the API server would sign it, with `exp`
 /// and the account's uid, signed (RS256, by openssl) with the PEM key at
-/// `key`.
+/// `key`, under the key id the API server gives that key (the SHA-256 of
+/// its public key's DER, base64url).
 fn signed(key: &std::path::Path, org: &str, sa: &ServiceAccount, iat: i64, exp: i64) -> String {
+    use sha2::Digest;
+    let public = openssl(&["pkey", "-pubout", "-outform", "DER", "-in"], key, b"");
+    let kid = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&public));
     let name = sa.metadata.name.as_deref().unwrap();
     let claims = json!({
         "iss": "https://kubernetes.default.svc.cluster.local",
@@ -196,7 +214,7 @@ fn signed(key: &std::path::Path, org: &str, sa: &ServiceAccount, iat: i64, exp: 
     });
     let input = format!(
         "{}.{}",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "kid": kid}).to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
     let signature = openssl(&["dgst", "-sha256", "-sign"], key, input.as_bytes());
@@ -391,4 +409,185 @@ fn a_credential_with_neither_secret_nor_accounts_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Second review, hole 3: an access token got the full lifetime whatever
+/// the assertion's `exp`, so it outlived the assertion, the pod and the
+/// account; and raising `rotation.counter` did not end it.
+#[tokio::test]
+async fn access_tokens_end_with_their_assertion_and_with_a_rotation() {
+    let h = Harness::start("assert-end").await;
+    let short = h.service_account(0, "short").await;
+    h.service_account(0, "long").await;
+    h.credential(0, "brief", &["short", "long"], "").await;
+
+    // An assertion that ends in 30 s (TokenRequest makes none shorter than
+    // 10 minutes: this one is signed with the cluster's own key).
+    let now = jiff::Timestamp::now().as_second();
+    let exp = now + 30;
+    let assertion = signed(
+        &cluster().service_account_key(),
+        h.org(0),
+        &short,
+        now - 5,
+        exp,
+    );
+    let body = h
+        .until(&assertion, 200, "the assertion to be accepted")
+        .await;
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        claims(&access)["exp"],
+        exp,
+        "the token outlives its assertion"
+    );
+    let expires_in = body["expires_in"].as_i64().unwrap();
+    assert!(
+        expires_in <= exp - now && expires_in > 0,
+        "expires_in {expires_in}"
+    );
+    assert_eq!(h.list(&access).await, 200);
+    // The account goes: the assertion gets nothing more, and the token it
+    // got ends when the assertion would have (the verifier's leeway is a
+    // minute at most).
+    Api::<ServiceAccount>::namespaced(h.client.clone(), h.org(0))
+        .delete("short", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.until(
+        &assertion,
+        401,
+        "the deleted account's assertion to be refused",
+    )
+    .await;
+    eventually(
+        Duration::from_secs(150),
+        "the token to end with its assertion",
+        || async { (h.list(&access).await == 401).then_some(()) },
+    )
+    .await;
+    assert!(
+        jiff::Timestamp::now().as_second() >= exp,
+        "refused before its time"
+    );
+
+    // A rotation ends assertion tokens at once, as it ends secret tokens;
+    // the account's next assertion gets a token that works.
+    let long = h.sa_token(0, "long", ISSUER, None).await;
+    let body = h
+        .until(&long, 200, "the long assertion to be accepted")
+        .await;
+    let before = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(h.list(&before).await, 200);
+    patch_credential(h.org(0), "brief", r#"{"spec":{"rotation":{"counter":1}}}"#);
+    eventually(WAIT, "the rotation to end the token", || async {
+        (h.list(&before).await == 401).then_some(())
+    })
+    .await;
+    let (status, body) = h.exchange(&long, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let after = body["access_token"].as_str().unwrap();
+    assert_eq!(claims(after)["rot"], 1);
+    assert_eq!(h.list(after).await, 200);
+    let creds = Api::<ApiCredential>::namespaced(h.client.clone(), h.org(0));
+    let status = creds.get("brief").await.unwrap().status.unwrap();
+    assert_eq!(status.rotation_counter, Some(1));
+}
+
+/// TokenReviews the API server has been asked for, by anyone, from its own
+/// metrics.
+async fn apiserver_token_reviews(client: &Client) -> f64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{") && l.contains("resource=\"tokenreviews\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Second review, holes 1 and 4: anyone who knows a (namespace,
+/// ServiceAccount) pair a credential lists could send assertions with junk
+/// signatures, each costing a TokenReview (waiting for a permit without
+/// limit), and ten of them locked the account's own valid assertions out
+/// of every address they shared. Signatures are now checked locally first,
+/// against the cluster's service-account keys.
+#[tokio::test]
+async fn forged_assertions_cost_no_token_review_and_never_lock_out_the_owner() {
+    let h = Harness::start("assert-forged").await;
+    h.service_account(0, "owner").await;
+    h.credential(0, "owned", &["owner"], "").await;
+    let good = h.sa_token(0, "owner", ISSUER, None).await;
+    h.until(&good, 200, "the owner's assertion to be accepted")
+        .await;
+    let reviews = |result: &'static str| {
+        let admin = h.admin.clone();
+        async move {
+            let text = metrics(&admin).await;
+            sample(
+                &text,
+                &format!("catalio_token_reviews_total{{result=\"{result}\"}}"),
+            )
+        }
+    };
+    assert!(
+        reviews("authenticated").await >= 1.0,
+        "the owner's assertion was never reviewed"
+    );
+
+    // The claims of the owner's token under junk signatures, 20 from each
+    // of 50 addresses (the owner's among them), with the owner asking
+    // meanwhile.
+    let mut parts = good.split('.');
+    let (header, payload) = (parts.next().unwrap(), parts.next().unwrap());
+    let sources: Vec<reqwest::Client> = (1..=50)
+        .map(|i| {
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, i]))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let forged: Vec<(usize, String)> = (0..1_000)
+        .map(|i| {
+            let junk = URL_SAFE_NO_PAD.encode(format!("forged signature {i:0>250}"));
+            (i % sources.len(), format!("{header}.{payload}.{junk}"))
+        })
+        .collect();
+    let attack = futures::stream::iter(&forged)
+        .map(|(source, f)| h.exchange_from(&sources[*source], f, &[]))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>();
+    let owner = async {
+        for _ in 0..20 {
+            let (status, body) = h.exchange(&good, &[]).await;
+            assert_eq!(status, 200, "the owner was refused meanwhile: {body}");
+        }
+    };
+    let asked_before = apiserver_token_reviews(&h.client).await;
+    let (answers, ()) = tokio::join!(attack, owner);
+    // The API server's own count (other tests of this binary ask it too,
+    // a few dozen times at most; the attack would be 500 without the
+    // local check, ten failures per address).
+    let asked = apiserver_token_reviews(&h.client).await - asked_before;
+    eprintln!("the API server reviewed {asked} tokens during the attack");
+    assert!(asked < 100.0, "{asked} TokenReviews reached the API server");
+    for (status, body) in &answers {
+        assert!(
+            matches!(status, 401 | 429) && body["error"] == "invalid_client",
+            "a forged assertion got {status}: {body}"
+        );
+    }
+    assert!(answers.iter().any(|(s, _)| *s == 429), "never throttled");
+    assert_eq!(
+        reviews("refused").await,
+        0.0,
+        "forged assertions reached the API server"
+    );
+    // A new valid assertion (no review cached) from the owner's address
+    // right after its failures: served.
+    let fresh = h.sa_token(0, "owner", ISSUER, None).await;
+    let (status, body) = h.exchange(&fresh, &[]).await;
+    assert_eq!(status, 200, "locked out after the failures: {body}");
 }

@@ -730,8 +730,20 @@ fn secretless(
             SecretAction::Delete
         }
     };
+    // No secret to replace: a raised rotation.counter ends the tokens the
+    // ServiceAccounts got before it (their `rot` is older).
+    let counter = cred.spec.rotation.counter;
+    if old.rotation_counter.is_some_and(|was| was < counter) {
+        notes.push(Note {
+            reason: Reason::Rotated,
+            action: "RotateServiceAccountTokens",
+            message: format!(
+                "Rotated (rotation.counter {counter}): access tokens the ServiceAccounts got before stopped working"
+            ),
+        });
+    }
     status.secret_name = None;
-    status.rotation_counter = old.rotation_counter;
+    status.rotation_counter = Some(counter.max(old.rotation_counter.unwrap_or(0)));
     status.phase = Some(Phase::Active);
     status.conditions = vec![condition(
         old,

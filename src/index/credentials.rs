@@ -88,18 +88,25 @@ impl CredentialEntry {
         }
     }
 
-    /// Whether a secret with this short id still works; for a token a
-    /// ServiceAccount got ([`service_account_sid`]), whether the credential
-    /// still names that account.
-    pub fn secret_id_live(&self, short_id: &str, now: Timestamp) -> bool {
-        if let Some(account) = short_id.strip_prefix(SERVICE_ACCOUNT_SID) {
-            return !self.revoked && self.service_accounts.iter().any(|a| a == account);
+    /// Whether a token bound to `sid` and issued under rotation counter
+    /// `rot` still works. For a secret's token (`sid` is the secret's short
+    /// id): while that secret works. For a ServiceAccount's token
+    /// ([`service_account_sid`]): while the credential names the account
+    /// and no rotation came after the token, except during the grace period
+    /// of the rotation, as for the secret it replaced.
+    pub fn token_live(&self, sid: &str, rot: i64, now: Timestamp) -> bool {
+        if self.revoked {
+            return false;
         }
-        !self.revoked
-            && (self.current.is_some_and(|c| c.short_id() == short_id)
-                || self
-                    .previous
-                    .is_some_and(|(p, expires)| p.short_id() == short_id && now < expires))
+        if let Some(account) = sid.strip_prefix(SERVICE_ACCOUNT_SID) {
+            let graced = self.previous.is_some_and(|(_, expires)| now < expires);
+            let current = rot >= self.rotation_counter || graced;
+            return current && self.service_accounts.iter().any(|a| a == account);
+        }
+        self.current.is_some_and(|c| c.short_id() == sid)
+            || self
+                .previous
+                .is_some_and(|(p, expires)| p.short_id() == sid && now < expires)
     }
 }
 
@@ -368,8 +375,8 @@ mod tests {
         );
         assert_eq!(entry.match_secret(&h(b"old"), after), None);
         assert_eq!(entry.match_secret(&h(b"other"), before), None);
-        assert!(entry.secret_id_live(&h(b"old").short_id(), before));
-        assert!(!entry.secret_id_live(&h(b"old").short_id(), after));
+        assert!(entry.token_live(&h(b"old").short_id(), 3, before));
+        assert!(!entry.token_live(&h(b"old").short_id(), 3, after));
     }
 
     #[test]
@@ -415,6 +422,28 @@ mod tests {
     }
 
     #[test]
+    fn service_account_tokens_end_with_a_rotation_but_for_its_grace() {
+        let named = |previous: Option<(&[u8], i64)>| {
+            let mut c = cred("aaaa", false, b"s", previous);
+            c.spec.service_accounts = vec!["ci".into()];
+            CredentialEntry::from_object(&c).unwrap()
+        };
+        let (now, later) = (
+            Timestamp::from_second(500).unwrap(),
+            Timestamp::from_second(1_000).unwrap(),
+        );
+        let sid = service_account_sid("ci");
+        let entry = named(None);
+        assert!(entry.token_live(&sid, 3, now), "issued under the counter");
+        assert!(!entry.token_live(&sid, 2, now), "issued before a rotation");
+        assert!(!entry.token_live(&service_account_sid("other"), 3, now));
+        let graced = named(Some((b"old", 1_000)));
+        assert!(graced.token_live(&sid, 2, now), "within the grace period");
+        assert!(!graced.token_live(&sid, 2, later));
+        assert!(graced.token_live(&sid, 3, later));
+    }
+
+    #[test]
     fn unused_credentials_are_counted_per_organization() {
         let index = CredentialIndex::new();
         let unused = |uid: &str, ns: &str, revoked: bool| {
@@ -451,7 +480,7 @@ mod tests {
         let entry = index.lookup("ci_bbbb").unwrap();
         let now = Timestamp::now();
         assert_eq!(entry.match_secret(&hash("bbbb", b"s"), now), None);
-        assert!(!entry.secret_id_live(&hash("bbbb", b"s").short_id(), now));
+        assert!(!entry.token_live(&hash("bbbb", b"s").short_id(), 3, now));
     }
 
     #[test]

@@ -522,8 +522,11 @@ impl TokenService {
         }
     }
 
-    /// Client id and secret: throttles, looks the client up, lets
-    /// [`issue`] decide, then signs and records the use.
+    /// Client id and secret: looks the client up, lets [`issue`] decide,
+    /// then signs and records the use. The secret is checked before the
+    /// throttle is asked: behind a proxy every client shares one address,
+    /// and a right secret (256 bits) must never be refused for what others
+    /// got wrong there. The throttle answers only failures.
     fn by_secret(
         &self,
         request: TokenRequest,
@@ -538,7 +541,6 @@ impl TokenService {
             return Err(OAuthError::invalid_client(request.basic));
         };
         let clock = Instant::now();
-        self.not_throttled(client, source, clock)?;
         let ring = self.keys.ring();
         let hasher = ring.hasher().ok_or_else(server_error)?;
         // Hashed before the lookup: an unknown client costs what a wrong
@@ -554,18 +556,16 @@ impl TokenService {
             now,
             jti,
         )
-        .inspect_err(|e| {
-            if e.error == "invalid_client" {
-                self.throttle.failed(client, source, clock);
-            }
-        })?;
+        .map_err(|e| self.failed(e, client, source, clock))?;
         let entry = entry.ok_or_else(server_error)?;
         self.grant(&ring, &entry, &claims, clock, now)
     }
 
     /// A ServiceAccount token as client assertion: its unverified claims
     /// pick the credential (refused at once when none names the account),
-    /// then the API server verifies it.
+    /// then its signature is checked against the cluster's keys and the
+    /// API server reviews it. As with secrets, a valid assertion is never
+    /// refused for failures; the access token ends when the assertion does.
     async fn by_assertion(
         &self,
         request: TokenRequest,
@@ -588,13 +588,9 @@ impl TokenService {
         .ok_or_else(refused)?;
         let client = parse_client_id(&entry.client_id).ok_or_else(refused)?;
         let clock = Instant::now();
-        self.not_throttled(client, source, clock)?;
         match self.reviewer.verify(&request.assertion, &claimed).await {
             Ok(true) => {}
-            Ok(false) => {
-                self.throttle.failed(client, source, clock);
-                return Err(refused());
-            }
+            Ok(false) => return Err(self.failed(refused(), client, source, clock)),
             Err(e) => {
                 warn!(error = %e, "could not verify a ServiceAccount token");
                 return Err(OAuthError {
@@ -614,7 +610,7 @@ impl TokenService {
         }
         let jti = new_jti().map_err(|_| server_error())?;
         let sid = service_account_sid(&claimed.account);
-        let claims = claims(
+        let mut claims = claims(
             &entry,
             request.scope.as_deref(),
             sid,
@@ -622,26 +618,31 @@ impl TokenService {
             now,
             jti,
         )?;
+        // Never past the assertion: not past the pod, the account or the
+        // token the kubelet would have replaced.
+        claims.exp = claims.exp.min(claimed.expires);
         self.grant(&self.keys.ring(), &entry, &claims, clock, now)
     }
 
-    fn not_throttled(
-        &self,
-        client: u128,
-        source: IpAddr,
-        clock: Instant,
-    ) -> Result<(), OAuthError> {
-        match self.throttle.blocked(client, source, clock) {
-            None => Ok(()),
-            Some(wait) => Err(OAuthError {
+    /// What a failed authentication of `client` from `source` answers:
+    /// `e`, counted, or 429 once the pair has failed too often. Other
+    /// errors pass unchanged.
+    fn failed(&self, e: OAuthError, client: u128, source: IpAddr, clock: Instant) -> OAuthError {
+        if e.error != "invalid_client" {
+            return e;
+        }
+        if let Some(wait) = self.throttle.blocked(client, source, clock) {
+            return OAuthError {
                 retry_after: Some(wait),
                 ..OAuthError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "invalid_client",
                     "Too many failed attempts for this client from this address; retry later",
                 )
-            }),
+            };
         }
+        self.throttle.failed(client, source, clock);
+        e
     }
 
     /// An authenticated client's token: counts it against the client's

@@ -8,6 +8,7 @@
 //! rotation counter the token was issued under.
 
 mod cache;
+pub mod jwks;
 pub mod keys;
 pub mod keystore;
 
@@ -200,7 +201,7 @@ impl Verifier {
             .ok_or(VerifyError::Inactive)?;
         if claims.client_id != claims.sub
             || credential.namespace != claims.org
-            || !credential.secret_id_live(&claims.sid, now)
+            || !credential.token_live(&claims.sid, claims.rot, now)
         {
             return Err(VerifyError::Inactive);
         }

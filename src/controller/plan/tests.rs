@@ -446,6 +446,17 @@ fn a_credential_without_a_client_secret_has_no_secret_and_stays_active() {
     assert!(again.notes.is_empty());
     assert!(!status_changed(c.status.as_ref(), &again.status));
 
+    // Raising the counter ends the ServiceAccounts' tokens: announced, and
+    // in the status their tokens are checked against.
+    assert_eq!(c.status.as_ref().unwrap().rotation_counter, Some(0));
+    c.spec.rotation.counter = 2;
+    let rotated = run(&c, None, at(65), &mut g);
+    assert_eq!(reasons(&rotated), [Reason::Rotated]);
+    assert_eq!(rotated.status.rotation_counter, Some(2));
+    assert_eq!(g.0, 1, "no secret generated");
+    c.status = Some(rotated.status);
+    assert!(run(&c, None, at(66), &mut g).notes.is_empty());
+
     // Enabled again: a new secret, announced as created, not as a repair.
     c.spec.client_secret = ClientSecretMode::Generated;
     let back = run(&c, None, at(70), &mut g);
