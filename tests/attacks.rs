@@ -636,3 +636,133 @@ async fn one_looping_client_cannot_take_every_signature() {
         "no rate_limited in metrics"
     );
 }
+
+/// Second review, hole 5: the controller cached the metadata, annotations
+/// included, of every Secret that carries `managed-by: catalio-operator`,
+/// and anyone who may create a Secret may set that label. A few thousand
+/// such Secrets with large annotations would run it out of memory and stop
+/// credential work for every organization.
+#[tokio::test]
+async fn foreign_secrets_with_our_label_do_not_grow_the_controller() {
+    let t = Target::start("foreign-secrets", &["--token-url", "{base}/oauth/token"]).await;
+    let (id, secret) = t.credential("victim", "").await;
+    // Let the process settle with the credential in use.
+    for _ in 0..20 {
+        access_token(&t.endpoints.base, &id, &secret, WAIT).await;
+    }
+    let before = rss_kib(t.operator.pid());
+
+    const SECRETS: usize = 120;
+    let annotation = "x".repeat(180 * 1024);
+    let secrets = Api::<Secret>::namespaced(t.client.clone(), t.ns());
+    futures::stream::iter(0..SECRETS)
+        .map(|i| {
+            let mut s = Secret::default();
+            s.metadata.name = Some(format!("bait-{i}"));
+            s.metadata.labels = Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "catalio-operator".to_owned(),
+                )]
+                .into(),
+            );
+            s.metadata.annotations = Some([("bait".to_owned(), annotation.clone())].into());
+            let secrets = secrets.clone();
+            async move { secrets.create(&PostParams::default(), &s).await.unwrap() }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    // The watch delivers in order: once the controller has recreated a
+    // Secret deleted after the bait, it has taken in all of the bait.
+    let old_uid = secrets.get("victim").await.unwrap().metadata.uid;
+    secrets.delete("victim", &Default::default()).await.unwrap();
+    eventually(WAIT, "the deleted Secret to be recreated", || async {
+        let uid = secrets.get_opt("victim").await.ok()??.metadata.uid;
+        (uid != old_uid).then_some(())
+    })
+    .await;
+    // Freed pages go back within about a second (jemalloc's decay).
+    let limit = before + 10 * 1024;
+    let mut last = 0;
+    let settled = eventually(WAIT, "the controller's memory to settle", || {
+        let rss = rss_kib(t.operator.pid());
+        last = rss;
+        async move { (rss <= limit).then_some(rss) }
+    })
+    .await;
+    eprintln!(
+        "RSS before {before} KiB, after {SECRETS} labelled 180 KB Secrets {settled} KiB (last {last})"
+    );
+}
+
+/// Second review, hole 6: `selector: {}` matched every workload of its
+/// kind in the namespace, and `name` went into a request path unchecked.
+/// The API server refuses both.
+#[test]
+fn restart_targets_name_one_object_or_select_by_some_label() {
+    for (target, message) in [
+        (r#"{kind: Deployment, selector: {}}"#, "at least one"),
+        (
+            r#"{kind: Deployment, selector: {matchLabels: {}, matchExpressions: []}}"#,
+            "at least one",
+        ),
+        (
+            r#"{kind: Deployment, name: "../../../api/v1/namespaces/kube-system/secrets/x"}"#,
+            "name",
+        ),
+        (r#"{kind: Deployment, name: "Web"}"#, "name"),
+    ] {
+        let yaml = format!(
+            "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {{name: t, namespace: default}}\n\
+             spec: {{displayName: t, rotation: {{restartTargets: [{target}]}}}}\n"
+        );
+        let out = cluster().kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&yaml));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{target} was accepted");
+        assert!(stderr.contains(message), "{target}: {stderr}");
+    }
+    // A name, and a selector with a requirement, stay accepted.
+    for target in [
+        r#"{kind: Deployment, name: web-1.a}"#,
+        r#"{kind: StatefulSet, selector: {matchLabels: {app: web}}}"#,
+        r#"{kind: DaemonSet, selector: {matchExpressions: [{key: app, operator: Exists}]}}"#,
+    ] {
+        let yaml = format!(
+            "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {{name: t, namespace: default}}\n\
+             spec: {{displayName: t, rotation: {{restartTargets: [{target}]}}}}\n"
+        );
+        let out = cluster().kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&yaml));
+        assert!(
+            out.status.success(),
+            "{target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Second review, hole 5 (the template side): `spec.secretTemplate` is
+/// copied onto the Secret and cached with every credential, so its size
+/// is capped in the schema.
+#[test]
+fn secret_templates_are_bounded() {
+    let many: Vec<String> = (0..40).map(|i| format!("k{i}: v")).collect();
+    let long = "v".repeat(8 * 1024);
+    for (template, message) in [
+        (
+            format!("{{annotations: {{{}}}}}", many.join(", ")),
+            "annotations",
+        ),
+        (format!("{{labels: {{{}}}}}", many.join(", ")), "labels"),
+        (format!("{{annotations: {{a: {long}}}}}"), "annotations"),
+    ] {
+        let yaml = format!(
+            "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {{name: t, namespace: default}}\n\
+             spec: {{displayName: t, secretTemplate: {template}}}\n"
+        );
+        let out = cluster().kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&yaml));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{template:.80} was accepted");
+        assert!(stderr.contains(message), "{template:.80}: {stderr}");
+    }
+}

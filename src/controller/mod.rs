@@ -267,7 +267,7 @@ pub async fn run(
         watcher::Config::default().labels(&plan::managed_secret_selector()),
     )
     .backoff(crate::watch::backoff())
-    .modify(forget_managed_fields)
+    .modify(keep_identity)
     .reflect(writer)
     .touched_objects();
     let _ = ctx.secrets.set(store);
@@ -292,6 +292,28 @@ pub async fn run(
             future::ready(())
         })
         .await;
+}
+
+/// Keeps of a managed Secret what the reconcile reads: where it is, its
+/// resourceVersion, and the credential that controls it. Anyone who may
+/// create a Secret may give it our label, and fill its labels, annotations
+/// and owner references: none of that stays in memory.
+fn keep_identity(secret: &mut PartialObjectMeta<Secret>) {
+    let meta = &mut secret.metadata;
+    let controller = meta
+        .owner_references
+        .take()
+        .into_iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == ApiCredential::kind(&()));
+    *meta = kube::api::ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        resource_version: meta.resource_version.take(),
+        owner_references: controller.map(|o| vec![o]),
+        ..Default::default()
+    };
 }
 
 /// Drops what the API server records of who wrote which field: nothing

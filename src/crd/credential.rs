@@ -17,6 +17,9 @@ fn scope_rule() -> String {
     )
 }
 
+/// An object name (RFC 1123 subdomain), as Kubernetes checks it.
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// Go duration syntax, as CEL's `duration()` accepts it.
 const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 
@@ -68,7 +71,7 @@ pub struct ApiCredentialSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        regex(pattern = DNS_SUBDOMAIN)
     )]
     pub secret_name: Option<String>,
 
@@ -82,7 +85,7 @@ pub struct ApiCredentialSpec {
         length(max = 32),
         inner(
             length(min = 1, max = 253),
-            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+            regex(pattern = DNS_SUBDOMAIN)
         )
     )]
     pub service_accounts: Vec<String>,
@@ -142,20 +145,32 @@ fn default_scopes() -> Vec<String> {
     vec!["*:read".to_owned()]
 }
 
-/// CEL check that no template key is one the operator writes and reads.
-const UNRESERVED_KEYS_RULE: &str = "self.all(k, !k.startsWith('catalio.ai/'))";
+/// CEL check that no template key is one the operator writes and reads,
+/// and that each fits a Kubernetes key (a 253-character prefix, a slash
+/// and a 63-character name).
+const UNRESERVED_KEYS_RULE: &str = "self.all(k, !k.startsWith('catalio.ai/') && size(k) <= 317)";
 
 /// Metadata copied onto the generated Secret. Keys under `catalio.ai/` are
-/// the operator's own and are refused.
+/// the operator's own and are refused. Every credential is held in the
+/// operator's memory, so the template is small: at most 16 labels and 16
+/// annotations, annotation values up to 4 KiB.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 pub struct SecretTemplate {
     /// Labels added to the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = Rule::new(UNRESERVED_KEYS_RULE).message("label keys under catalio.ai/ are reserved for the operator"))]
+    #[schemars(extend(
+        "maxProperties" = 16,
+        "additionalProperties" = {"type": "string", "maxLength": 63}
+    ))]
+    #[x_kube(validation = Rule::new(UNRESERVED_KEYS_RULE).message("label keys under catalio.ai/ are reserved for the operator, and keys are at most 317 characters"))]
     pub labels: BTreeMap<String, String>,
     /// Annotations added to the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = Rule::new(UNRESERVED_KEYS_RULE).message("annotation keys under catalio.ai/ are reserved for the operator"))]
+    #[schemars(extend(
+        "maxProperties" = 16,
+        "additionalProperties" = {"type": "string", "maxLength": 4096}
+    ))]
+    #[x_kube(validation = Rule::new(UNRESERVED_KEYS_RULE).message("annotation keys under catalio.ai/ are reserved for the operator, and keys are at most 317 characters"))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -194,15 +209,21 @@ pub struct Rotation {
     pub restart_targets: Vec<RestartTarget>,
 }
 
-/// A Deployment, StatefulSet or DaemonSet by name, or all of a kind that
+/// A Deployment, StatefulSet or DaemonSet by name, or those of a kind that
 /// a label selector matches.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.name) != has(self.selector)").message("a restart target has either a name or a selector"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.selector) || (has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) || (has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)"
+).message("a restart target's selector needs at least one requirement: an empty one would match every workload of the kind"))]
 pub struct RestartTarget {
     pub kind: WorkloadKind,
+    /// The workload's name (an object name: it becomes part of a request
+    /// path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub name: Option<String>,
+    /// Workloads of the kind with these labels; at least one requirement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
 }
