@@ -66,7 +66,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "catalio-operator.controllerRules" -}}
 - apiGroups: [catalio.ai]
   resources: [apicredentials]
-  verbs: [get, list, watch]
+  # patch: spec.revoked, for credentials with revokeWhenUnused (in the
+  # spec, where the API server's rule keeps anyone from undoing it).
+  verbs: [get, list, watch, patch]
 - apiGroups: [catalio.ai]
   resources: [apicredentials/status]
   verbs: [patch]
