@@ -85,6 +85,10 @@ pub enum PluginCommand {
         /// Narrow the token to these space-separated scopes.
         #[arg(long)]
         scope: Option<String>,
+        /// Send the client secret over plain http to a host other than
+        /// loopback (a port-forward on 127.0.0.1 needs no flag).
+        #[arg(long)]
+        insecure: bool,
     },
     /// List credentials with their last use, whether they are unused and
     /// when they rotate next.
@@ -148,9 +152,16 @@ pub async fn run(cli: PluginCli) -> anyhow::Result<()> {
             token_url,
             ca_file,
             scope,
+            insecure,
         } => {
             let cred = get(&creds, &name, &namespace).await?;
-            let token = token(&client, &namespace, &cred, token_url, ca_file, scope).await?;
+            let ask = Ask {
+                token_url,
+                ca_file,
+                scope,
+                insecure,
+            };
+            let token = token(&client, &namespace, &cred, ask).await?;
             writeln!(out, "{token}")?;
         }
         PluginCommand::Status { all_namespaces } => {
@@ -318,15 +329,25 @@ async fn revoke(creds: &Api<ApiCredential>, name: &str, timeout: Duration) -> an
     .await
 }
 
+/// How `token` asks the token endpoint.
+struct Ask {
+    /// Instead of the Secret's token_url.
+    token_url: Option<String>,
+    ca_file: Option<PathBuf>,
+    scope: Option<String>,
+    /// Plain http to a host other than loopback is allowed.
+    insecure: bool,
+}
+
 /// An access token from the token endpoint, with the id and secret of the
-/// credential's Secret.
+/// credential's Secret. The secret goes where the URL says and nowhere
+/// else: no redirect is followed (a 307 or 308 would re-post it to any
+/// host), and plain http only to loopback unless `insecure`.
 async fn token(
     client: &Client,
     namespace: &str,
     cred: &ApiCredential,
-    token_url: Option<String>,
-    ca_file: Option<PathBuf>,
-    scope: Option<String>,
+    ask: Ask,
 ) -> anyhow::Result<String> {
     let name = cred.name_any();
     if cred.spec.revoked {
@@ -346,20 +367,23 @@ async fn token(
             .and_then(|b| String::from_utf8(b.0.clone()).ok())
             .with_context(|| format!("Secret {secret_name} has no {key}"))
     };
-    let url = match token_url {
+    let url = match ask.token_url {
         Some(url) => url,
         None => field("token_url")?,
     };
+    check_destination(&url, ask.insecure)?;
     let mut form = vec![
         ("grant_type", "client_credentials".to_owned()),
         ("client_id", field("client_id")?),
         ("client_secret", field("client_secret")?),
     ];
-    if let Some(scope) = scope {
+    if let Some(scope) = ask.scope {
         form.push(("scope", scope));
     }
-    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
-    if let Some(path) = ca_file {
+    let mut http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ask.ca_file {
         let pem = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         http = http.add_root_certificate(
             reqwest::Certificate::from_pem(&pem)
@@ -375,6 +399,11 @@ async fn token(
         // Without the URL's query or the body: neither is worth leaking.
         .map_err(|e| anyhow::anyhow!("asking {url} for a token: {}", e.without_url()))?;
     let status = response.status();
+    if status.is_redirection() {
+        bail!(
+            "{url} answered {status}, a redirect, which is not followed with a client secret; give the token endpoint's own URL with --token-url"
+        );
+    }
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     match body["access_token"].as_str() {
         Some(token) if status.is_success() => Ok(token.to_owned()),
@@ -383,6 +412,26 @@ async fn token(
             body["error"].as_str().unwrap_or("(no error code)"),
             body["error_description"].as_str().unwrap_or_default()
         ),
+    }
+}
+
+/// Refuses to send a client secret over plain http to anything but
+/// loopback, unless `insecure`.
+fn check_destination(url: &str, insecure: bool) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("{url} is not a URL"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback || insecure => Ok(()),
+        "http" => bail!(
+            "refusing to send the client secret over plain http to {host}: use https, a port-forward to 127.0.0.1, or --insecure"
+        ),
+        other => bail!("{url}: the token URL must be http or https, not {other}"),
     }
 }
 
@@ -544,6 +593,30 @@ mod tests {
             "/bin/kubectl_complete-catalio".as_ref(),
             COMPLETION_NAME
         ));
+    }
+
+    #[test]
+    fn a_client_secret_goes_over_plain_http_to_loopback_only() {
+        for ok in [
+            "https://catalio.example/oauth/token",
+            "http://127.0.0.1:8080/oauth/token",
+            "http://localhost/oauth/token",
+            "http://[::1]:80/oauth/token",
+        ] {
+            assert!(check_destination(ok, false).is_ok(), "{ok}");
+        }
+        for plain in [
+            "http://catalio.example/oauth/token",
+            "http://10.0.0.1/oauth/token",
+            "http://0.0.0.0:1/oauth/token",
+            "http://localhost.evil.example/oauth/token",
+        ] {
+            let refused = check_destination(plain, false).unwrap_err().to_string();
+            assert!(refused.contains("plain http"), "{plain}: {refused}");
+            assert!(check_destination(plain, true).is_ok(), "{plain}");
+        }
+        assert!(check_destination("ftp://catalio.example/t", true).is_err());
+        assert!(check_destination("not a url", true).is_err());
     }
 
     #[test]

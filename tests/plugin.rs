@@ -280,3 +280,97 @@ async fn status_lists_use_and_rotation_and_kubectl_completes_names() {
     let script = h.catalio(&["completion", "bash"], "").unwrap();
     assert!(script.contains("kubectl-catalio"));
 }
+
+/// A listener on loopback that answers every request with `status` and
+/// `Location: location`, and tells how many requests it was sent.
+struct Redirector {
+    url: String,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Redirector {
+    fn start(status: u16, location: &str) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/oauth/token", listener.local_addr().unwrap());
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        let reply = format!(
+            "HTTP/1.1 {status} Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 16 * 1024];
+                let _ = stream.read(&mut buf);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        Self { url, served }
+    }
+
+    fn served(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Second review, hole 8: `kubectl catalio token` re-posted the form,
+/// client secret included, to wherever a 307 or 308 pointed, and sent it
+/// over plain http to any host.
+#[tokio::test]
+async fn token_follows_no_redirect_and_sends_no_secret_over_plain_http() {
+    let h = Harness::start("plugin-redirect").await;
+    h.apply("ci", "");
+    h.active("ci").await;
+    // Where a redirect would take the secret: another listener.
+    let thief = Redirector::start(404, "/");
+    for status in [307, 308, 302] {
+        let redirect = Redirector::start(status, &thief.url);
+        let refused = h
+            .catalio(&["token", "ci", "--token-url", &redirect.url], "")
+            .unwrap_err();
+        assert!(refused.contains("redirect"), "{status}: {refused}");
+        assert_eq!(redirect.served(), 1);
+    }
+    // The plugin has exited: anything it sent has arrived.
+    assert_eq!(thief.served(), 0, "the secret followed a redirect");
+
+    // Plain http to anything but loopback is refused before connecting,
+    // unless asked for.
+    let refused = h
+        .catalio(
+            &[
+                "token",
+                "ci",
+                "--token-url",
+                "http://192.0.2.1:8080/oauth/token",
+            ],
+            "",
+        )
+        .unwrap_err();
+    assert!(
+        refused.contains("plain http") && refused.contains("--insecure"),
+        "{refused}"
+    );
+    let tried = h
+        .catalio(
+            &[
+                "token",
+                "ci",
+                "--insecure",
+                "--token-url",
+                "http://0.0.0.0:1/oauth/token",
+            ],
+            "",
+        )
+        .unwrap_err();
+    assert!(!tried.contains("plain http"), "{tried}");
+    // Loopback (a port-forward) stays allowed.
+    let token = eventually(WAIT, "a token through loopback", || async {
+        let url = format!("{}/oauth/token", h.base);
+        h.catalio(&["token", "ci", "--token-url", &url], "").ok()
+    })
+    .await;
+    assert_eq!(h.list(token.trim()).await, 200);
+}
