@@ -15,27 +15,23 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use jiff::Timestamp;
-use serde_json::Value;
-use tracing::{debug, info};
+use tracing::debug;
 use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection, reject};
 
 use super::Route;
-use super::body::{BodyError, Unread};
 use super::limit::RateLimit;
 use crate::api::error::{ErrorObject, MEDIA_TYPE, Problem};
-use crate::api::input::{self, Intent};
-use crate::api::query::{self, Target};
-use crate::api::store::{Edit, Entry, Index, Organization, Writes};
-use crate::api::{document, media};
-use crate::crd::registry::{self, Field, Relationship, ResourceType, TYPES};
+use crate::api::media;
+use crate::api::store::{Index, Organization, Writes};
+use crate::crd::registry::{self, Field, ResourceType, TYPES};
 use crate::metrics::Metrics;
 use crate::scope::Access;
 use crate::token::{Verified, Verifier};
 use crate::usage::UsageRecorder;
+use request::{Parts, Request};
 
 /// Request bodies above this answer 413.
 pub const BODY_LIMIT: u64 = 1024 * 1024;
@@ -418,79 +414,68 @@ pub fn routes<S: Index, W: Writes>(
     let overview =
         warp::path!("api" / "v1").and(fixed(api.overview.clone(), MEDIA_TYPE, "overview"));
     let openapi = overview.or(openapi).unify();
-    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    let served = admission(api)
-        .and(query)
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::header::optional::<String>("if-match"))
-        .and(super::body::unread(body_timeout))
-        .and_then(
-            |admitted: Admitted<S, W>, query: String, content_type, if_match, body| async move {
-                let route = admitted.call.route;
-                serve(admitted, query, content_type, if_match, body)
-                    .await
-                    .map(|response| routed(response, route))
-                    .map_err(|problem| refuse(problem, Some(route)))
-            },
-        );
+    let served = admission(api).and(parts(body_timeout)).and_then(
+        |admitted: Admitted<S, W>, parts| async move {
+            let Admitted {
+                api,
+                call,
+                verified,
+            } = admitted;
+            let Call {
+                ty,
+                at,
+                method,
+                route,
+                ..
+            } = call;
+            let req = Request::new(api, ty, verified, parts);
+            // The operations, by method and path shape.
+            let answer = match (method, at) {
+                (Method::GET, At::Collection) => handlers::list(req).await,
+                (Method::POST, At::Collection) => handlers::create(req).await,
+                (Method::GET, At::One(id)) => handlers::show(req, id).await,
+                (Method::PATCH, At::One(id)) => handlers::update(req, id).await,
+                (Method::DELETE, At::One(id)) => handlers::archive(req, id).await,
+                (Method::GET, At::Related(id, field)) => handlers::related(req, id, field).await,
+                (Method::GET, At::Relationship(id, field)) => {
+                    handlers::relationship(req, id, field).await
+                }
+                (method, At::Relationship(id, Field::Relationship(i))) => {
+                    handlers::edit_relationship(req, method, id, i).await
+                }
+                (_, At::Relationship(id, field)) => handlers::read_only(req, id, field).await,
+                // `call` admits no other method.
+                (_, at) => Err(method_not_allowed(at.allowed(ty))),
+            };
+            answer
+                .map(|response| routed(response, route))
+                .map_err(|problem| refuse(problem, Some(route)))
+        },
+    );
     let elsewhere = warp::path!("api" / "v1" / ..)
         .and_then(|| async { Err::<Response, _>(reject::custom(NoSuchEndpoint)) });
     openapi.or(served).unify().or(elsewhere).unify()
 }
 
+/// What a request brings besides its path, for the handlers.
+fn parts(body_timeout: Duration) -> impl Filter<Extract = (Parts,), Error = Rejection> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("if-match"))
+        .and(super::body::unread(body_timeout))
+        .map(|query, content_type, if_match, body| Parts {
+            query,
+            content_type,
+            if_match,
+            body,
+        })
+}
+
 fn routed(mut response: Response, route: &'static str) -> Response {
     response.extensions_mut().insert(Route(route));
     response
-}
-
-fn respond(status: StatusCode, doc: &impl serde::Serialize) -> Response {
-    // Straight into bytes, in a buffer most documents fit.
-    let mut body = Vec::with_capacity(4096);
-    if serde_json::to_writer(&mut body, doc).is_err() {
-        // Documents are written from values that always serialize.
-        return problem_response(&Problem::internal("the document could not be written"));
-    }
-    let mut response = Response::new(body.into());
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
-    response
-}
-
-fn no_content() -> Response {
-    let mut response = Response::new(Vec::new().into());
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    response
-}
-
-fn with_etag(mut response: Response, entry: &Entry) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", entry.resource_version)) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
-    response
-}
-
-/// The resource version an `If-Match` header asks for; `*` asks for none.
-fn if_match(header: Option<&str>) -> Result<Option<String>, Problem> {
-    let Some(raw) = header else {
-        return Ok(None);
-    };
-    let raw = raw.trim();
-    if raw == "*" {
-        return Ok(None);
-    }
-    let tag = raw.strip_prefix("W/").unwrap_or(raw);
-    match tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(rv) if !rv.is_empty() && !rv.contains('"') => Ok(Some(rv.to_owned())),
-        _ => Err(ErrorObject::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_header",
-            "If-Match must be one entity tag from an ETag header",
-        )
-        .header("If-Match")
-        .into()),
-    }
 }
 
 fn insufficient_scope(ty: &ResourceType, access: Access) -> Problem {
@@ -507,90 +492,6 @@ fn insufficient_scope(ty: &ResourceType, access: Access) -> Problem {
         header::WWW_AUTHENTICATE,
         format!("Bearer error=\"insufficient_scope\", scope=\"{needed}\""),
     )
-}
-
-fn too_many(e: document::TooManyIncluded) -> Problem {
-    ErrorObject::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
-        .parameter("include")
-        .into()
-}
-
-/// The object `id` of `ty` in the organization, or 404.
-fn lookup<'o>(
-    org: &'o impl Organization,
-    ty: &ResourceType,
-    id: &str,
-) -> Result<&'o Arc<Entry>, Problem> {
-    org.get(ty, id)
-        .ok_or_else(|| Problem::not_found(ty.name, id))
-}
-
-/// The answer to a write, which has happened by now: if the document's
-/// include is too large, it is answered without one rather than as an error.
-fn written(
-    status: StatusCode,
-    ty: &'static ResourceType,
-    org: &impl Organization,
-    entry: &Entry,
-    query: &query::Query,
-) -> Response {
-    let response = match document::single(ty, org, entry, query) {
-        Ok(doc) => respond(status, &doc),
-        Err(_) => {
-            let mut plain = query.clone();
-            plain.include = query::Include::default();
-            plain.kept.retain(|(k, _)| k != "include");
-            match document::single(ty, org, entry, &plain) {
-                Ok(doc) => respond(status, &doc),
-                Err(_) => respond(status, &Value::Null),
-            }
-        }
-    };
-    with_etag(response, entry)
-}
-
-/// Where a related id is in a resource document.
-fn in_document(rel: &Relationship, j: usize) -> String {
-    if rel.many {
-        format!("/data/relationships/{}/data/{j}", rel.name)
-    } else {
-        format!("/data/relationships/{}/data", rel.name)
-    }
-}
-
-/// Where a related id is in a relationship endpoint's linkage document.
-fn in_linkage(rel: &Relationship, j: usize) -> String {
-    if rel.many {
-        format!("/data/{j}")
-    } else {
-        "/data".to_owned()
-    }
-}
-
-/// A write may point only at objects the token may read: whether they
-/// exist would tell about them.
-fn check_link_scopes(
-    ty: &ResourceType,
-    changes: &input::Changes,
-    verified: &Verified,
-    pointer: &(dyn Fn(&Relationship, usize) -> String + Sync),
-) -> Result<(), Problem> {
-    for (i, names) in &changes.relationships {
-        let rel = &ty.relationships[*i];
-        if !names.is_empty() && !verified.allows(rel.target, Access::Read) {
-            return Err(ErrorObject::new(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                format!(
-                    "linking {} objects needs the scope {}:read",
-                    rel.target, rel.target
-                ),
-            )
-            .pointer(pointer(rel, 0))
-            .into());
-        }
-    }
-    Ok(())
 }
 
 impl<S: Index, W: Writes> JsonApi<S, W> {
@@ -632,346 +533,9 @@ impl<S: Index, W: Writes> JsonApi<S, W> {
         self.usage.record(&verified.credential);
         Ok(verified)
     }
-
-    /// Stores what the API server returned, so this replica reads its own
-    /// write at once.
-    fn remember(&self, ty: &ResourceType, org: &str, entry: &Entry) {
-        self.index.remember(ty, org, entry.clone());
-    }
-
-    /// Every related id a change points at must exist in the organization.
-    /// The index answers almost always; an object created a moment ago may
-    /// not have reached it, so a miss asks the API server.
-    async fn check_related(
-        &self,
-        ty: &ResourceType,
-        org: &str,
-        changes: &input::Changes,
-        pointer: &(dyn Fn(&Relationship, usize) -> String + Sync),
-    ) -> Result<(), Problem> {
-        let unknown: Vec<(&'static ResourceType, String, String)> = self.index.read(org, |o| {
-            let mut unknown = Vec::new();
-            for (i, names) in &changes.relationships {
-                let rel = &ty.relationships[*i];
-                let Some(target) = registry::by_name(rel.target) else {
-                    continue;
-                };
-                for (j, name) in names.iter().enumerate() {
-                    if o.get(target, name).is_none() {
-                        unknown.push((target, name.clone(), pointer(rel, j)));
-                    }
-                }
-            }
-            unknown
-        });
-        let mut errors = Vec::new();
-        for (i, (target, name, pointer)) in unknown.into_iter().enumerate() {
-            // One request asks the API server about a few objects at most.
-            let exists = i < MAX_LOOKUPS && self.writes.exists(target, org, &name).await?;
-            if !exists {
-                errors.push(
-                    ErrorObject::new(
-                        StatusCode::NOT_FOUND,
-                        "related_not_found",
-                        format!("no {} with id {name:?}", target.name),
-                    )
-                    .pointer(pointer),
-                );
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Problem::many(StatusCode::NOT_FOUND, errors))
-        }
-    }
 }
 
-/// The body of a write, once its media type is right.
-async fn body(content_type: Option<&str>, body: Unread) -> Result<Bytes, Problem> {
-    if !media::content_type_ok(content_type) {
-        return Err(ErrorObject::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("request bodies must be {MEDIA_TYPE} without extensions"),
-        )
-        .header("Content-Type")
-        .into());
-    }
-    match body.read(BODY_LIMIT).await {
-        Ok(body) => Ok(body),
-        Err(BodyError::TooLarge) => Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are limited to {BODY_LIMIT} bytes"),
-        )),
-        Err(BodyError::Read) => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_document",
-            "the request body could not be read",
-        )),
-        Err(BodyError::TimedOut) => Err(Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            "the request body did not arrive in time",
-        )),
-    }
-}
-
-/// Serves an admitted call: its query, then by method and path.
-async fn serve<S: Index, W: Writes>(
-    admitted: Admitted<S, W>,
-    raw_query: String,
-    content_type: Option<String>,
-    if_match_header: Option<String>,
-    unread: Unread,
-) -> Result<Response, Problem> {
-    let Admitted {
-        api,
-        call,
-        verified,
-    } = admitted;
-    let Call { ty, at, method, .. } = call;
-    // An id that cannot name an object names none here: it never reaches
-    // the API server, where it could name a path of its own.
-    if let At::One(id) | At::Related(id, _) | At::Relationship(id, _) = &at
-        && !crate::crd::is_object_name(id)
-    {
-        return Err(Problem::not_found(ty.name, id));
-    }
-    let org = verified.claims.org.as_str();
-    let client = verified.claims.sub.as_str();
-    // The type of the primary data and whether it is one object.
-    let (primary, target) = match &at {
-        At::Collection if method == Method::POST => (ty, Target::Single),
-        At::Collection => (ty, Target::Collection),
-        At::One(_) => (ty, Target::Single),
-        At::Related(_, field) => (
-            ty.related(*field).unwrap_or(ty),
-            if ty.is_to_one(*field) {
-                Target::Single
-            } else {
-                Target::Collection
-            },
-        ),
-        At::Relationship(..) => {
-            if let Some((parameter, _)) = form_urlencoded::parse(raw_query.as_bytes()).next() {
-                return Err(ErrorObject::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_query",
-                    "relationship endpoints take no query parameters",
-                )
-                .parameter(parameter)
-                .into());
-            }
-            (ty, Target::Single)
-        }
-    };
-    let mut query = query::parse(primary, &raw_query, target).map_err(|e| {
-        Problem::from(
-            ErrorObject::new(StatusCode::BAD_REQUEST, "invalid_query", e.detail)
-                .parameter(e.parameter),
-        )
-    })?;
-    // Nothing about objects the token may not read shapes the answer:
-    // filtering by them is refused, and their counts are left out.
-    if let Some((name, hidden)) = query
-        .inverse_filters(primary)
-        .find(|(_, t)| !verified.allows(t.name, Access::Read))
-    {
-        return Err(ErrorObject::new(
-            StatusCode::FORBIDDEN,
-            "insufficient_scope",
-            format!(
-                "filtering by {name} reads {} objects: it needs the scope {}:read",
-                hidden.name, hidden.name
-            ),
-        )
-        .parameter(format!("filter[{name}]"))
-        .into());
-    }
-    query.hide_unreadable(|t| verified.allows(t.name, Access::Read));
-    // Included objects are read too: each type needs its read scope.
-    if let Some(hidden) = query
-        .include
-        .types(primary)
-        .into_iter()
-        .find(|t| !verified.allows(t.name, Access::Read))
-    {
-        return Err(ErrorObject::new(
-            StatusCode::FORBIDDEN,
-            "insufficient_scope",
-            format!(
-                "including {} objects needs the scope {}:read",
-                hidden.name, hidden.name
-            ),
-        )
-        .parameter("include")
-        .into());
-    }
-    let content_type = content_type.as_deref();
-    match (method, at) {
-        (Method::GET, At::Collection) => {
-            let (response, kept) = api.index.read(org, |o| {
-                let kept = query.sort.is_empty() || o.sorted(ty, &query.sort).is_some();
-                let doc = document::collection(ty, o, &query);
-                (doc.map(|doc| respond(StatusCode::OK, &doc)), kept)
-            });
-            // Sorted per request this time; kept for the next ones.
-            if !kept {
-                api.index.keep_sorted(org, ty, &query.sort);
-            }
-            Ok(response.map_err(too_many)?)
-        }
-        (Method::GET, At::One(id)) => api.index.read(org, |o| {
-            let entry = lookup(o, ty, &id)?;
-            let doc = document::single(ty, o, entry, &query).map_err(too_many)?;
-            Ok(with_etag(respond(StatusCode::OK, &doc), entry))
-        }),
-        (Method::POST, At::Collection) => {
-            let body = body(content_type, unread).await?;
-            api.index
-                .read(org, |o| api.quota.admits(ty, o, 1, body.len()))?;
-            let changes = input::parse(ty, &body, Intent::Create, None)?;
-            check_link_scopes(ty, &changes, &verified, &in_document)?;
-            api.check_related(ty, org, &changes, &in_document).await?;
-            let entry = api.writes.create(ty, org, changes.spec(ty)).await?;
-            api.remember(ty, org, &entry);
-            info!(org, client, kind = ty.kind, name = %entry.name, "created through the JSON:API");
-            let mut response = api
-                .index
-                .read(org, |o| written(StatusCode::CREATED, ty, o, &entry, &query));
-            if let Ok(location) = HeaderValue::from_str(&document::self_link(ty, &entry.name)) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            Ok(response)
-        }
-        (Method::PATCH, At::One(id)) => {
-            let body = body(content_type, unread).await?;
-            api.index
-                .read(org, |o| api.quota.admits(ty, o, 0, body.len()))?;
-            let changes = input::parse(ty, &body, Intent::Update, Some(&id))?;
-            let precondition = if_match(if_match_header.as_deref())?;
-            check_link_scopes(ty, &changes, &verified, &in_document)?;
-            api.check_related(ty, org, &changes, &in_document).await?;
-            let entry = api
-                .writes
-                .patch(ty, org, &id, changes.merge_patch(ty), precondition)
-                .await?;
-            api.remember(ty, org, &entry);
-            info!(
-                org,
-                client,
-                kind = ty.kind,
-                name = id,
-                "updated through the JSON:API"
-            );
-            Ok(api
-                .index
-                .read(org, |o| written(StatusCode::OK, ty, o, &entry, &query)))
-        }
-        (Method::DELETE, At::One(id)) => {
-            // DELETE archives: the object stays, for history and for
-            // `filter[archived]=true`.
-            let precondition = if_match(if_match_header.as_deref())?;
-            let mut spec = serde_json::Map::new();
-            spec.insert("archived".into(), Value::Bool(true));
-            let entry = api.writes.patch(ty, org, &id, spec, precondition).await?;
-            api.remember(ty, org, &entry);
-            info!(
-                org,
-                client,
-                kind = ty.kind,
-                name = id,
-                "archived through the JSON:API"
-            );
-            Ok(no_content())
-        }
-        (Method::GET, At::Related(id, field)) => api.index.read(org, |o| {
-            let entry = lookup(o, ty, &id)?;
-            let mut query = query;
-            let doc = document::related(ty, o, entry, field, &mut query).map_err(too_many)?;
-            Ok(respond(StatusCode::OK, &doc))
-        }),
-        (Method::GET, At::Relationship(id, field)) => api.index.read(org, |o| {
-            let entry = lookup(o, ty, &id)?;
-            let doc = document::relationship(ty, o, entry, field);
-            let response = respond(StatusCode::OK, &doc);
-            // A forward relationship is part of this object: its ETag
-            // guards a write here.
-            Ok(match field {
-                Field::Relationship(_) => with_etag(response, entry),
-                _ => response,
-            })
-        }),
-        (method, At::Relationship(id, Field::Relationship(i))) => {
-            let body = body(content_type, unread).await?;
-            if method != Method::DELETE {
-                api.index
-                    .read(org, |o| api.quota.admits(ty, o, 0, body.len()))?;
-            }
-            let names = input::parse_linkage(ty, i, &body)?;
-            let precondition = if_match(if_match_header.as_deref())?;
-            let changes = input::Changes {
-                relationships: vec![(i, names)],
-                ..input::Changes::default()
-            };
-            // Removing a name that does not exist is no error; adding or
-            // setting one is.
-            if method != Method::DELETE {
-                check_link_scopes(ty, &changes, &verified, &in_linkage)?;
-                api.check_related(ty, org, &changes, &in_linkage).await?;
-            }
-            let names = &changes.relationships[0].1;
-            let entry = match method {
-                Method::POST => {
-                    api.writes
-                        .edit_members(ty, org, &id, i, Edit::Add(names), precondition)
-                        .await?
-                }
-                Method::DELETE => {
-                    api.writes
-                        .edit_members(ty, org, &id, i, Edit::Remove(names), precondition)
-                        .await?
-                }
-                _ => {
-                    api.writes
-                        .patch(ty, org, &id, changes.merge_patch(ty), precondition)
-                        .await?
-                }
-            };
-            api.remember(ty, org, &entry);
-            let relationship = ty.relationships[i].name;
-            info!(
-                org,
-                client,
-                kind = ty.kind,
-                name = id,
-                relationship,
-                "relationship changed through the JSON:API"
-            );
-            let doc = api.index.read(org, |o| {
-                document::relationship(ty, o, &entry, Field::Relationship(i))
-            });
-            Ok(with_etag(respond(StatusCode::OK, &doc), &entry))
-        }
-        (_, At::Relationship(_, field)) => {
-            let (source, via) = ty
-                .inverse(field)
-                .map(|inv| (inv.source, inv.via))
-                .unwrap_or_default();
-            Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "read_only_relationship",
-                format!(
-                    "{} is computed from {source}.{via}; change it there",
-                    ty.field_name(field)
-                ),
-            ))
-        }
-        (_, at) => Err(method_not_allowed(at.allowed(ty))),
-    }
-}
-
+mod handlers;
+mod request;
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::api::store::{Edit, Entry};
 use crate::crd::{ApiCredential, ApiCredentialSpec};
 use crate::index::CredentialIndex;
 use crate::index::resources::ResourceStore;
