@@ -116,6 +116,40 @@ impl fmt::Debug for SecretHasher {
     }
 }
 
+/// The hash key, once some process has loaded it (from the key Secret,
+/// where it is kept beside the signing keys but is none of them): what the
+/// controller hashes and seals with, and waits for before it reconciles.
+#[derive(Default)]
+pub struct HashKey {
+    hasher: std::sync::RwLock<Option<std::sync::Arc<SecretHasher>>>,
+    loaded: tokio::sync::Notify,
+}
+
+impl HashKey {
+    pub fn set(&self, hasher: std::sync::Arc<SecretHasher>) {
+        *self.hasher.write().unwrap_or_else(|e| e.into_inner()) = Some(hasher);
+        self.loaded.notify_waiters();
+    }
+
+    pub fn get(&self) -> Option<std::sync::Arc<SecretHasher>> {
+        self.hasher
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Resolves once the key is loaded.
+    pub async fn loaded(&self) {
+        loop {
+            let loaded = self.loaded.notified();
+            if self.get().is_some() {
+                return;
+            }
+            loaded.await;
+        }
+    }
+}
+
 /// The keyed hash of a client secret, `hmac-sha256:<hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SecretHash([u8; 32]);

@@ -30,8 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::crd::{ApiCredential, ApiCredentialStatus, Phase};
 use crate::metrics::Metrics;
-use crate::secret::ClientSecret;
-use crate::token::KeyStore;
+use crate::secret::{ClientSecret, HashKey};
 use plan::{MANAGER, Plan, Reason, SecretAction, Settings};
 
 /// How often a credential is looked at even when nothing announced a change.
@@ -83,8 +82,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub settings: Settings,
-    /// Holds the secret hash key (loaded from the signing-key Secret).
-    pub keys: Arc<KeyStore>,
+    /// The secret hash key, once loaded.
+    pub hash_key: Arc<HashKey>,
     pub metrics: Arc<Metrics>,
     /// The managed Secrets' metadata, as the controller's watch of them
     /// sees it (set by [`run`]).
@@ -184,7 +183,7 @@ impl Context {
     pub fn new(
         client: Client,
         settings: Settings,
-        keys: Arc<KeyStore>,
+        hash_key: Arc<HashKey>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let reporter = Reporter {
@@ -195,7 +194,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
-            keys,
+            hash_key,
             metrics,
             secrets: OnceLock::new(),
             done: Mutex::default(),
@@ -346,24 +345,29 @@ async fn reconcile(
     result
 }
 
+/// One reconcile: unless nothing changed since the last one, plans from
+/// the credential and its Secret, then writes the Secret, rolls restart
+/// targets, writes the status, publishes the events and, for a credential
+/// unused too long with `revokeWhenUnused`, revokes it.
 async fn apply(
     cred: &ApiCredential,
     secrets: &Api<Secret>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let name = cred.secret_name();
     if let Some(wait) = ctx.unchanged(cred) {
         return Ok(Action::requeue(wait));
     }
-    let ring = ctx.keys.ring();
-    let hasher = ring.hasher().ok_or(Error::NoHashKey)?;
+    let hasher = ctx.hash_key.get().ok_or(Error::NoHashKey)?;
     // A Secret the watch of managed Secrets has never seen is not read:
     // the plan creates it, and a create refused because it exists after
     // all (someone else's Secret of that name) sends the next reconcile
     // to the API server.
     let secret = match ctx.known_missing(cred) {
         true => None,
-        false => secrets.get_opt(name).await.map_err(Error::ReadSecret)?,
+        false => secrets
+            .get_opt(cred.secret_name())
+            .await
+            .map_err(Error::ReadSecret)?,
     };
     let Plan {
         secret: action,
@@ -376,92 +380,15 @@ async fn apply(
         cred,
         secret.as_ref(),
         &ctx.settings,
-        hasher,
+        &hasher,
         Timestamp::now(),
         &mut ClientSecret::generate,
     )?;
-
-    // The Secret changed between our read and our write: look again.
-    let raced = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 409);
-    let again = Action::requeue(Duration::from_millis(200));
-    // The Secret's resourceVersion once this reconcile is done.
-    let mut secret_version = secret
-        .as_ref()
-        .and_then(|s| s.metadata.resource_version.clone());
-    match action {
-        SecretAction::Keep => {}
-        SecretAction::Create(desired) => {
-            let params = PostParams {
-                field_manager: Some(MANAGER.to_owned()),
-                ..Default::default()
-            };
-            match secrets.create(&params, &desired).await {
-                Ok(created) => secret_version = created.metadata.resource_version,
-                Err(e) if raced(&e) => {
-                    ctx.look_up(cred);
-                    info!(credential = %cred.name_any(), secret = name, "the Secret appeared before ours was created; looking again");
-                    return Ok(again);
-                }
-                Err(e) => return Err(Error::WriteSecret(e)),
-            }
-        }
-        SecretAction::Update {
-            secret: desired,
-            stray,
-        } => {
-            let written = match secrets
-                .patch(
-                    name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&*desired),
-                )
-                .await
-            {
-                Ok(written) => written,
-                Err(e) if raced(&e) => return Ok(again),
-                Err(e) => return Err(Error::WriteSecret(e)),
-            };
-            secret_version = written.metadata.resource_version.clone();
-            if !stray.is_empty() {
-                let nulls = |keys: &[String]| -> serde_json::Map<String, serde_json::Value> {
-                    keys.iter()
-                        .map(|k| (k.clone(), serde_json::Value::Null))
-                        .collect()
-                };
-                let patch = json!({"metadata": {
-                    "resourceVersion": written.metadata.resource_version,
-                    "labels": nulls(&stray.labels),
-                    "annotations": nulls(&stray.annotations),
-                }});
-                let params = PatchParams {
-                    field_manager: Some(MANAGER.to_owned()),
-                    ..Default::default()
-                };
-                match secrets.patch(name, &params, &Patch::Merge(&patch)).await {
-                    Ok(cleaned) => secret_version = cleaned.metadata.resource_version,
-                    Err(e) if raced(&e) => return Ok(again),
-                    Err(e) => return Err(Error::WriteSecret(e)),
-                }
-            }
-        }
-        SecretAction::Delete => {
-            let uid = secret.as_ref().and_then(|s| s.metadata.uid.clone());
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid,
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            secret_version = None;
-            match secrets.delete(name, &params).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(Error::DeleteSecret(e)),
-            }
-        }
-    }
-
+    let Written::Done(secret_version) =
+        write_secret(cred, secrets, secret.as_ref(), action, ctx).await?
+    else {
+        return Ok(Action::requeue(RACED));
+    };
     // The Secret holds the new secret: roll the workloads that read it
     // once, then say so in the status.
     let retry_restarts = roll_targets(cred, restart.as_deref(), &mut status, ctx).await;
@@ -469,6 +396,153 @@ async fn apply(
     if plan::status_changed(cred.status.as_ref(), &status) {
         credential_version = write_status(cred, &status, ctx).await?;
     }
+    publish_notes(cred, notes, ctx).await;
+    if revoke_unused {
+        revoke(cred, ctx).await?;
+        return Ok(Action::requeue(RACED));
+    }
+    let requeue_after = match retry_restarts {
+        true => Some(requeue_after.map_or(RESTART_RETRY, |d| d.min(RESTART_RETRY))),
+        false => requeue_after,
+    };
+    let wait = requeue_after.map_or(RESYNC, |d| {
+        // A moment past the deadline, so the next plan sees it passed.
+        d.min(RESYNC) + Duration::from_millis(500)
+    });
+    if !retry_restarts && let Some(uid) = &cred.metadata.uid {
+        ctx.remember(uid, credential_version, secret_version, wait);
+    }
+    Ok(Action::requeue(wait))
+}
+
+/// How soon a reconcile looks again when the Secret changed between its
+/// read and its write, or after it revoked an unused credential.
+const RACED: Duration = Duration::from_millis(200);
+
+/// What became of the Secret write.
+enum Written {
+    /// Done: the Secret's resourceVersion now (none once deleted).
+    Done(Option<String>),
+    /// The Secret changed between our read and our write: look again.
+    Raced,
+}
+
+/// The Secret changed (or appeared) between our read and our write.
+fn raced(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Carries out the plan's Secret action on `secret` (as read).
+async fn write_secret(
+    cred: &ApiCredential,
+    secrets: &Api<Secret>,
+    secret: Option<&Secret>,
+    action: SecretAction,
+    ctx: &Context,
+) -> Result<Written, Error> {
+    let version = secret.and_then(|s| s.metadata.resource_version.clone());
+    match action {
+        SecretAction::Keep => Ok(Written::Done(version)),
+        SecretAction::Create(desired) => create_secret(cred, secrets, &desired, ctx).await,
+        SecretAction::Update { secret, stray } => {
+            update_secret(cred.secret_name(), secrets, &secret, &stray).await
+        }
+        SecretAction::Delete => {
+            let uid = secret.and_then(|s| s.metadata.uid.clone());
+            delete_secret(cred.secret_name(), secrets, uid).await
+        }
+    }
+}
+
+/// Creates the missing Secret; never takes over one someone else created
+/// meanwhile (the next reconcile reads it from the API server).
+async fn create_secret(
+    cred: &ApiCredential,
+    secrets: &Api<Secret>,
+    desired: &Secret,
+    ctx: &Context,
+) -> Result<Written, Error> {
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..Default::default()
+    };
+    match secrets.create(&params, desired).await {
+        Ok(created) => Ok(Written::Done(created.metadata.resource_version)),
+        Err(e) if raced(&e) => {
+            ctx.look_up(cred);
+            info!(credential = %cred.name_any(), secret = cred.secret_name(), "the Secret appeared before ours was created; looking again");
+            Ok(Written::Raced)
+        }
+        Err(e) => Err(Error::WriteSecret(e)),
+    }
+}
+
+/// Applies `desired` at the version read, then removes the `stray` keys
+/// under `catalio.ai/` the operator did not write.
+async fn update_secret(
+    name: &str,
+    secrets: &Api<Secret>,
+    desired: &Secret,
+    stray: &plan::Stray,
+) -> Result<Written, Error> {
+    let written = match secrets
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(desired),
+        )
+        .await
+    {
+        Ok(written) => written,
+        Err(e) if raced(&e) => return Ok(Written::Raced),
+        Err(e) => return Err(Error::WriteSecret(e)),
+    };
+    if stray.is_empty() {
+        return Ok(Written::Done(written.metadata.resource_version));
+    }
+    let nulls = |keys: &[String]| -> serde_json::Map<String, serde_json::Value> {
+        keys.iter()
+            .map(|k| (k.clone(), serde_json::Value::Null))
+            .collect()
+    };
+    let patch = json!({"metadata": {
+        "resourceVersion": written.metadata.resource_version,
+        "labels": nulls(&stray.labels),
+        "annotations": nulls(&stray.annotations),
+    }});
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..Default::default()
+    };
+    match secrets.patch(name, &params, &Patch::Merge(&patch)).await {
+        Ok(cleaned) => Ok(Written::Done(cleaned.metadata.resource_version)),
+        Err(e) if raced(&e) => Ok(Written::Raced),
+        Err(e) => Err(Error::WriteSecret(e)),
+    }
+}
+
+/// Deletes the Secret read (its uid), and no other of the same name.
+async fn delete_secret(
+    name: &str,
+    secrets: &Api<Secret>,
+    uid: Option<String>,
+) -> Result<Written, Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match secrets.delete(name, &params).await {
+        Ok(_) => Ok(Written::Done(None)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Written::Done(None)),
+        Err(e) => Err(Error::DeleteSecret(e)),
+    }
+}
+
+/// Logs and publishes the plan's events.
+async fn publish_notes(cred: &ApiCredential, notes: Vec<plan::Note>, ctx: &Context) {
     for note in notes {
         info!(
             credential = %cred.name_any(),
@@ -485,35 +559,23 @@ async fn apply(
         )
         .await;
     }
-    if revoke_unused {
-        // In the spec, where the API server keeps anyone from undoing it;
-        // the next reconcile revokes as for a manual revoke.
-        let api = Api::<ApiCredential>::namespaced(
-            ctx.client.clone(),
-            &cred.namespace().unwrap_or_default(),
-        );
-        let params = PatchParams {
-            field_manager: Some(MANAGER.to_owned()),
-            ..Default::default()
-        };
-        let patch = json!({"spec": {"revoked": true}});
-        api.patch(&cred.name_any(), &params, &Patch::Merge(&patch))
-            .await
-            .map_err(Error::RevokeUnused)?;
-        return Ok(again);
-    }
-    let requeue_after = match retry_restarts {
-        true => Some(requeue_after.map_or(RESTART_RETRY, |d| d.min(RESTART_RETRY))),
-        false => requeue_after,
+}
+
+/// Revokes a credential unused too long, in the spec, where the API
+/// server keeps anyone from undoing it; the next reconcile revokes as for
+/// a manual revoke.
+async fn revoke(cred: &ApiCredential, ctx: &Context) -> Result<(), Error> {
+    let api =
+        Api::<ApiCredential>::namespaced(ctx.client.clone(), &cred.namespace().unwrap_or_default());
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..Default::default()
     };
-    let wait = requeue_after.map_or(RESYNC, |d| {
-        // A moment past the deadline, so the next plan sees it passed.
-        d.min(RESYNC) + Duration::from_millis(500)
-    });
-    if !retry_restarts && let Some(uid) = &cred.metadata.uid {
-        ctx.remember(uid, credential_version, secret_version, wait);
-    }
-    Ok(Action::requeue(wait))
+    let patch = json!({"spec": {"revoked": true}});
+    api.patch(&cred.name_any(), &params, &Patch::Merge(&patch))
+        .await
+        .map_err(Error::RevokeUnused)?;
+    Ok(())
 }
 
 /// How soon restart targets that could not be rolled are tried again.

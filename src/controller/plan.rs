@@ -388,7 +388,11 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
 }
 
 /// Decides one reconcile. `hasher` holds the hash key; `generate` is called
-/// only when a new secret is needed.
+/// only when a new secret is needed. Each concern is decided by a function
+/// of its own, in this order: revoked, secretless, a Secret that is not
+/// ours, an invalid spec; then the secret (kept, created, replaced,
+/// rotated), the Secret that holds it, the status, restart targets, and
+/// what every live credential ends with (unused, when to look again).
 pub fn plan(
     cred: &ApiCredential,
     secret: Option<&Secret>,
@@ -397,266 +401,394 @@ pub fn plan(
     now: Timestamp,
     generate: &mut dyn FnMut() -> Result<ClientSecret, getrandom::Error>,
 ) -> Result<Plan, PlanError> {
-    // Kubernetes stores times to the second; planning at that precision keeps
-    // the status we compute equal to the status we read back.
-    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
-    let uid = cred.metadata.uid.as_deref().ok_or(PlanError::MissingUid)?;
-    let client_id = client_id_for_uid(uid);
-    let old = cred.status.clone().unwrap_or_default();
-    let secret_name = cred.secret_name().to_owned();
-    let mut status = ApiCredentialStatus {
-        client_id: Some(client_id.clone()),
-        secret_name: Some(secret_name.clone()),
-        observed_generation: cred.metadata.generation,
-        // Kept while nothing is rolled (a failing spec, say).
-        restarted_for: old.restarted_for.clone(),
-        ..Default::default()
-    };
-    let observed = observe(cred, secret, &client_id, hasher);
-
+    let facts = Facts::new(cred, now)?;
+    let observed = observe(cred, secret, &facts.client_id, hasher);
     if cred.spec.revoked {
-        let mut notes = Vec::new();
-        if old.phase != Some(Phase::Revoked) {
-            notes.push(Note {
-                reason: Reason::Revoked,
-                action: "RevokeCredential",
-                message: format!(
-                    "Revoked client {client_id}; deleted Secret {secret_name} and stopped its tokens"
-                ),
-            });
-        }
-        status.phase = Some(Phase::Revoked);
-        status.rotation_counter = old.rotation_counter;
-        status.revoked_at = old.revoked_at.clone().or(Some(Time(now)));
-        status.conditions = vec![condition(
-            &old,
-            now,
-            cred,
-            false,
-            "Revoked",
-            "The credential is revoked and cannot be restored",
-        )];
-        let secret = match observed {
-            // A Secret we do not control is not ours to delete.
-            Observed::Missing | Observed::Foreign => SecretAction::Keep,
-            Observed::Tampered | Observed::Valid(_) => SecretAction::Delete,
-        };
-        return Ok(Plan {
-            secret,
-            status,
-            notes,
-            requeue_after: None,
-            revoke_unused: false,
-            restart: None,
-        });
+        return Ok(revoked(&facts, &observed));
     }
-
     if cred.spec.client_secret == ClientSecretMode::Disabled {
-        return Ok(secretless(cred, &old, observed, settings, now, status));
+        return Ok(secretless(&facts, &observed, settings));
     }
-
-    let failed = |status: ApiCredentialStatus, reason: Reason, message: String| {
-        let mut status = status;
-        status.phase = Some(Phase::Failed);
-        status.conditions = vec![condition(&old, now, cred, false, reason.as_str(), &message)];
-        let was_same = old
-            .conditions
-            .iter()
-            .any(|c| c.type_ == READY && c.reason == reason.as_str());
-        Plan {
-            secret: SecretAction::Keep,
-            status,
-            notes: if was_same {
-                vec![]
-            } else {
-                vec![Note {
-                    reason,
-                    action: "CheckSpec",
-                    message,
-                }]
-            },
-            // Nothing we watch announces that a foreign Secret went away.
-            requeue_after: Some(Duration::from_secs(60)),
-            revoke_unused: false,
-            restart: None,
-        }
-    };
-
     if observed == Observed::Foreign {
+        let message = format!(
+            "Secret {} exists and is not controlled by this credential",
+            cred.secret_name()
+        );
         return Ok(failed(
-            status,
+            &facts,
+            facts.status(),
             Reason::SecretConflict,
-            format!("Secret {secret_name} exists and is not controlled by this credential"),
+            message,
         ));
     }
     let schedule = match schedule(cred) {
-        Ok(s) => s,
-        Err(message) => {
-            // Keep a valid secret working while the spec is being fixed.
-            if let Observed::Valid(m) = &observed {
-                fill_material(&mut status, m, None);
-            }
-            return Ok(failed(status, Reason::InvalidSpec, message));
-        }
+        Ok(schedule) => schedule,
+        Err(message) => return Ok(invalid_spec(&facts, &observed, message)),
     };
+    let Secured {
+        material,
+        changed,
+        mut notes,
+    } = secure(&facts, observed, &schedule, hasher, generate)?;
+    let desired = desired_secret(cred, &facts.client_id, &material, settings, hasher);
+    let (action, repaired) = secret_action(&facts, secret, desired, changed);
+    notes.extend(repaired);
+    let next_rotation = schedule.every.map(|e| add(material.rotated_at, e));
+    let mut status = active(&facts, &material, next_rotation);
+    let (restarted_for, restart) = restarts(cred, &facts.old, &material.hash.short_id());
+    status.restarted_for = restarted_for;
+    let wake = [material.previous.map(|p| p.expires_at), next_rotation];
+    let mut plan = live(&facts, settings, status, notes, action, &wake);
+    plan.restart = restart;
+    Ok(plan)
+}
 
+/// What every decision reads: the credential, the status it had, and the
+/// time, to the second (Kubernetes stores times so; planning at that
+/// precision keeps the status computed equal to the status read back).
+struct Facts<'a> {
+    cred: &'a ApiCredential,
+    old: ApiCredentialStatus,
+    now: Timestamp,
+    client_id: String,
+}
+
+impl<'a> Facts<'a> {
+    fn new(cred: &'a ApiCredential, now: Timestamp) -> Result<Self, PlanError> {
+        let uid = cred.metadata.uid.as_deref().ok_or(PlanError::MissingUid)?;
+        Ok(Self {
+            cred,
+            old: cred.status.clone().unwrap_or_default(),
+            now: Timestamp::from_second(now.as_second()).unwrap_or(now),
+            client_id: client_id_for_uid(uid),
+        })
+    }
+
+    /// The status every plan starts from; restart targets keep what they
+    /// were rolled for while nothing is rolled (a failing spec, say).
+    fn status(&self) -> ApiCredentialStatus {
+        ApiCredentialStatus {
+            client_id: Some(self.client_id.clone()),
+            secret_name: Some(self.cred.secret_name().to_owned()),
+            observed_generation: self.cred.metadata.generation,
+            restarted_for: self.old.restarted_for.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Condition `Ready`, keeping its transition time while it stays.
+    fn ready(&self, ready: bool, reason: &str, message: &str) -> Condition {
+        condition(&self.old, self.now, self.cred, ready, reason, message)
+    }
+}
+
+/// Revoked for good: the Secret goes (when it is ours) and the object
+/// stays as a tombstone.
+fn revoked(facts: &Facts, observed: &Observed) -> Plan {
+    let (old, secret_name) = (&facts.old, facts.cred.secret_name());
     let mut notes = Vec::new();
+    if old.phase != Some(Phase::Revoked) {
+        notes.push(Note {
+            reason: Reason::Revoked,
+            action: "RevokeCredential",
+            message: format!(
+                "Revoked client {}; deleted Secret {secret_name} and stopped its tokens",
+                facts.client_id
+            ),
+        });
+    }
+    let mut status = facts.status();
+    status.phase = Some(Phase::Revoked);
+    status.rotation_counter = old.rotation_counter;
+    status.revoked_at = old.revoked_at.clone().or(Some(Time(facts.now)));
+    status.conditions = vec![facts.ready(
+        false,
+        "Revoked",
+        "The credential is revoked and cannot be restored",
+    )];
+    Plan {
+        secret: delete_if_ours(observed),
+        status,
+        notes,
+        requeue_after: None,
+        revoke_unused: false,
+        restart: None,
+    }
+}
+
+/// A Secret we control is deleted; one we do not is not ours to delete.
+fn delete_if_ours(observed: &Observed) -> SecretAction {
+    match observed {
+        Observed::Missing | Observed::Foreign => SecretAction::Keep,
+        Observed::Tampered | Observed::Valid(_) => SecretAction::Delete,
+    }
+}
+
+/// The credential cannot reach its desired state: Failed, with the reason
+/// as condition and (once) as event, looked at again in a minute (nothing
+/// we watch announces that a foreign Secret went away).
+fn failed(facts: &Facts, mut status: ApiCredentialStatus, reason: Reason, message: String) -> Plan {
+    status.phase = Some(Phase::Failed);
+    status.conditions = vec![facts.ready(false, reason.as_str(), &message)];
+    let was_same = facts
+        .old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.reason == reason.as_str());
+    let notes = match was_same {
+        true => vec![],
+        false => vec![Note {
+            reason,
+            action: "CheckSpec",
+            message,
+        }],
+    };
+    Plan {
+        secret: SecretAction::Keep,
+        status,
+        notes,
+        requeue_after: Some(Duration::from_secs(60)),
+        revoke_unused: false,
+        restart: None,
+    }
+}
+
+/// A spec the schema would refuse (objects may predate its rules): Failed,
+/// while a valid secret keeps working until the spec is fixed.
+fn invalid_spec(facts: &Facts, observed: &Observed, message: String) -> Plan {
+    let mut status = facts.status();
+    if let Observed::Valid(m) = observed {
+        fill_material(&mut status, m, None);
+    }
+    failed(facts, status, Reason::InvalidSpec, message)
+}
+
+/// The secret this reconcile leaves in place, whether it differs from the
+/// one the Secret held, and the events that say why.
+struct Secured {
+    material: Material,
+    changed: bool,
+    notes: Vec<Note>,
+}
+
+/// Keeps a valid secret (expiring its previous one, rotating it when due)
+/// or makes a new one for a missing or tampered Secret.
+fn secure(
+    facts: &Facts,
+    observed: Observed,
+    schedule: &Schedule,
+    hasher: &SecretHasher,
+    generate: &mut dyn FnMut() -> Result<ClientSecret, getrandom::Error>,
+) -> Result<Secured, PlanError> {
     let fresh = |generate: &mut dyn FnMut() -> Result<ClientSecret, getrandom::Error>| {
         generate().map(|secret| Material {
-            hash: secret.hash(hasher, &client_id),
+            hash: secret.hash(hasher, &facts.client_id),
             secret,
-            counter: cred.spec.rotation.counter,
-            rotated_at: now,
+            counter: facts.cred.spec.rotation.counter,
+            rotated_at: facts.now,
             previous: None,
         })
     };
-    let (material, changed) = match observed {
-        Observed::Missing => {
-            // No secret before: a new credential, or one that had its
-            // client secret disabled (Active without a Secret).
-            let first = old.secret_hash.is_none()
-                && (old.phase != Some(Phase::Active) || old.secret_name.is_none());
-            notes.push(if first {
-                Note {
-                    reason: Reason::Created,
-                    action: "CreateSecret",
-                    message: format!("Created Secret {secret_name} for client {client_id}"),
-                }
-            } else {
-                Note {
-                    reason: Reason::SecretReplaced,
-                    action: "RecreateDeletedSecret",
-                    message: format!(
-                        "Secret {secret_name} was deleted; generated a new client secret"
-                    ),
-                }
-            });
-            (fresh(generate)?, true)
-        }
-        Observed::Tampered => {
-            notes.push(Note {
-                reason: Reason::SecretReplaced,
-                action: "ReplaceTamperedSecret",
-                message: format!(
-                    "Secret {secret_name} did not match its recorded hash or sealed state; generated a new client secret"
-                ),
-            });
-            (fresh(generate)?, true)
-        }
-        Observed::Foreign => unreachable!("handled above"),
-        Observed::Valid(mut m) => {
-            let mut changed = false;
-            // A previous secret never outlives its rotation by more than
-            // the grace period the spec allows now.
-            if let Some(p) = &mut m.previous {
-                let limit = add(m.rotated_at, schedule.grace);
-                if p.expires_at > limit {
-                    p.expires_at = limit;
-                    changed = true;
-                }
-            }
-            if m.previous.is_some_and(|p| p.expires_at <= now) {
-                let p = m.previous.take().map(|p| p.hash.to_string());
-                notes.push(Note {
-                    reason: Reason::GraceExpired,
-                    action: "DropPreviousSecret",
-                    message: format!(
-                        "Grace period ended; previous secret {} no longer works",
-                        p.unwrap_or_default()
-                    ),
-                });
-                changed = true;
-            }
-            let manual = cred.spec.rotation.counter > m.counter;
-            let scheduled = schedule.every.is_some_and(|e| add(m.rotated_at, e) <= now);
-            if manual || scheduled {
-                let previous = (!schedule.grace.is_zero()).then(|| Previous {
-                    hash: m.hash,
-                    expires_at: add(now, schedule.grace),
-                });
-                let mut next = fresh(generate)?;
-                next.previous = previous;
-                let why = if manual {
-                    format!("rotation.counter {}", cred.spec.rotation.counter)
-                } else {
-                    "schedule".to_owned()
-                };
-                let old_secret = match previous {
-                    Some(p) => format!("works until {}", p.expires_at),
-                    None => "stopped working".to_owned(),
-                };
-                notes.push(Note {
-                    reason: Reason::Rotated,
-                    action: "RotateSecret",
-                    message: format!(
-                        "Rotated client secret ({why}); new {}, previous {} {old_secret}",
-                        next.hash, m.hash
-                    ),
-                });
-                m = next;
-                changed = true;
-            }
-            (m, changed)
-        }
+    let replaced = |note: Note, material: Material| Secured {
+        material,
+        changed: true,
+        notes: vec![note],
     };
-
-    let mut desired = desired_secret(cred, &client_id, &material, settings, hasher);
-    let action = match secret {
-        None => SecretAction::Create(Box::new(desired)),
-        Some(existing) => {
-            let stray = stray(existing, &desired);
-            if !stray.is_empty() {
-                // Whoever wrote the keys chose their names: name a few,
-                // shortened, so the event stays well within its size.
-                const NAMED: usize = 4;
-                let keys: Vec<&String> = stray.labels.iter().chain(&stray.annotations).collect();
-                let mut named: Vec<String> = keys
-                    .iter()
-                    .take(NAMED)
-                    .map(|k| k.chars().take(80).collect())
-                    .collect();
-                if keys.len() > NAMED {
-                    named.push(format!("{} more", keys.len() - NAMED));
-                }
-                notes.push(Note {
-                    reason: Reason::SecretRepaired,
-                    action: "RemoveForeignKeys",
-                    message: format!(
-                        "Secret {secret_name} carried keys under {} the operator did not write; removed {}",
-                        keys::RESERVED,
-                        named.join(", ")
-                    ),
-                });
+    Ok(match observed {
+        Observed::Missing => replaced(missing_note(facts), fresh(generate)?),
+        Observed::Tampered => replaced(tampered_note(facts), fresh(generate)?),
+        Observed::Foreign => unreachable!("decided before"),
+        Observed::Valid(m) => {
+            let (m, expired) = expire_previous(m, schedule, facts.now);
+            let mut secured = match rotation_due(facts, &m, schedule) {
+                Some(why) => rotate(facts, m, schedule, why, fresh(generate)?),
+                None => Secured {
+                    material: m,
+                    changed: false,
+                    notes: vec![],
+                },
+            };
+            if let Some(expired) = expired {
+                secured.changed = true;
+                secured.notes.splice(0..0, expired);
             }
-            if !changed && stray.is_empty() && covers(existing, &desired) {
-                SecretAction::Keep
-            } else {
-                desired.metadata.resource_version = existing.metadata.resource_version.clone();
-                SecretAction::Update {
-                    secret: Box::new(desired),
-                    stray,
-                }
-            }
+            secured
         }
-    };
+    })
+}
 
-    let next_rotation = schedule.every.map(|e| add(material.rotated_at, e));
-    fill_material(&mut status, &material, next_rotation);
+/// A missing Secret: a new credential's first, or one deleted since (or a
+/// credential that had its client secret disabled: Active without one).
+fn missing_note(facts: &Facts) -> Note {
+    let (old, secret_name) = (&facts.old, facts.cred.secret_name());
+    let first = old.secret_hash.is_none()
+        && (old.phase != Some(Phase::Active) || old.secret_name.is_none());
+    match first {
+        true => Note {
+            reason: Reason::Created,
+            action: "CreateSecret",
+            message: format!(
+                "Created Secret {secret_name} for client {}",
+                facts.client_id
+            ),
+        },
+        false => Note {
+            reason: Reason::SecretReplaced,
+            action: "RecreateDeletedSecret",
+            message: format!("Secret {secret_name} was deleted; generated a new client secret"),
+        },
+    }
+}
+
+fn tampered_note(facts: &Facts) -> Note {
+    Note {
+        reason: Reason::SecretReplaced,
+        action: "ReplaceTamperedSecret",
+        message: format!(
+            "Secret {} did not match its recorded hash or sealed state; generated a new client secret",
+            facts.cred.secret_name()
+        ),
+    }
+}
+
+/// A previous secret never outlives its rotation by more than the grace
+/// period the spec allows now, and goes once its time is up: the material
+/// then, and `Some` (with the event, if it went) when it changed.
+fn expire_previous(
+    mut m: Material,
+    schedule: &Schedule,
+    now: Timestamp,
+) -> (Material, Option<Vec<Note>>) {
+    let mut changed = None;
+    if let Some(p) = &mut m.previous {
+        let limit = add(m.rotated_at, schedule.grace);
+        if p.expires_at > limit {
+            p.expires_at = limit;
+            changed = Some(vec![]);
+        }
+    }
+    if m.previous.is_some_and(|p| p.expires_at <= now) {
+        let gone = m.previous.take().map(|p| p.hash.to_string());
+        changed = Some(vec![Note {
+            reason: Reason::GraceExpired,
+            action: "DropPreviousSecret",
+            message: format!(
+                "Grace period ended; previous secret {} no longer works",
+                gone.unwrap_or_default()
+            ),
+        }]);
+    }
+    (m, changed)
+}
+
+/// Why the secret is rotated now, if it is: `rotation.counter` raised
+/// past the one it was generated under, or its scheduled time come.
+fn rotation_due(facts: &Facts, m: &Material, schedule: &Schedule) -> Option<String> {
+    let counter = facts.cred.spec.rotation.counter;
+    if counter > m.counter {
+        return Some(format!("rotation.counter {counter}"));
+    }
+    let scheduled = schedule
+        .every
+        .is_some_and(|e| add(m.rotated_at, e) <= facts.now);
+    scheduled.then(|| "schedule".to_owned())
+}
+
+/// `next` replaces `m`; `m` keeps working for the grace period, if any.
+fn rotate(
+    facts: &Facts,
+    m: Material,
+    schedule: &Schedule,
+    why: String,
+    mut next: Material,
+) -> Secured {
+    next.previous = (!schedule.grace.is_zero()).then(|| Previous {
+        hash: m.hash,
+        expires_at: add(facts.now, schedule.grace),
+    });
+    let old_secret = match next.previous {
+        Some(p) => format!("works until {}", p.expires_at),
+        None => "stopped working".to_owned(),
+    };
+    let note = Note {
+        reason: Reason::Rotated,
+        action: "RotateSecret",
+        message: format!(
+            "Rotated client secret ({why}); new {}, previous {} {old_secret}",
+            next.hash, m.hash
+        ),
+    };
+    Secured {
+        material: next,
+        changed: true,
+        notes: vec![note],
+    }
+}
+
+/// What to do with the Secret for `desired`, and the event for keys under
+/// `catalio.ai/` it carried that the operator did not write (removed
+/// without being read).
+fn secret_action(
+    facts: &Facts,
+    secret: Option<&Secret>,
+    mut desired: Secret,
+    changed: bool,
+) -> (SecretAction, Option<Note>) {
+    let Some(existing) = secret else {
+        return (SecretAction::Create(Box::new(desired)), None);
+    };
+    let stray = stray(existing, &desired);
+    let note = (!stray.is_empty()).then(|| stray_note(facts, &stray));
+    if !changed && stray.is_empty() && covers(existing, &desired) {
+        return (SecretAction::Keep, note);
+    }
+    desired.metadata.resource_version = existing.metadata.resource_version.clone();
+    let action = SecretAction::Update {
+        secret: Box::new(desired),
+        stray,
+    };
+    (action, note)
+}
+
+/// `SecretRepaired`: whoever wrote the keys chose their names, so a few
+/// are named, shortened, keeping the event well within its size.
+fn stray_note(facts: &Facts, stray: &Stray) -> Note {
+    const NAMED: usize = 4;
+    let keys: Vec<&String> = stray.labels.iter().chain(&stray.annotations).collect();
+    let mut named: Vec<String> = keys
+        .iter()
+        .take(NAMED)
+        .map(|k| k.chars().take(80).collect())
+        .collect();
+    if keys.len() > NAMED {
+        named.push(format!("{} more", keys.len() - NAMED));
+    }
+    Note {
+        reason: Reason::SecretRepaired,
+        action: "RemoveForeignKeys",
+        message: format!(
+            "Secret {} carried keys under {} the operator did not write; removed {}",
+            facts.cred.secret_name(),
+            keys::RESERVED,
+            named.join(", ")
+        ),
+    }
+}
+
+/// The status of a credential whose Secret holds `m`.
+fn active(facts: &Facts, m: &Material, next_rotation: Option<Timestamp>) -> ApiCredentialStatus {
+    let mut status = facts.status();
+    fill_material(&mut status, m, next_rotation);
     status.phase = Some(Phase::Active);
-    status.conditions = vec![condition(
-        &old,
-        now,
-        cred,
+    status.conditions = vec![facts.ready(
         true,
         "SecretReady",
-        &format!("Secret {secret_name} holds the current client secret"),
+        &format!(
+            "Secret {} holds the current client secret",
+            facts.cred.secret_name()
+        ),
     )];
-    let (restarted_for, restart) = restarts(cred, &old, &material.hash.short_id());
-    status.restarted_for = restarted_for;
-    let wake = [material.previous.map(|p| p.expires_at), next_rotation];
-    let mut plan = live(cred, &old, settings, now, status, notes, action, &wake);
-    plan.restart = restart;
-    Ok(plan)
+    status
 }
 
 /// With restart targets: the secret they count as rolled for once this
@@ -706,32 +838,23 @@ pub fn restart_condition(
 }
 
 /// The plan of a credential without a client secret: only its
-/// ServiceAccounts authenticate, and a Secret it had is deleted.
-fn secretless(
-    cred: &ApiCredential,
-    old: &ApiCredentialStatus,
-    observed: Observed,
-    settings: &Settings,
-    now: Timestamp,
-    mut status: ApiCredentialStatus,
-) -> Plan {
+/// ServiceAccounts authenticate, and a Secret it had is deleted. With no
+/// secret to replace, a raised `rotation.counter` ends the tokens the
+/// ServiceAccounts got before it (their `rot` is older).
+fn secretless(facts: &Facts, observed: &Observed, settings: &Settings) -> Plan {
+    let (cred, old) = (facts.cred, &facts.old);
     let mut notes = Vec::new();
-    let secret_name = cred.secret_name();
-    let secret = match observed {
-        Observed::Missing | Observed::Foreign => SecretAction::Keep,
-        Observed::Tampered | Observed::Valid(_) => {
-            notes.push(Note {
-                reason: Reason::SecretDisabled,
-                action: "DeleteSecret",
-                message: format!(
-                    "clientSecret is Disabled: deleted Secret {secret_name}; its client secret and tokens stopped working"
-                ),
-            });
-            SecretAction::Delete
-        }
-    };
-    // No secret to replace: a raised rotation.counter ends the tokens the
-    // ServiceAccounts got before it (their `rot` is older).
+    let secret = delete_if_ours(observed);
+    if secret == SecretAction::Delete {
+        notes.push(Note {
+            reason: Reason::SecretDisabled,
+            action: "DeleteSecret",
+            message: format!(
+                "clientSecret is Disabled: deleted Secret {}; its client secret and tokens stopped working",
+                cred.secret_name()
+            ),
+        });
+    }
     let counter = cred.spec.rotation.counter;
     if old.rotation_counter.is_some_and(|was| was < counter) {
         notes.push(Note {
@@ -742,13 +865,11 @@ fn secretless(
             ),
         });
     }
+    let mut status = facts.status();
     status.secret_name = None;
     status.rotation_counter = Some(counter.max(old.rotation_counter.unwrap_or(0)));
     status.phase = Some(Phase::Active);
-    status.conditions = vec![condition(
-        old,
-        now,
-        cred,
+    status.conditions = vec![facts.ready(
         true,
         "ServiceAccountsOnly",
         &format!(
@@ -756,23 +877,21 @@ fn secretless(
             cred.spec.service_accounts.join(", ")
         ),
     )];
-    live(cred, old, settings, now, status, notes, secret, &[])
+    live(facts, settings, status, notes, secret, &[])
 }
 
 /// What every live credential's plan ends with: the Unused condition and
 /// its events, revocation when unused and allowed, and when to look again
 /// (the earliest of `wake` and the moment it would become unused).
-#[allow(clippy::too_many_arguments)]
 fn live(
-    cred: &ApiCredential,
-    old: &ApiCredentialStatus,
+    facts: &Facts,
     settings: &Settings,
-    now: Timestamp,
     mut status: ApiCredentialStatus,
     mut notes: Vec<Note>,
     secret: SecretAction,
     wake: &[Option<Timestamp>],
 ) -> Plan {
+    let (cred, old, now) = (facts.cred, &facts.old, facts.now);
     let usage = usage(cred, old, settings, now);
     status.conditions.push(usage.condition(old, now, cred));
     let was_unused = old

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::{CredentialEntry, CredentialIndex};
 use crate::scope::{self, Access};
+use crate::secret::HashKey;
 use cache::Checked;
 pub use cache::VerifiedTokens;
 pub use keys::{ACCESS_TOKEN_TYPE, Algorithm, KeyRing, RotationPolicy, SigningKey, StoredKey};
@@ -56,11 +57,12 @@ impl AccessClaims {
 }
 
 /// The signing keys every replica holds, swapped whole when the key Secret
-/// changes.
+/// changes. The hash key that comes with them is also handed to
+/// [`HashKey`], where the controller, which signs nothing, takes it.
 #[derive(Default)]
 pub struct KeyStore {
     ring: RwLock<Arc<KeyRing>>,
-    replaced: tokio::sync::Notify,
+    hash_key: Arc<HashKey>,
 }
 
 impl KeyStore {
@@ -73,19 +75,15 @@ impl KeyStore {
     }
 
     pub fn replace(&self, ring: KeyRing) {
+        if let Some(hasher) = ring.hasher() {
+            self.hash_key.set(hasher.clone());
+        }
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
-        self.replaced.notify_waiters();
     }
 
-    /// Resolves once the hash key is loaded.
-    pub async fn hasher_loaded(&self) {
-        loop {
-            let replaced = self.replaced.notified();
-            if self.ring().hasher().is_some() {
-                return;
-            }
-            replaced.await;
-        }
+    /// The hash key, as the key Secret last gave it.
+    pub fn hash_key(&self) -> Arc<HashKey> {
+        self.hash_key.clone()
     }
 
     /// Whether the Secret has given us signing keys and the hash key.
