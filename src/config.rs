@@ -29,19 +29,40 @@ pub enum Command {
     Crds,
 }
 
+/// The flags of `run`, `controller` and `server`, by what reads them.
 #[derive(Args, Debug, Clone)]
 pub struct Operator {
-    /// Public address: token endpoint and well-known documents.
-    #[arg(long, env = "CATALIO_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub common: CommonFlags,
+    #[command(flatten)]
+    pub public: PublicFlags,
+    #[command(flatten)]
+    pub controller: ControllerFlags,
+}
 
+/// What every mode reads.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Common")]
+pub struct CommonFlags {
     /// Admin address: /healthz and /readyz.
     #[arg(long, env = "CATALIO_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
 
-    /// Issuer of access tokens (the `iss` claim).
-    #[arg(long, env = "CATALIO_ISSUER", default_value = "https://catalio.ai")]
-    pub issuer: String,
+    /// The operator's own namespace, where the signing keys live.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// Namespaces to watch, comma-separated; all namespaces when empty.
+    #[arg(long, env = "CATALIO_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
+    /// Secret (in --namespace) holding the signing keys.
+    #[arg(
+        long,
+        env = "CATALIO_SIGNING_KEY_SECRET",
+        default_value = "catalio-operator-signing-keys"
+    )]
+    pub signing_key_secret: String,
 
     /// Audience access tokens are issued for; written into every Secret.
     #[arg(
@@ -58,6 +79,29 @@ pub struct Operator {
     #[arg(long, env = "CATALIO_TOKEN_URL")]
     pub token_url: Option<String>,
 
+    /// After SIGTERM, how long to keep serving while reporting not ready,
+    /// so load balancers stop sending traffic before the listener closes.
+    #[arg(long, env = "CATALIO_SHUTDOWN_DELAY", default_value = "5s")]
+    pub shutdown_delay: String,
+
+    /// Log line format.
+    #[arg(long, env = "CATALIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The public server: the token endpoint and the JSON:API (`run`,
+/// `server`).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Public server")]
+pub struct PublicFlags {
+    /// Public address: token endpoint and well-known documents.
+    #[arg(long, env = "CATALIO_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Issuer of access tokens (the `iss` claim).
+    #[arg(long, env = "CATALIO_ISSUER", default_value = "https://catalio.ai")]
+    pub issuer: String,
+
     /// PEM certificate chain for HTTPS on --listen (with --tls-key-file);
     /// read again when the file changes.
     #[arg(long, env = "CATALIO_TLS_CERT_FILE", requires = "tls_key_file")]
@@ -70,59 +114,6 @@ pub struct Operator {
     /// Lifetime of access tokens unless a credential sets its own.
     #[arg(long, env = "CATALIO_TOKEN_LIFETIME", default_value = "24h")]
     pub token_lifetime: String,
-
-    /// The operator's own namespace, where the signing keys live.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub namespace: String,
-
-    /// Namespaces to watch, comma-separated; all namespaces when empty.
-    #[arg(long, env = "CATALIO_WATCH_NAMESPACES", value_delimiter = ',')]
-    pub watch_namespaces: Vec<String>,
-
-    /// Algorithm of new signing keys.
-    #[arg(long, env = "CATALIO_SIGNING_ALG", value_enum, default_value_t = Algorithm::Rs256)]
-    pub signing_alg: Algorithm,
-
-    /// Secret (in --namespace) holding the signing keys.
-    #[arg(
-        long,
-        env = "CATALIO_SIGNING_KEY_SECRET",
-        default_value = "catalio-operator-signing-keys"
-    )]
-    pub signing_key_secret: String,
-
-    /// How often a new signing key is made.
-    #[arg(long, env = "CATALIO_SIGNING_KEY_ROTATION", default_value = "720h")]
-    pub signing_key_rotation: String,
-
-    /// How long a new key is published in the JWKS before it signs; longer
-    /// than the JWKS cache lifetime (5m).
-    #[arg(long, env = "CATALIO_SIGNING_KEY_PUBLISH_DELAY", default_value = "10m")]
-    pub signing_key_publish_delay: String,
-
-    /// ServiceAccount (in --namespace) made the owner of the signing-key
-    /// Secret and the leader Lease, so that deleting it (helm uninstall)
-    /// garbage-collects both. Empty: they have no owner.
-    #[arg(long, env = "CATALIO_OWNER_SERVICE_ACCOUNT", default_value = "")]
-    pub owner_service_account: String,
-
-    /// Lease (in --namespace) whose holder reconciles and manages keys.
-    #[arg(
-        long,
-        env = "CATALIO_LEADER_LEASE",
-        default_value = "catalio-operator-leader"
-    )]
-    pub leader_lease: String,
-
-    /// How long a leader's lease lasts without renewal; a new leader takes
-    /// over within about this long after the old one dies.
-    #[arg(long, env = "CATALIO_LEASE_DURATION", default_value = "15s")]
-    pub lease_duration: String,
-
-    /// After SIGTERM, how long to keep serving while reporting not ready,
-    /// so load balancers stop sending traffic before the listener closes.
-    #[arg(long, env = "CATALIO_SHUTDOWN_DELAY", default_value = "5s")]
-    pub shutdown_delay: String,
 
     /// JSON:API requests per second each organization may make (0: no
     /// limit); past it, 429 with Retry-After.
@@ -152,21 +143,15 @@ pub struct Operator {
     #[arg(long, env = "CATALIO_TOKEN_RATE_LIMIT", default_value_t = 10)]
     pub token_rate_limit: u32,
 
-    /// How long a credential may go unused (no token issued, no API call)
-    /// before it gets condition `Unused=True`; `spec.unusedAfter` overrides
-    /// it per credential.
-    #[arg(long, env = "CATALIO_UNUSED_AFTER", default_value = "2160h")]
-    pub unused_after: String,
+    /// Tokens a credential may be issued at once above the rate.
+    #[arg(long, env = "CATALIO_TOKEN_BURST", default_value_t = 50)]
+    pub token_burst: u32,
 
     /// How precise `status.lastUsedAt` is: uses (tokens issued, API calls
     /// authenticated) are recorded to this, and each credential's status is
     /// written at most once per this.
     #[arg(long, env = "CATALIO_LAST_USED_INTERVAL", default_value = "1m")]
     pub last_used_interval: String,
-
-    /// Tokens a credential may be issued at once above the rate.
-    #[arg(long, env = "CATALIO_TOKEN_BURST", default_value_t = 50)]
-    pub token_burst: u32,
 
     /// Connections the public listener holds open at once; more wait to be
     /// accepted until one closes.
@@ -187,10 +172,49 @@ pub struct Operator {
     /// closed (quiet HTTP/2 connections; stalled downloads).
     #[arg(long, env = "CATALIO_IDLE_TIMEOUT", default_value = "60s")]
     pub idle_timeout: String,
+}
 
-    /// Log line format.
-    #[arg(long, env = "CATALIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+/// The controller and the keys it maintains (`run`, `controller`).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Controller")]
+pub struct ControllerFlags {
+    /// Algorithm of new signing keys.
+    #[arg(long, env = "CATALIO_SIGNING_ALG", value_enum, default_value_t = Algorithm::Rs256)]
+    pub signing_alg: Algorithm,
+
+    /// How often a new signing key is made.
+    #[arg(long, env = "CATALIO_SIGNING_KEY_ROTATION", default_value = "720h")]
+    pub signing_key_rotation: String,
+
+    /// How long a new key is published in the JWKS before it signs; longer
+    /// than the JWKS cache lifetime (5m).
+    #[arg(long, env = "CATALIO_SIGNING_KEY_PUBLISH_DELAY", default_value = "10m")]
+    pub signing_key_publish_delay: String,
+
+    /// ServiceAccount (in --namespace) made the owner of the signing-key
+    /// Secret and the leader Lease, so that deleting it (helm uninstall)
+    /// garbage-collects both. Empty: they have no owner.
+    #[arg(long, env = "CATALIO_OWNER_SERVICE_ACCOUNT", default_value = "")]
+    pub owner_service_account: String,
+
+    /// Lease (in --namespace) whose holder reconciles and manages keys.
+    #[arg(
+        long,
+        env = "CATALIO_LEADER_LEASE",
+        default_value = "catalio-operator-leader"
+    )]
+    pub leader_lease: String,
+
+    /// How long a leader's lease lasts without renewal; a new leader takes
+    /// over within about this long after the old one dies.
+    #[arg(long, env = "CATALIO_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: String,
+
+    /// How long a credential may go unused (no token issued, no API call)
+    /// before it gets condition `Unused=True`; `spec.unusedAfter` overrides
+    /// it per credential.
+    #[arg(long, env = "CATALIO_UNUSED_AFTER", default_value = "2160h")]
+    pub unused_after: String,
 }
 
 /// A byte count as Kubernetes quantities write it: `1048576`, `64Ki`,

@@ -18,7 +18,7 @@ use kube::{Api, Client};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::config::{Cli, Command, Operator};
+use crate::config::{Cli, Command, CommonFlags, ControllerFlags, Operator, PublicFlags};
 use crate::controller::{self, plan::Settings};
 use crate::crd::ApiCredential;
 use crate::crd::registry::TYPES;
@@ -45,7 +45,15 @@ type Task = BoxFuture<'static, ()>;
 type Scopes = Vec<Option<String>>;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (operator, controller, server) = match cli.command {
+    let (
+        Operator {
+            common,
+            public,
+            controller,
+        },
+        leads,
+        serves,
+    ) = match cli.command {
         Command::Crds => {
             print!("{}", crd::render_all().context("rendering CRDs")?);
             return Ok(());
@@ -54,113 +62,140 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(o) => (o, true, false),
         Command::Server(o) => (o, false, true),
     };
-    let Operator {
-        listen,
-        admin_listen,
-        issuer,
-        audience,
-        token_url,
-        tls_cert_file,
-        tls_key_file,
-        token_lifetime,
-        namespace,
-        watch_namespaces,
-        signing_alg,
-        signing_key_secret,
-        signing_key_rotation,
-        signing_key_publish_delay,
-        owner_service_account,
-        leader_lease,
-        lease_duration,
-        shutdown_delay,
-        api_rate_limit,
-        api_burst,
-        max_objects_per_kind,
-        max_bytes_per_kind,
-        token_rate_limit,
-        token_burst,
-        last_used_interval,
-        unused_after,
-        max_connections,
-        header_read_timeout,
-        body_read_timeout,
-        idle_timeout,
-        log_format,
-    } = operator;
-    telemetry::init(log_format);
+    telemetry::init(common.log_format);
+    let public = Public::read(public)?;
+    let common = Common::read(common, &public)?;
+    let leading = Leading::read(controller)?;
+    let process = Process::start(&common).await?;
+    let mut readiness = process.readiness();
+    let mut tasks: Vec<Task> = Vec::new();
+    if serves {
+        let (task, index, resources) = serve_public(public, &common, &process).await?;
+        tasks.push(task);
+        readiness.index = Some(index);
+        readiness.resources = Some(resources);
+        readiness.keys = Some(process.keys.clone());
+    }
+    tasks.push(serve_admin(common.admin_listen, readiness, &process).await?);
+    if leads {
+        tasks.push(lead(leading, common, &process).await?);
+    }
+    join_all(tasks).await;
+    info!("stopped");
+    Ok(())
+}
 
-    let parse =
-        |flag: &str, value: &str| duration::parse(value).with_context(|| format!("--{flag}"));
-    let token_lifetime = parse("token-lifetime", &token_lifetime)?;
-    let shutdown_delay = parse("shutdown-delay", &shutdown_delay)?;
-    let lease_duration = parse("lease-duration", &lease_duration)?;
-    let positive = |flag: &str, value: &str| match parse(flag, value)? {
+/// Duration flags, with the flag's name in any error.
+fn duration_flag(flag: &str, value: &str) -> anyhow::Result<Duration> {
+    duration::parse(value).with_context(|| format!("--{flag}"))
+}
+
+/// A duration flag that must be more than zero.
+fn positive(flag: &str, value: &str) -> anyhow::Result<Duration> {
+    match duration_flag(flag, value)? {
         Duration::ZERO => bail!("--{flag} must be more than 0"),
         d => Ok(d),
-    };
-    let header_read_timeout = positive("header-read-timeout", &header_read_timeout)?;
-    let body_read_timeout = positive("body-read-timeout", &body_read_timeout)?;
-    let idle_timeout = positive("idle-timeout", &idle_timeout)?;
-    let last_used_interval = positive("last-used-interval", &last_used_interval)?;
-    let unused_after = positive("unused-after", &unused_after)?;
-    if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&token_lifetime) {
-        bail!("--token-lifetime must be between 1m and 24h");
     }
-    let policy = RotationPolicy {
-        alg: signing_alg,
-        rotate_every: parse("signing-key-rotation", &signing_key_rotation)?,
-        publish_delay: parse("signing-key-publish-delay", &signing_key_publish_delay)?,
-        // Credentials may ask for up to 24h whatever the server default is.
-        max_token_lifetime: Duration::from_secs(86_400),
-    };
-    let tls = match (tls_cert_file, tls_key_file) {
-        (Some(cert), Some(key)) => Some(
-            ReloadingCert::load(CertFiles { cert, key }).context("loading the TLS certificate")?,
-        ),
-        _ => None,
-    };
-    let token_url = token_url.unwrap_or_else(|| {
-        let url = default_token_url(listen, tls.is_some());
-        if listen.ip().is_unspecified() {
-            warn!(%url, "--token-url is not set: Secrets name this server on this machine only; set the URL workloads reach it at");
-        }
-        url
-    });
-    let scopes: Scopes = if watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        watch_namespaces.into_iter().map(Some).collect()
-    };
+}
 
-    let mut kube_config = kube::Config::infer()
-        .await
-        .context("finding the Kubernetes API server")?;
-    // An API server that does not answer a connection within this is down:
-    // writes say so sooner, and a broken watch errors again at least this
-    // often (what /readyz's report relies on).
-    kube_config.connect_timeout = Some(watch::CONNECT_TIMEOUT);
-    let client = Client::try_from(kube_config).context("connecting to Kubernetes")?;
-    let shutdown: Shutdown = shutdown_signal().boxed().shared();
-    let draining = Arc::new(AtomicBool::new(false));
-    let drained = drained(shutdown.clone(), draining.clone(), shutdown_delay);
-    let metrics = Metrics::new();
-    let health = Arc::new(watch::Health::counting(metrics.watch_lists.clone()));
-    let keys = watch_keys(&client, &namespace, &signing_key_secret, &health);
-    let mut readiness = Readiness {
-        health: health.clone(),
-        index: None,
-        resources: None,
-        keys: None,
-        draining,
-    };
-    let mut tasks: Vec<Task> = Vec::new();
+/// What every mode reads from the command line.
+struct Common {
+    admin_listen: SocketAddr,
+    namespace: String,
+    scopes: Scopes,
+    signing_key_secret: String,
+    audience: String,
+    token_url: String,
+    shutdown_delay: Duration,
+}
 
-    if server {
-        let public = Public {
+impl Common {
+    fn read(flags: CommonFlags, public: &Public) -> anyhow::Result<Self> {
+        let CommonFlags {
+            admin_listen,
+            namespace,
+            watch_namespaces,
+            signing_key_secret,
+            audience,
+            token_url,
+            shutdown_delay,
+            log_format: _,
+        } = flags;
+        let token_url = token_url.unwrap_or_else(|| {
+            let url = default_token_url(public.listen, public.tls.is_some());
+            if public.listen.ip().is_unspecified() {
+                warn!(%url, "--token-url is not set: Secrets name this server on this machine only; set the URL workloads reach it at");
+            }
+            url
+        });
+        let scopes: Scopes = match watch_namespaces.is_empty() {
+            true => vec![None],
+            false => watch_namespaces.into_iter().map(Some).collect(),
+        };
+        Ok(Self {
+            admin_listen,
+            namespace,
+            scopes,
+            signing_key_secret,
+            audience,
+            token_url,
+            shutdown_delay: duration_flag("shutdown-delay", &shutdown_delay)?,
+        })
+    }
+}
+
+/// What the public server needs from the command line.
+struct Public {
+    listen: SocketAddr,
+    issuer: String,
+    token_lifetime: Duration,
+    tls: Option<Arc<ReloadingCert>>,
+    api_rate_limit: u32,
+    api_burst: u32,
+    quota: Quota,
+    token_rate_limit: u32,
+    token_burst: u32,
+    last_used_interval: Duration,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    body_read_timeout: Duration,
+}
+
+impl Public {
+    fn read(flags: PublicFlags) -> anyhow::Result<Self> {
+        let PublicFlags {
             listen,
             issuer,
-            audience: audience.clone(),
-            token_url: token_url.clone(),
+            tls_cert_file,
+            tls_key_file,
+            token_lifetime,
+            api_rate_limit,
+            api_burst,
+            max_objects_per_kind,
+            max_bytes_per_kind,
+            token_rate_limit,
+            token_burst,
+            last_used_interval,
+            max_connections,
+            header_read_timeout,
+            body_read_timeout,
+            idle_timeout,
+        } = flags;
+        let token_lifetime = duration_flag("token-lifetime", &token_lifetime)?;
+        if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&token_lifetime) {
+            bail!("--token-lifetime must be between 1m and 24h");
+        }
+        let tls = match (tls_cert_file, tls_key_file) {
+            (Some(cert), Some(key)) => Some(
+                ReloadingCert::load(CertFiles { cert, key })
+                    .context("loading the TLS certificate")?,
+            ),
+            _ => None,
+        };
+        Ok(Self {
+            listen,
+            issuer,
             token_lifetime,
             tls,
             api_rate_limit,
@@ -171,96 +206,180 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             },
             token_rate_limit,
             token_burst,
-            last_used_interval,
-            limits: Limits {
-                max_connections: max_connections as usize,
-                header_read: header_read_timeout,
-                idle: idle_timeout,
-                open: metrics.open_connections.clone(),
-            },
-            body_read_timeout,
-        };
-        let (task, index, resources) = serve_public(
-            public,
-            &client,
-            &scopes,
-            &keys,
-            &metrics,
-            &health,
-            drained.clone(),
-        )
-        .await?;
-        tasks.push(task);
-        readiness.index = Some(index);
-        readiness.resources = Some(resources);
-        readiness.keys = Some(keys.clone());
+            last_used_interval: positive("last-used-interval", &last_used_interval)?,
+            max_connections: max_connections as usize,
+            header_read_timeout: positive("header-read-timeout", &header_read_timeout)?,
+            idle_timeout: positive("idle-timeout", &idle_timeout)?,
+            body_read_timeout: positive("body-read-timeout", &body_read_timeout)?,
+        })
     }
-
-    // Probes and metrics in every mode.
-    let admin = server::bind(admin_listen)
-        .await
-        .with_context(|| format!("binding {admin_listen}"))?;
-    let admin_routes = server::admin_routes(readiness, metrics.clone());
-    tasks.push(server::serve(admin, admin_routes, None, Limits::admin(), drained).boxed());
-
-    if controller {
-        let ctx = Arc::new(controller::Context::new(
-            client.clone(),
-            Settings {
-                token_url,
-                audience,
-                unused_after,
-            },
-            keys,
-            metrics,
-        ));
-        let owner = match owner_service_account.as_str() {
-            "" => None,
-            account => Some(
-                owner::service_account(client.clone(), &namespace, account)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "reading ServiceAccount {namespace}/{account} (--owner-service-account)"
-                        )
-                    })?,
-            ),
-        };
-        let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-        let elector = Elector {
-            health: health.tracker(format!("leader election ({namespace}/{leader_lease})")),
-            api: Api::<Lease>::namespaced(client, &namespace),
-            name: leader_lease,
-            identity: leader::identity(),
-            duration: lease_duration,
-            observed: None,
-            owner: owner.clone(),
-        };
-        let work = leader_work(ctx, scopes, secrets, signing_key_secret, policy, owner);
-        tasks.push(elector.run(work, shutdown).boxed());
-    }
-
-    join_all(tasks).await;
-    info!("stopped");
-    Ok(())
 }
 
-/// What the public server needs from the command line.
-struct Public {
+/// What the controller's leader needs from the command line.
+struct Leading {
+    policy: RotationPolicy,
+    owner_service_account: String,
+    leader_lease: String,
+    lease_duration: Duration,
+    unused_after: Duration,
+}
+
+impl Leading {
+    fn read(flags: ControllerFlags) -> anyhow::Result<Self> {
+        let ControllerFlags {
+            signing_alg,
+            signing_key_rotation,
+            signing_key_publish_delay,
+            owner_service_account,
+            leader_lease,
+            lease_duration,
+            unused_after,
+        } = flags;
+        let policy = RotationPolicy {
+            alg: signing_alg,
+            rotate_every: duration_flag("signing-key-rotation", &signing_key_rotation)?,
+            publish_delay: duration_flag("signing-key-publish-delay", &signing_key_publish_delay)?,
+            // Credentials may ask for up to 24h whatever the server default is.
+            max_token_lifetime: Duration::from_secs(86_400),
+        };
+        Ok(Self {
+            policy,
+            owner_service_account,
+            leader_lease,
+            lease_duration: duration_flag("lease-duration", &lease_duration)?,
+            unused_after: positive("unused-after", &unused_after)?,
+        })
+    }
+}
+
+/// What every part of the process shares: the API server, shutdown, the
+/// metrics, the watches' health and the keys.
+struct Process {
+    client: Client,
+    shutdown: Shutdown,
+    /// `shutdown`, then the drain delay.
+    drained: Shutdown,
+    draining: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    health: Arc<watch::Health>,
+    keys: Arc<KeyStore>,
+}
+
+impl Process {
+    async fn start(common: &Common) -> anyhow::Result<Self> {
+        let mut kube_config = kube::Config::infer()
+            .await
+            .context("finding the Kubernetes API server")?;
+        // An API server that does not answer a connection within this is
+        // down: writes say so sooner, and a broken watch errors again at
+        // least this often (what /readyz's report relies on).
+        kube_config.connect_timeout = Some(watch::CONNECT_TIMEOUT);
+        let client = Client::try_from(kube_config).context("connecting to Kubernetes")?;
+        let shutdown: Shutdown = shutdown_signal().boxed().shared();
+        let draining = Arc::new(AtomicBool::new(false));
+        let drained = drained(shutdown.clone(), draining.clone(), common.shutdown_delay);
+        let metrics = Metrics::new();
+        let health = Arc::new(watch::Health::counting(metrics.watch_lists.clone()));
+        let keys = watch_keys(
+            &client,
+            &common.namespace,
+            &common.signing_key_secret,
+            &health,
+        );
+        Ok(Self {
+            client,
+            shutdown,
+            drained,
+            draining,
+            metrics,
+            health,
+            keys,
+        })
+    }
+
+    /// What /readyz looks at; the servers add their caches.
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            health: self.health.clone(),
+            index: None,
+            resources: None,
+            keys: None,
+            draining: self.draining.clone(),
+        }
+    }
+}
+
+/// Probes and metrics, in every mode.
+async fn serve_admin(
     listen: SocketAddr,
-    issuer: String,
-    audience: String,
-    token_url: String,
-    token_lifetime: Duration,
-    tls: Option<Arc<ReloadingCert>>,
-    api_rate_limit: u32,
-    api_burst: u32,
-    quota: Quota,
-    token_rate_limit: u32,
-    token_burst: u32,
-    last_used_interval: Duration,
-    limits: Limits,
-    body_read_timeout: Duration,
+    readiness: Readiness,
+    process: &Process,
+) -> anyhow::Result<Task> {
+    let admin = server::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let routes = server::admin_routes(readiness, process.metrics.clone());
+    let drained = process.drained.clone();
+    Ok(server::serve(admin, routes, None, Limits::admin(), drained).boxed())
+}
+
+/// The controller: elects a leader, which maintains the keys and
+/// reconciles every scope.
+async fn lead(leading: Leading, common: Common, process: &Process) -> anyhow::Result<Task> {
+    let Common {
+        namespace,
+        scopes,
+        signing_key_secret,
+        audience,
+        token_url,
+        ..
+    } = common;
+    let client = process.client.clone();
+    let settings = Settings {
+        token_url,
+        audience,
+        unused_after: leading.unused_after,
+    };
+    let ctx = Arc::new(controller::Context::new(
+        client.clone(),
+        settings,
+        process.keys.hash_key(),
+        process.metrics.clone(),
+    ));
+    let owner = match leading.owner_service_account.as_str() {
+        "" => None,
+        account => Some(
+            owner::service_account(client.clone(), &namespace, account)
+                .await
+                .with_context(|| {
+                    format!(
+                        "reading ServiceAccount {namespace}/{account} (--owner-service-account)"
+                    )
+                })?,
+        ),
+    };
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let elector = Elector {
+        health: (process.health).tracker(format!(
+            "leader election ({namespace}/{})",
+            leading.leader_lease
+        )),
+        api: Api::<Lease>::namespaced(client, &namespace),
+        name: leading.leader_lease,
+        identity: leader::identity(),
+        duration: leading.lease_duration,
+        observed: None,
+        owner: owner.clone(),
+    };
+    let work = leader_work(
+        ctx,
+        scopes,
+        secrets,
+        signing_key_secret,
+        leading.policy,
+        owner,
+    );
+    Ok(elector.run(work, process.shutdown.clone()).boxed())
 }
 
 /// Binds the public port and serves the token endpoint and the JSON:API
@@ -268,83 +387,85 @@ struct Public {
 /// readiness waits for.
 async fn serve_public(
     public: Public,
-    client: &Client,
-    scopes: &Scopes,
-    keys: &Arc<KeyStore>,
-    metrics: &Arc<Metrics>,
-    health: &Arc<watch::Health>,
-    drained: Shutdown,
+    common: &Common,
+    process: &Process,
 ) -> anyhow::Result<(Task, Arc<CredentialIndex>, Arc<ResourceStore>)> {
-    let Public {
-        listen,
-        issuer,
-        audience,
-        token_url,
-        token_lifetime,
-        tls,
-        api_rate_limit,
-        api_burst,
-        quota,
-        token_rate_limit,
-        token_burst,
-        last_used_interval,
-        limits,
-        body_read_timeout,
-    } = public;
-    let (index, resources) = watch_for_server(client, scopes, health);
-    let usage = UsageRecorder::spawn(client.clone(), last_used_interval, metrics.clone());
-    let service = Arc::new(TokenService {
-        index: index.clone(),
-        keys: keys.clone(),
-        jwks_url: jwks_url(&token_url, &issuer),
-        settings: TokenSettings {
-            issuer: issuer.clone(),
-            audience: audience.clone(),
-            default_lifetime: token_lifetime,
-        },
-        token_url: token_url.clone(),
-        throttle: Throttle::default(),
-        issuance: RateLimit::new(token_rate_limit, token_burst),
-        usage: usage.clone(),
-        metrics: metrics.clone(),
-        // RFC 7523: an assertion's audience identifies the authorization
-        // server; the issuer does.
-        reviewer: TokenReviewer::new(client.clone(), issuer.clone(), metrics.clone()),
-    });
+    let (client, metrics) = (&process.client, &process.metrics);
+    let (index, resources) = watch_for_server(client, &common.scopes, &process.health);
+    let usage = UsageRecorder::spawn(client.clone(), public.last_used_interval, metrics.clone());
+    let service = Arc::new(token_service(&public, common, process, &index, &usage));
     let jsonapi = Arc::new(JsonApi {
         index: resources.clone(),
         writes: KubeWrites {
             client: client.clone(),
         },
         verifier: Verifier {
-            keys: keys.clone(),
+            keys: process.keys.clone(),
             index: index.clone(),
-            issuer,
-            audience,
+            issuer: public.issuer.clone(),
+            audience: common.audience.clone(),
             leeway: Duration::from_secs(60),
             verified: Default::default(),
         },
-        limit: RateLimit::new(api_rate_limit, api_burst),
-        quota,
+        limit: RateLimit::new(public.api_rate_limit, public.api_burst),
+        quota: public.quota,
         metrics: metrics.clone(),
-        openapi: api::openapi::document(&token_url).to_string(),
-        overview: api::overview::document(&token_url).to_string(),
+        openapi: api::openapi::document(&common.token_url).to_string(),
+        overview: api::overview::document(&common.token_url).to_string(),
         usage,
     });
-    let tls = match tls {
+    let tls = match &public.tls {
         Some(cert) => {
             tokio::spawn(cert.clone().watch());
-            Some(cert.server_config().context("TLS configuration")?)
+            Some(cert.clone().server_config().context("TLS configuration")?)
         }
         None => None,
     };
-    let listener = server::bind(listen)
+    let listener = server::bind(public.listen)
         .await
-        .with_context(|| format!("binding {listen}"))?;
-    info!(%listen, "serving");
-    let routes = server::routes(service, jsonapi, body_read_timeout);
-    let task = server::serve(listener, routes, tls, limits, drained).boxed();
+        .with_context(|| format!("binding {}", public.listen))?;
+    info!(listen = %public.listen, "serving");
+    let routes = server::routes(service, jsonapi, public.body_read_timeout);
+    let limits = Limits {
+        max_connections: public.max_connections,
+        header_read: public.header_read_timeout,
+        idle: public.idle_timeout,
+        open: metrics.open_connections.clone(),
+    };
+    let task = server::serve(listener, routes, tls, limits, process.drained.clone()).boxed();
     Ok((task, index, resources))
+}
+
+/// The token endpoint's state.
+fn token_service(
+    public: &Public,
+    common: &Common,
+    process: &Process,
+    index: &Arc<CredentialIndex>,
+    usage: &UsageRecorder,
+) -> TokenService {
+    TokenService {
+        index: index.clone(),
+        keys: process.keys.clone(),
+        jwks_url: jwks_url(&common.token_url, &public.issuer),
+        settings: TokenSettings {
+            issuer: public.issuer.clone(),
+            audience: common.audience.clone(),
+            default_lifetime: public.token_lifetime,
+        },
+        token_url: common.token_url.clone(),
+        throttle: Throttle::default(),
+        issuance: RateLimit::new(public.token_rate_limit, public.token_burst),
+        usage: usage.clone(),
+        metrics: process.metrics.clone(),
+        // RFC 7523: an assertion's audience identifies the authorization
+        // server; the issuer does.
+        reviewer: TokenReviewer::new(
+            process.client.clone(),
+            public.issuer.clone(),
+            process.metrics.clone(),
+        ),
+    }
 }
 
 /// Resolves `shutdown_delay` after `shutdown`, having marked the process
@@ -445,7 +566,7 @@ fn leader_work(
         );
         let (ctx, scopes) = (ctx.clone(), scopes.clone());
         let controllers = async move {
-            ctx.keys.hasher_loaded().await;
+            ctx.hash_key.loaded().await;
             join_all(scopes.into_iter().map(|ns| {
                 let ctx = ctx.clone();
                 info!(namespace = ?ns, "starting controller");
