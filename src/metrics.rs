@@ -72,109 +72,106 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("catalio");
-        let reconciles = Family::default();
-        let reconcile_errors = Family::default();
-        let reconcile_duration = latency_histogram();
-        let tokens_issued = Counter::default();
-        let tokens_refused = Family::default();
-        let api_refused = Family::default();
-        let http_requests = Family::default();
-        let http_duration: HistogramFamily<RouteLabel> =
-            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let open_connections = Gauge::default();
-        let usage_notes = Family::default();
-        let watch_lists = Counter::default();
-        let token_reviews = Family::default();
-        let credentials = Family::default();
-        let unused = Family::default();
-        registry.register(
+        let mut metrics = Self {
+            registry: Registry::with_prefix("catalio"),
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: latency_histogram(),
+            tokens_issued: Counter::default(),
+            tokens_refused: Family::default(),
+            api_refused: Family::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            open_connections: Gauge::default(),
+            usage_notes: Family::default(),
+            watch_lists: Counter::default(),
+            token_reviews: Family::default(),
+            credentials: Family::default(),
+            unused: Family::default(),
+        };
+        metrics.register_controller();
+        metrics.register_server();
+        Arc::new(metrics)
+    }
+
+    /// What the controller and every replica's caches report.
+    fn register_controller(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "reconciles",
             "ApiCredential reconciles by result",
-            reconciles.clone(),
+            self.reconciles.clone(),
         );
-        registry.register(
+        r.register(
             "reconcile_errors",
             "Failed reconciles by reason",
-            reconcile_errors.clone(),
+            self.reconcile_errors.clone(),
         );
-        registry.register(
+        r.register(
             "reconcile_duration_seconds",
             "Time one reconcile takes",
-            reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
-        registry.register(
-            "tokens_issued",
-            "Access tokens issued",
-            tokens_issued.clone(),
-        );
-        registry.register(
-            "tokens_refused",
-            "Token requests refused, by OAuth error code",
-            tokens_refused.clone(),
-        );
-        registry.register(
-            "api_auth_failures",
-            "JSON:API requests refused for their access token, by reason",
-            api_refused.clone(),
-        );
-        registry.register(
-            "http_requests",
-            "HTTP requests by route and status",
-            http_requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            http_duration.clone(),
-        );
-        registry.register(
-            "http_open_connections",
-            "Connections open to the public listener",
-            open_connections.clone(),
-        );
-        registry.register(
-            "usage_notes",
-            "Credential uses noted for status.lastUsedAt, by what became of them (written, skipped within the interval, dropped when the writer was behind)",
-            usage_notes.clone(),
-        );
-        registry.register(
+        r.register(
             "watch_lists",
             "Complete lists made by this replica's watches: one each at start, then one per relist (410 Gone)",
-            watch_lists.clone(),
+            self.watch_lists.clone(),
         );
-        registry.register(
-            "token_reviews",
-            "TokenReviews sent to the API server for ServiceAccount assertions whose signature held, by result (authenticated, refused, failed)",
-            token_reviews.clone(),
-        );
-        registry.register(
+        r.register(
             "credentials",
             "Credentials this replica knows, by phase",
-            credentials.clone(),
+            self.credentials.clone(),
         );
-        registry.register(
+        r.register(
             "credentials_unused",
             "Live credentials marked Unused (not used for --unused-after or spec.unusedAfter), by organization (namespace)",
-            unused.clone(),
+            self.unused.clone(),
         );
-        Arc::new(Self {
-            registry,
-            reconciles,
-            reconcile_errors,
-            reconcile_duration,
-            tokens_issued,
-            tokens_refused,
-            api_refused,
-            http_requests,
-            http_duration,
-            open_connections,
-            usage_notes,
-            watch_lists,
-            token_reviews,
-            credentials,
-            unused,
-        })
+    }
+
+    /// What the public server reports.
+    fn register_server(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "tokens_issued",
+            "Access tokens issued",
+            self.tokens_issued.clone(),
+        );
+        r.register(
+            "tokens_refused",
+            "Token requests refused, by OAuth error code",
+            self.tokens_refused.clone(),
+        );
+        r.register(
+            "api_auth_failures",
+            "JSON:API requests refused for their access token, by reason",
+            self.api_refused.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            self.http_requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            self.http_duration.clone(),
+        );
+        r.register(
+            "http_open_connections",
+            "Connections open to the public listener",
+            self.open_connections.clone(),
+        );
+        r.register(
+            "usage_notes",
+            "Credential uses noted for status.lastUsedAt, by what became of them (written, skipped within the interval, dropped when the writer was behind)",
+            self.usage_notes.clone(),
+        );
+        r.register(
+            "token_reviews",
+            "TokenReviews sent to the API server for ServiceAccount assertions whose signature held, by result (authenticated, refused, failed)",
+            self.token_reviews.clone(),
+        );
     }
 
     pub fn reconciled(&self, took: Duration, error: Option<&'static str>) {

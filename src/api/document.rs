@@ -60,24 +60,80 @@ pub fn select<'o, O: Organization>(
     org: &'o O,
     query: &Query,
 ) -> (usize, Vec<&'o Arc<Entry>>) {
-    // Inverse filters become sets of names once, not a lookup per object.
-    let inverse_sets: Vec<Option<HashSet<&str>>> = query
-        .filters
-        .iter()
-        .map(|f| match f {
-            Filter::Related(Field::Inverse(i), ids) => {
-                let (source, via) = ty.inverses[*i].resolve();
-                Some(
-                    ids.iter()
-                        .filter_map(|id| org.get(source, id))
-                        .flat_map(|e| e.relationships[via].iter().map(String::as_str))
-                        .collect(),
-                )
+    let (skip, take) = query.page.window();
+    if query.filters.is_empty() && query.search.is_none() && query.sort.is_empty() {
+        // The common request: the table knows the total, and the page is
+        // a walk of skip + take objects.
+        let page = org
+            .all(ty)
+            .filter(|e| e.archived == query.archived)
+            .skip(skip)
+            .take(take)
+            .collect();
+        return (org.count(ty, query.archived), page);
+    }
+    let matcher = Matcher::new(ty, org, query);
+    let selected = org.all(ty).filter(|e| matcher.matches(e));
+    if query.sort.is_empty() {
+        // The table's own order: one pass counts and keeps the page.
+        let mut total = 0;
+        let mut page = Vec::with_capacity(take);
+        for e in selected {
+            if total >= skip && page.len() < take {
+                page.push(e);
             }
-            _ => None,
-        })
-        .collect();
-    let matches = |e: &Entry| {
+            total += 1;
+        }
+        return (total, page);
+    }
+    if let Some(sorted) = org.sorted(ty, &query.sort) {
+        // The order is kept: the page is a walk to its end, and the total
+        // a count without sorting.
+        let total = counted(ty, org, query).unwrap_or_else(|| selected.count());
+        let page = sorted
+            .filter(|e| matcher.matches(e))
+            .skip(skip)
+            .take(take)
+            .collect();
+        return (total, page);
+    }
+    sorted_page(ty, query, selected.collect(), skip, take)
+}
+
+/// Whether an object passes a query's filters and search.
+struct Matcher<'q> {
+    query: &'q Query,
+    /// Per filter: for an inverse relationship's, the names of the objects
+    /// it selects, found once rather than looked up per object.
+    inverse_sets: Vec<Option<HashSet<&'q str>>>,
+}
+
+impl<'q> Matcher<'q> {
+    fn new<O: Organization>(ty: &ResourceType, org: &'q O, query: &'q Query) -> Self {
+        let inverse_sets = query
+            .filters
+            .iter()
+            .map(|f| match f {
+                Filter::Related(Field::Inverse(i), ids) => {
+                    let (source, via) = ty.inverses[*i].resolve();
+                    Some(
+                        ids.iter()
+                            .filter_map(|id| org.get(source, id))
+                            .flat_map(|e| e.relationships[via].iter().map(String::as_str))
+                            .collect(),
+                    )
+                }
+                _ => None,
+            })
+            .collect();
+        Self {
+            query,
+            inverse_sets,
+        }
+    }
+
+    fn matches(&self, e: &Entry) -> bool {
+        let query = self.query;
         e.archived == query.archived
             && query
                 .search
@@ -86,7 +142,7 @@ pub fn select<'o, O: Organization>(
             && query
                 .filters
                 .iter()
-                .zip(&inverse_sets)
+                .zip(&self.inverse_sets)
                 .all(|(f, set)| match f {
                     Filter::Id(ids) => ids.contains(&e.name),
                     Filter::Attribute(i, values) => match &e.attributes[*i] {
@@ -103,53 +159,27 @@ pub fn select<'o, O: Organization>(
                         set.as_ref().is_some_and(|s| s.contains(e.name.as_str()))
                     }
                 })
-    };
-    let (skip, take) = query.page.window();
-    if query.filters.is_empty() && query.search.is_none() && query.sort.is_empty() {
-        // The common request: the table knows the total, and the page is
-        // a walk of skip + take objects.
-        let page = org
-            .all(ty)
-            .filter(|e| e.archived == query.archived)
-            .skip(skip)
-            .take(take)
-            .collect();
-        return (org.count(ty, query.archived), page);
     }
-    if query.sort.is_empty() {
-        // The table's own order: one pass counts and keeps the page.
-        let mut total = 0;
-        let mut page = Vec::with_capacity(take);
-        for e in org.all(ty).filter(|e| matches(e)) {
-            if total >= skip && page.len() < take {
-                page.push(e);
-            }
-            total += 1;
-        }
-        return (total, page);
-    }
-    if let Some(sorted) = org.sorted(ty, &query.sort) {
-        // The order is kept: the page is a walk to its end, and the total
-        // a count without sorting.
-        let total =
-            counted(ty, org, query).unwrap_or_else(|| org.all(ty).filter(|e| matches(e)).count());
-        let page = sorted
-            .filter(|e| matches(e))
-            .skip(skip)
-            .take(take)
-            .collect();
-        return (total, page);
-    }
-    let selected: Vec<&'o Arc<Entry>> = org.all(ty).filter(|e| matches(e)).collect();
+}
+
+/// The total and the page of `selected` (in the table's order: oldest
+/// first, then id) sorted by the query's keys, sorting only what the page
+/// needs.
+fn sorted_page<'o>(
+    ty: &ResourceType,
+    query: &Query,
+    selected: Vec<&'o Arc<Entry>>,
+    skip: usize,
+    take: usize,
+) -> (usize, Vec<&'o Arc<Entry>>) {
     // Each object's sort keys, computed once, side by side in one buffer.
     let k = query.sort.len();
     let mut keys = Vec::with_capacity(selected.len() * k);
     for e in &selected {
         keys.extend(query.sort.iter().map(|key| sort_value(ty, key.field, e)));
     }
-    // `selected` is in the table's order (oldest first, then id), so ties
-    // fall back to the position: the order is total, and only the objects
-    // up to the page's end need sorting once partitioned off.
+    // Ties fall back to the position: the order is total, and only the
+    // objects up to the page's end need sorting once partitioned off.
     let order = |a: &usize, b: &usize| {
         compare(&query.sort, &keys[a * k..][..k], &keys[b * k..][..k]).then(a.cmp(b))
     };

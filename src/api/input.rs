@@ -83,45 +83,8 @@ pub fn parse(
         .ok_or_else(|| bad("the document has no data member", ""))?
         .as_object()
         .ok_or_else(|| bad("data must be a resource object", "/data"))?;
-    match data.get("type") {
-        None => return Err(bad("the resource object has no type", "/data/type")),
-        Some(Value::String(t)) if t == ty.name => {}
-        Some(other) => {
-            return Err(ErrorObject::new(
-                StatusCode::CONFLICT,
-                "type_conflict",
-                format!("this endpoint takes type {:?}, not {other}", ty.name),
-            )
-            .pointer("/data/type")
-            .into());
-        }
-    }
-    match (intent, data.get("id")) {
-        (Intent::Create, None) => {}
-        (Intent::Create, Some(_)) => {
-            return Err(ErrorObject::new(
-                StatusCode::FORBIDDEN,
-                "client_id_unsupported",
-                "ids are assigned by the server; leave id out",
-            )
-            .pointer("/data/id")
-            .into());
-        }
-        (Intent::Update, None) => return Err(bad("the resource object has no id", "/data/id")),
-        (Intent::Update, Some(Value::String(given))) if Some(given.as_str()) == id => {}
-        (Intent::Update, Some(other)) => {
-            return Err(ErrorObject::new(
-                StatusCode::CONFLICT,
-                "id_conflict",
-                format!(
-                    "the URL names {:?}, the document {other}",
-                    id.unwrap_or_default()
-                ),
-            )
-            .pointer("/data/id")
-            .into());
-        }
-    }
+    check_type(ty, data)?;
+    check_id(intent, id, data)?;
     let mut changes = Changes::default();
     let mut errors = Vec::new();
     match data.get("attributes") {
@@ -147,24 +110,74 @@ pub fn parse(
             ));
         }
     }
-    for a in ty.attributes.iter().filter(|a| a.required) {
-        let given = changes.fields.iter().find(|(f, _)| *f == a.field);
-        let missing = match given {
-            Some((_, v)) => v.is_null(),
-            None => intent == Intent::Create,
-        };
-        if missing {
-            errors.push(invalid(
-                format!("{} is required", a.name),
-                format!("/data/attributes/{}", a.name),
-            ));
-        }
-    }
+    errors.extend(missing_required(ty, intent, &changes));
     if errors.is_empty() {
         Ok(changes)
     } else {
         Err(Problem::many(StatusCode::UNPROCESSABLE_ENTITY, errors))
     }
+}
+
+/// The resource object's type is the endpoint's (409 otherwise).
+fn check_type(ty: &ResourceType, data: &Map<String, Value>) -> Result<(), Problem> {
+    match data.get("type") {
+        None => Err(bad("the resource object has no type", "/data/type")),
+        Some(Value::String(t)) if t == ty.name => Ok(()),
+        Some(other) => Err(ErrorObject::new(
+            StatusCode::CONFLICT,
+            "type_conflict",
+            format!("this endpoint takes type {:?}, not {other}", ty.name),
+        )
+        .pointer("/data/type")
+        .into()),
+    }
+}
+
+/// A new object has no id (the server assigns it); an update's is the
+/// URL's.
+fn check_id(intent: Intent, id: Option<&str>, data: &Map<String, Value>) -> Result<(), Problem> {
+    match (intent, data.get("id")) {
+        (Intent::Create, None) => Ok(()),
+        (Intent::Create, Some(_)) => Err(ErrorObject::new(
+            StatusCode::FORBIDDEN,
+            "client_id_unsupported",
+            "ids are assigned by the server; leave id out",
+        )
+        .pointer("/data/id")
+        .into()),
+        (Intent::Update, None) => Err(bad("the resource object has no id", "/data/id")),
+        (Intent::Update, Some(Value::String(given))) if Some(given.as_str()) == id => Ok(()),
+        (Intent::Update, Some(other)) => Err(ErrorObject::new(
+            StatusCode::CONFLICT,
+            "id_conflict",
+            format!(
+                "the URL names {:?}, the document {other}",
+                id.unwrap_or_default()
+            ),
+        )
+        .pointer("/data/id")
+        .into()),
+    }
+}
+
+/// Required attributes a new object lacks, or an update removes.
+fn missing_required(ty: &ResourceType, intent: Intent, changes: &Changes) -> Vec<ErrorObject> {
+    ty.attributes
+        .iter()
+        .filter(|a| a.required)
+        .filter(
+            |a| match changes.fields.iter().find(|(f, _)| *f == a.field) {
+                Some((_, v)) => v.is_null(),
+                None => intent == Intent::Create,
+            },
+        )
+        .map(|a| {
+            invalid(
+                format!("{} is required", a.name),
+                format!("/data/attributes/{}", a.name),
+            )
+        })
+        .collect()
 }
 
 fn check_attribute(

@@ -184,58 +184,26 @@ pub fn parse(ty: &'static ResourceType, raw: &str, target: Target) -> Result<Que
         kept: Vec::new(),
     };
     let mut seen: Vec<String> = Vec::new();
-    let (mut number, mut size, mut offset, mut limit) = (None, None, None, None);
+    let mut paging = Paging::default();
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
         let (key, value) = (key.into_owned(), value.into_owned());
         if seen.contains(&key) {
             return Err(error(&key, "is given more than once"));
         }
         seen.push(key.clone());
-        let collection_only = || {
-            if target == Target::Single {
-                Err(error(&key, "applies to collections only"))
-            } else {
-                Ok(())
-            }
+        let collection_only = || match target {
+            Target::Single => Err(error(&key, "applies to collections only")),
+            Target::Collection => Ok(()),
         };
         if let Some(name) = bracketed(&key, "filter") {
             collection_only()?;
             parse_filter(ty, &key, name, &value, &mut query)?;
         } else if let Some(name) = bracketed(&key, "fields") {
-            let fields_ty =
-                registry::by_name(name).ok_or_else(|| error(&key, "is not a resource type"))?;
-            let mut fields = Vec::new();
-            for f in value.split(',').filter(|f| !f.is_empty()) {
-                let field = fields_ty.field(f).ok_or_else(|| {
-                    error(&key, format!("{f:?} is not a field of {}", fields_ty.name))
-                })?;
-                fields.push(field);
-            }
-            query.fields[fields_ty.index()] = Some(fields);
+            let (of, fields) = parse_fields(&key, name, &value)?;
+            query.fields[of.index()] = Some(fields);
         } else if let Some(name) = bracketed(&key, "page") {
             collection_only()?;
-            let n = value
-                .parse::<usize>()
-                .map_err(|_| error(&key, "must be a whole number"))?;
-            match name {
-                "number" if n >= 1 => number = Some(n),
-                "size" | "limit" if (1..=MAX_PAGE_SIZE).contains(&n) => {
-                    if name == "size" {
-                        size = Some(n)
-                    } else {
-                        limit = Some(n)
-                    }
-                }
-                "offset" => offset = Some(n),
-                "number" => return Err(error(&key, "must be 1 or more")),
-                "size" | "limit" => {
-                    return Err(error(
-                        &key,
-                        format!("must be between 1 and {MAX_PAGE_SIZE}"),
-                    ));
-                }
-                _ => return Err(error(&key, "is not a paging parameter")),
-            }
+            paging.set(&key, name, &value)?;
             continue;
         } else if key == "sort" {
             collection_only()?;
@@ -247,25 +215,75 @@ pub fn parse(ty: &'static ResourceType, raw: &str, target: Target) -> Result<Que
         }
         query.kept.push((key, value));
     }
-    let numbered = number.is_some() || size.is_some();
-    let offsetted = offset.is_some() || limit.is_some();
-    query.page = match (numbered, offsetted) {
-        (true, true) => {
-            return Err(error(
+    query.page = paging.page()?;
+    Ok(query)
+}
+
+/// `fields[name]=a,b`: the type it names and its fields.
+fn parse_fields(
+    key: &str,
+    name: &str,
+    value: &str,
+) -> Result<(&'static ResourceType, Vec<Field>), QueryError> {
+    let ty = registry::by_name(name).ok_or_else(|| error(key, "is not a resource type"))?;
+    let mut fields = Vec::new();
+    for f in value.split(',').filter(|f| !f.is_empty()) {
+        let field = ty
+            .field(f)
+            .ok_or_else(|| error(key, format!("{f:?} is not a field of {}", ty.name)))?;
+        fields.push(field);
+    }
+    Ok((ty, fields))
+}
+
+/// The `page[...]` parameters given: by number and size, or by offset and
+/// limit, never both.
+#[derive(Default)]
+struct Paging {
+    number: Option<usize>,
+    size: Option<usize>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+impl Paging {
+    fn set(&mut self, key: &str, name: &str, value: &str) -> Result<(), QueryError> {
+        let n = value
+            .parse::<usize>()
+            .map_err(|_| error(key, "must be a whole number"))?;
+        let sized = (1..=MAX_PAGE_SIZE).contains(&n);
+        match name {
+            "number" if n >= 1 => self.number = Some(n),
+            "size" if sized => self.size = Some(n),
+            "limit" if sized => self.limit = Some(n),
+            "offset" => self.offset = Some(n),
+            "number" => return Err(error(key, "must be 1 or more")),
+            "size" | "limit" => {
+                return Err(error(key, format!("must be between 1 and {MAX_PAGE_SIZE}")));
+            }
+            _ => return Err(error(key, "is not a paging parameter")),
+        }
+        Ok(())
+    }
+
+    fn page(self) -> Result<Page, QueryError> {
+        let numbered = self.number.is_some() || self.size.is_some();
+        let offsetted = self.offset.is_some() || self.limit.is_some();
+        match (numbered, offsetted) {
+            (true, true) => Err(error(
                 "page",
                 "use page[number]/page[size] or page[offset]/page[limit], not both",
-            ));
+            )),
+            (false, true) => Ok(Page::Offset {
+                offset: self.offset.unwrap_or(0),
+                limit: self.limit.unwrap_or(DEFAULT_PAGE_SIZE),
+            }),
+            _ => Ok(Page::Number {
+                number: self.number.unwrap_or(1),
+                size: self.size.unwrap_or(DEFAULT_PAGE_SIZE),
+            }),
         }
-        (false, true) => Page::Offset {
-            offset: offset.unwrap_or(0),
-            limit: limit.unwrap_or(DEFAULT_PAGE_SIZE),
-        },
-        _ => Page::Number {
-            number: number.unwrap_or(1),
-            size: size.unwrap_or(DEFAULT_PAGE_SIZE),
-        },
-    };
-    Ok(query)
+    }
 }
 
 /// `name` from `prefix[name]`.

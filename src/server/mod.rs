@@ -324,37 +324,74 @@ pub async fn serve<F, R>(
             let mut service = service.clone();
             tower_service::Service::call(&mut service, request)
         });
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        let builder = builder.clone();
-        let (first, idle) = (limits.header_read, limits.idle);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let stream: Box<dyn Io> = match tls {
-                None => Box::new(stream),
-                Some(tls) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => Box::new(stream),
-                        Ok(Err(e)) => {
-                            debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            let io = TokioIo::new(deadline::Deadline::new(stream, first, idle));
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            if let Err(e) = watcher.watch(connection).await {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        let connection = Connection {
+            stream,
+            peer,
+            tls: tls.clone(),
+            first: limits.header_read,
+            idle: limits.idle,
+            slot,
+        };
+        tokio::spawn(connection.serve(builder.clone(), service, graceful.watcher()));
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One accepted connection, holding its slot while it lasts.
+struct Connection {
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Time to the first bytes, and any silence after.
+    first: Duration,
+    idle: Duration,
+    slot: Slot,
+}
+
+impl Connection {
+    /// The TLS handshake (bounded), then HTTP until the connection ends or
+    /// the graceful shutdown `watcher` ends it.
+    async fn serve<S>(
+        self,
+        builder: auto::Builder<TokioExecutor>,
+        service: S,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
+        S: hyper::service::Service<Request<Incoming>, Response = warp::reply::Response>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Self {
+            stream,
+            peer,
+            tls,
+            first,
+            idle,
+            slot: _slot,
+        } = self;
+        let stream: Box<dyn Io> = match tls {
+            None => Box::new(stream),
+            Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+        };
+        let io = TokioIo::new(deadline::Deadline::new(stream, first, idle));
+        let connection = builder.serve_connection_with_upgrades(io, service);
+        if let Err(e) = watcher.watch(connection).await {
+            debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
