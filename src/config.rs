@@ -87,6 +87,22 @@ pub struct CommonFlags {
     /// Log line format.
     #[arg(long, env = "CATALIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Where audit records go as JSON lines: `stdout`, a file path, or
+    /// `off`.
+    #[arg(long, env = "CATALIO_AUDIT_LOG", default_value = "stdout")]
+    pub audit_log: crate::audit::LogSink,
+
+    /// A URL that receives every audit record as a CloudEvent (HTTP binary
+    /// mode); none when empty.
+    #[arg(long, env = "CATALIO_AUDIT_WEBHOOK", default_value = "")]
+    pub audit_webhook: String,
+
+    /// Audit records waiting for the webhook at most; more are dropped
+    /// (and counted) rather than slow anything down.
+    #[arg(long, env = "CATALIO_AUDIT_WEBHOOK_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_webhook_queue: u32,
 }
 
 /// The public server: the token endpoint and the JSON:API (`run`,
@@ -172,6 +188,13 @@ pub struct PublicFlags {
     /// closed (quiet HTTP/2 connections; stalled downloads).
     #[arg(long, env = "CATALIO_IDLE_TIMEOUT", default_value = "60s")]
     pub idle_timeout: String,
+
+    /// ServiceAccounts, as `namespace/name`, comma-separated, that may
+    /// introspect every organization's tokens (a gateway, say): they
+    /// authenticate at /oauth/introspect with their token as a client
+    /// assertion.
+    #[arg(long, env = "CATALIO_INTROSPECTORS", value_delimiter = ',')]
+    pub introspectors: Vec<String>,
 }
 
 /// The controller and the keys it maintains (`run`, `controller`).

@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("jsonapi_document", jsonapi_document),
     ("duration", duration),
     ("service_account_assertion", service_account_assertion),
+    ("introspect_revoke_request", introspect_revoke_request),
 ];
 
 /// A token request body of each media type (the first byte picks one),
@@ -100,15 +101,7 @@ static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
         crate::crd::ApiCredentialSpec {
             display_name: "fuzz".into(),
             scopes: vec!["*:write".into()],
-            secret_name: None,
-            secret_template: None,
-            rotation: Default::default(),
-            token_lifetime: None,
-            revoked: false,
-            unused_after: None,
-            revoke_when_unused: false,
-            service_accounts: vec![],
-            client_secret: Default::default(),
+            ..Default::default()
         },
     );
     cred.metadata.uid = Some("0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9".into());
@@ -221,6 +214,40 @@ pub fn service_account_assertion(data: &[u8]) {
         "https://catalio.ai"
     ));
     let _ = crate::token::jwks::key_id(assertion);
+}
+
+/// An introspection or revocation request (RFC 7662, RFC 7009) as the
+/// endpoints read it: the body by media type (the first byte picks one,
+/// and an `Accept` header), the client's authentication from it, and the
+/// token it names. A request that parses names its token as sent.
+pub fn introspect_revoke_request(data: &[u8]) {
+    use crate::server::oauth::{client, introspect};
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let content_type = match selector % 3 {
+        0 => "application/x-www-form-urlencoded",
+        1 => "application/json",
+        _ => "application/x-www-form-urlencoded; charset=utf-8",
+    };
+    let accept = std::str::from_utf8(body).ok();
+    let _ = introspect::wants_jwt(accept);
+    let Ok(request) = oauth::parse_body(Some(content_type), body) else {
+        return;
+    };
+    match request.asserts() {
+        true => {
+            if let Ok(a) = client::assertion_request(&request, None) {
+                assert_eq!(Some(a.assertion), request.client_assertion.as_deref());
+            }
+        }
+        false => {
+            if let Ok(c) = client::client_request(&request, None) {
+                assert_eq!(Some(&c.client_id), request.client_id.as_ref());
+                assert!(!c.basic);
+            }
+        }
+    }
 }
 
 /// Durations as specs carry them: what parses formats back to the same

@@ -25,6 +25,12 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    pub sink: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NamespaceLabel {
     pub namespace: String,
 }
@@ -66,6 +72,11 @@ pub struct Metrics {
     pub usage_notes: Family<ResultLabel, Counter>,
     pub watch_lists: Counter,
     pub token_reviews: Family<ResultLabel, Counter>,
+    pub introspections: Family<ResultLabel, Counter>,
+    pub introspections_refused: Family<ReasonLabel, Counter>,
+    pub revocations: Family<ResultLabel, Counter>,
+    pub revocations_refused: Family<ReasonLabel, Counter>,
+    pub audit_records: Family<AuditLabels, Counter>,
     credentials: Family<PhaseLabel, Gauge>,
     unused: Family<NamespaceLabel, Gauge>,
 }
@@ -86,6 +97,11 @@ impl Metrics {
             usage_notes: Family::default(),
             watch_lists: Counter::default(),
             token_reviews: Family::default(),
+            introspections: Family::default(),
+            introspections_refused: Family::default(),
+            revocations: Family::default(),
+            revocations_refused: Family::default(),
+            audit_records: Family::default(),
             credentials: Family::default(),
             unused: Family::default(),
         };
@@ -116,6 +132,11 @@ impl Metrics {
             "watch_lists",
             "Complete lists made by this replica's watches: one each at start, then one per relist (410 Gone)",
             self.watch_lists.clone(),
+        );
+        r.register(
+            "audit_records",
+            "Audit records by sink (log, webhook) and what became of them (written, delivered, failed after retries, dropped when the queue was full)",
+            self.audit_records.clone(),
         );
         r.register(
             "credentials",
@@ -166,6 +187,26 @@ impl Metrics {
             "usage_notes",
             "Credential uses noted for status.lastUsedAt, by what became of them (written, skipped within the interval, dropped when the writer was behind)",
             self.usage_notes.clone(),
+        );
+        r.register(
+            "introspections",
+            "Token introspections answered, by result (active, inactive)",
+            self.introspections.clone(),
+        );
+        r.register(
+            "introspections_refused",
+            "Introspection requests refused, by OAuth error code",
+            self.introspections_refused.clone(),
+        );
+        r.register(
+            "revocations",
+            "Token revocations answered, by result (revoked, unchanged)",
+            self.revocations.clone(),
+        );
+        r.register(
+            "revocations_refused",
+            "Revocation requests refused, by OAuth error code",
+            self.revocations_refused.clone(),
         );
         r.register(
             "token_reviews",

@@ -18,6 +18,7 @@ use kube::{Api, Client};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
+use crate::audit::{Audit, LogSink};
 use crate::config::{Cli, Command, CommonFlags, ControllerFlags, Operator, PublicFlags};
 use crate::controller::{self, plan::Settings};
 use crate::crd::ApiCredential;
@@ -107,6 +108,7 @@ struct Common {
     audience: String,
     token_url: String,
     shutdown_delay: Duration,
+    audit: AuditFlags,
 }
 
 impl Common {
@@ -120,6 +122,9 @@ impl Common {
             token_url,
             shutdown_delay,
             log_format: _,
+            audit_log,
+            audit_webhook,
+            audit_webhook_queue,
         } = flags;
         let token_url = token_url.unwrap_or_else(|| {
             let url = default_token_url(public.listen, public.tls.is_some());
@@ -140,8 +145,20 @@ impl Common {
             audience,
             token_url,
             shutdown_delay: duration_flag("shutdown-delay", &shutdown_delay)?,
+            audit: AuditFlags {
+                log: audit_log,
+                webhook: audit_webhook,
+                queue: audit_webhook_queue as usize,
+            },
         })
     }
+}
+
+/// Where audit records go.
+struct AuditFlags {
+    log: LogSink,
+    webhook: String,
+    queue: usize,
 }
 
 /// What the public server needs from the command line.
@@ -160,6 +177,7 @@ struct Public {
     header_read_timeout: Duration,
     idle_timeout: Duration,
     body_read_timeout: Duration,
+    introspectors: Vec<String>,
 }
 
 impl Public {
@@ -181,7 +199,16 @@ impl Public {
             header_read_timeout,
             body_read_timeout,
             idle_timeout,
+            introspectors,
         } = flags;
+        for account in &introspectors {
+            let valid = account
+                .split_once('/')
+                .is_some_and(|(ns, name)| crd::is_object_name(ns) && crd::is_object_name(name));
+            if !valid {
+                bail!("--introspectors: {account:?} is not namespace/name");
+            }
+        }
         let token_lifetime = duration_flag("token-lifetime", &token_lifetime)?;
         if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&token_lifetime) {
             bail!("--token-lifetime must be between 1m and 24h");
@@ -211,6 +238,7 @@ impl Public {
             header_read_timeout: positive("header-read-timeout", &header_read_timeout)?,
             idle_timeout: positive("idle-timeout", &idle_timeout)?,
             body_read_timeout: positive("body-read-timeout", &body_read_timeout)?,
+            introspectors,
         })
     }
 }
@@ -263,6 +291,7 @@ struct Process {
     metrics: Arc<Metrics>,
     health: Arc<watch::Health>,
     keys: Arc<KeyStore>,
+    audit: Audit,
 }
 
 impl Process {
@@ -286,6 +315,18 @@ impl Process {
             &common.signing_key_secret,
             &health,
         );
+        let pod = std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "catalio-operator".to_owned());
+        let audit = Audit::start(
+            common.audit.log.clone(),
+            Some(common.audit.webhook.clone()),
+            common.audit.queue,
+            format!("/catalio-operator/{}/{pod}", common.namespace),
+            metrics.clone(),
+        )
+        .context("starting the audit trail")?;
         Ok(Self {
             client,
             shutdown,
@@ -294,6 +335,7 @@ impl Process {
             metrics,
             health,
             keys,
+            audit,
         })
     }
 
@@ -345,6 +387,7 @@ async fn lead(leading: Leading, common: Common, process: &Process) -> anyhow::Re
         settings,
         process.keys.hash_key(),
         process.metrics.clone(),
+        process.audit.clone(),
     ));
     let owner = match leading.owner_service_account.as_str() {
         "" => None,
@@ -393,20 +436,21 @@ async fn serve_public(
     let (client, metrics) = (&process.client, &process.metrics);
     let (index, resources) = watch_for_server(client, &common.scopes, &process.health);
     let usage = UsageRecorder::spawn(client.clone(), public.last_used_interval, metrics.clone());
-    let service = Arc::new(token_service(&public, common, process, &index, &usage));
+    let verifier = Arc::new(Verifier {
+        keys: process.keys.clone(),
+        index: index.clone(),
+        issuer: public.issuer.clone(),
+        audience: common.audience.clone(),
+        leeway: Duration::from_secs(60),
+        verified: Default::default(),
+    });
+    let service = Arc::new(token_service(&public, common, process, &verifier, &usage));
     let jsonapi = Arc::new(JsonApi {
         index: resources.clone(),
         writes: KubeWrites {
             client: client.clone(),
         },
-        verifier: Verifier {
-            keys: process.keys.clone(),
-            index: index.clone(),
-            issuer: public.issuer.clone(),
-            audience: common.audience.clone(),
-            leeway: Duration::from_secs(60),
-            verified: Default::default(),
-        },
+        verifier,
         limit: RateLimit::new(public.api_rate_limit, public.api_burst),
         quota: public.quota,
         metrics: metrics.clone(),
@@ -441,12 +485,13 @@ fn token_service(
     public: &Public,
     common: &Common,
     process: &Process,
-    index: &Arc<CredentialIndex>,
+    verifier: &Arc<Verifier>,
     usage: &UsageRecorder,
 ) -> TokenService {
     TokenService {
-        index: index.clone(),
+        index: verifier.index.clone(),
         keys: process.keys.clone(),
+        verifier: verifier.clone(),
         jwks_url: jwks_url(&common.token_url, &public.issuer),
         settings: TokenSettings {
             issuer: public.issuer.clone(),
@@ -465,6 +510,9 @@ fn token_service(
             public.issuer.clone(),
             process.metrics.clone(),
         ),
+        introspectors: public.introspectors.clone(),
+        client: process.client.clone(),
+        audit: process.audit.clone(),
     }
 }
 

@@ -53,6 +53,63 @@ pub fn allows<S: AsRef<str>>(granted: &[S], resource: &str, access: Access) -> b
         .any(|g| g.covers(&wanted))
 }
 
+/// What a token issued with `issued` may do while its credential holds
+/// `current`: the scopes both allow, written as few as possible (`*` where
+/// every type is allowed, write without the read it implies), in the
+/// registry's order.
+pub fn effective<S: AsRef<str>>(issued: &[&str], current: &[S]) -> Vec<String> {
+    let current: Vec<&str> = current.iter().map(AsRef::as_ref).collect();
+    let both = |resource: Option<&str>, access: Access| {
+        let wanted = Scope { resource, access };
+        let covered = |granted: &[&str]| {
+            granted
+                .iter()
+                .filter_map(|g| Scope::parse(g))
+                .any(|g| g.covers(&wanted))
+        };
+        covered(issued) && covered(&current)
+    };
+    let name = |access: Access| match access {
+        Access::Read => "read",
+        Access::Write => "write",
+    };
+    let mut out = Vec::new();
+    for access in [Access::Write, Access::Read] {
+        if both(None, access) {
+            out.push(format!("*:{}", name(access)));
+            break;
+        }
+    }
+    let every_type: Vec<Scope<'static>> = out
+        .iter()
+        .filter_map(|s| match s.as_str() {
+            "*:write" => Some(Scope {
+                resource: None,
+                access: Access::Write,
+            }),
+            "*:read" => Some(Scope {
+                resource: None,
+                access: Access::Read,
+            }),
+            _ => None,
+        })
+        .collect();
+    for ty in registry::TYPES {
+        for access in [Access::Write, Access::Read] {
+            let wanted = Scope {
+                resource: Some(ty.name),
+                access,
+            };
+            let covered = every_type.iter().any(|s| s.covers(&wanted));
+            if !covered && both(Some(ty.name), access) {
+                out.push(format!("{}:{}", ty.name, name(access)));
+                break;
+            }
+        }
+    }
+    out
+}
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     #[error("unknown scope {0:?}")]
@@ -91,6 +148,28 @@ mod tests {
 
     fn strings(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn effective_scopes_are_what_both_allow() {
+        let eff =
+            |issued: &[&str], current: &[&str]| effective(issued, &strings(current)).join(" ");
+        assert_eq!(eff(&["*:write"], &["*:write"]), "*:write");
+        assert_eq!(eff(&["*:write"], &["*:read"]), "*:read");
+        assert_eq!(eff(&["*:read"], &["*:write"]), "*:read");
+        assert_eq!(
+            eff(&["*:write"], &["requirement:read", "persona:write"]),
+            "requirement:read persona:write"
+        );
+        assert_eq!(
+            eff(&["*:read", "requirement:write"], &["*:write"]),
+            "*:read requirement:write"
+        );
+        assert_eq!(eff(&["persona:read"], &["requirement:write"]), "");
+        assert_eq!(
+            eff(&["requirement:write"], &["requirement:write", "x:y"]),
+            "requirement:write"
+        );
     }
 
     #[test]

@@ -517,14 +517,23 @@ async fn strict_oauth_clients_accept_the_server() {
         members,
         [
             "grant_types_supported",
+            "introspection_endpoint",
+            "introspection_endpoint_auth_methods_supported",
             "issuer",
             "jwks_uri",
             "response_types_supported",
+            "revocation_endpoint",
+            "revocation_endpoint_auth_methods_supported",
             "scopes_supported",
             "token_endpoint",
             "token_endpoint_auth_methods_supported",
         ]
     );
+    assert_eq!(
+        metadata["introspection_endpoint"],
+        t.url("/oauth/introspect")
+    );
+    assert_eq!(metadata["revocation_endpoint"], t.url("/oauth/revoke"));
 
     let r = t
         .http

@@ -657,6 +657,52 @@ async fn lifecycle_as(
         s.last_used_at.is_some()
     })
     .await;
+    // Introspection, and one token revoked (the servers write it into the
+    // credential's status).
+    apply(
+        org,
+        "apiVersion: catalio.ai/v1\nkind: ApiCredential\nmetadata: {name: gw}\nspec: {displayName: Gateway, introspection: true}\n",
+    );
+    credential_until(org, "gw", "the gateway credential", |s| {
+        s.phase == Some(Phase::Active)
+    })
+    .await;
+    let (gw_id, gw_secret) = credential_secret(&admin, org, "gw").await;
+    access_token(&r.base, &gw_id, &gw_secret, WAIT).await;
+    let introspect = |token: String| {
+        let (http, base) = (r.http.clone(), r.base.clone());
+        let (gw_id, gw_secret) = (gw_id.clone(), gw_secret.clone());
+        async move {
+            let answer: Value = http
+                .post(format!("{base}/oauth/introspect"))
+                .basic_auth(gw_id, Some(gw_secret))
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["active"].as_bool().unwrap()
+        }
+    };
+    let doomed = access_token(&r.base, &id, &first, WAIT).await;
+    assert!(introspect(doomed.clone()).await);
+    let revoked = r
+        .http
+        .post(format!("{}/oauth/revoke", r.base))
+        .basic_auth(&id, Some(&first))
+        .form(&[("token", doomed.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert!(!introspect(doomed.clone()).await);
+    credential_until(org, "ci", "the revoked token in the status", |s| {
+        s.revoked_tokens.len() == 1
+    })
+    .await;
+    assert!(introspect(token.clone()).await, "the other token stays");
 
     // Rotation with grace: both secrets work until the grace ends; the
     // restart target is rolled to the new one.

@@ -818,7 +818,7 @@ async fn neither_secrets_nor_tokens_reach_the_logs() {
 
     let logs = s.operator.logs();
     assert!(
-        logs.contains("token request refused"),
+        logs.contains("request refused"),
         "debug logs were captured"
     );
     for needle in [&cred.secret, &wrong.secret, &token, &second, &basic] {

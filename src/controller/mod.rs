@@ -28,9 +28,10 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use crate::audit::{self, Audit};
 use crate::crd::{ApiCredential, ApiCredentialStatus, Phase};
 use crate::metrics::Metrics;
-use crate::secret::{ClientSecret, HashKey};
+use crate::secret::{ClientSecret, HashKey, client_id_for_uid};
 use plan::{MANAGER, Plan, Reason, SecretAction, Settings};
 
 /// How often a credential is looked at even when nothing announced a change.
@@ -85,6 +86,9 @@ pub struct Context {
     /// The secret hash key, once loaded.
     pub hash_key: Arc<HashKey>,
     pub metrics: Arc<Metrics>,
+    /// Every lifecycle change goes to the audit trail as well as into an
+    /// event.
+    pub audit: Audit,
     /// The managed Secrets' metadata, as the controller's watch of them
     /// sees it (set by [`run`]).
     secrets: OnceLock<Store<PartialObjectMeta<Secret>>>,
@@ -185,6 +189,7 @@ impl Context {
         settings: Settings,
         hash_key: Arc<HashKey>,
         metrics: Arc<Metrics>,
+        audit: Audit,
     ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.to_owned(),
@@ -196,6 +201,7 @@ impl Context {
             settings,
             hash_key,
             metrics,
+            audit,
             secrets: OnceLock::new(),
             done: Mutex::default(),
             look_up: Mutex::default(),
@@ -541,15 +547,29 @@ async fn delete_secret(
     }
 }
 
-/// Logs and publishes the plan's events.
+/// Logs, records in the audit trail and publishes the plan's events.
 async fn publish_notes(cred: &ApiCredential, notes: Vec<plan::Note>, ctx: &Context) {
+    let (name, namespace) = (cred.name_any(), cred.namespace().unwrap_or_default());
+    let client_id = cred
+        .status
+        .as_ref()
+        .and_then(|s| s.client_id.clone())
+        .or_else(|| cred.metadata.uid.as_deref().map(client_id_for_uid))
+        .unwrap_or_default();
     for note in notes {
         info!(
-            credential = %cred.name_any(),
-            namespace = %cred.namespace().unwrap_or_default(),
+            credential = %name,
+            namespace = %namespace,
             reason = note.reason.as_str(),
             "{}", note.message
         );
+        ctx.audit.record(audit::Event::Credential {
+            change: note.reason.as_str(),
+            org: &namespace,
+            credential: &name,
+            client_id: &client_id,
+            message: &note.message,
+        });
         ctx.publish(
             cred,
             note.reason.as_str(),

@@ -1164,13 +1164,16 @@ fn covers(existing: &Secret, desired: &Secret) -> bool {
 }
 
 /// Whether a status write would change anything the controller owns.
-/// `lastUsedAt` belongs to the token endpoint and is ignored.
+/// `lastUsedAt` and the revoked tokens belong to the servers and are
+/// ignored.
 pub fn status_changed(
     current: Option<&ApiCredentialStatus>,
     desired: &ApiCredentialStatus,
 ) -> bool {
     let mut current = current.cloned().unwrap_or_default();
     current.last_used_at = None;
+    current.revoked_tokens.clear();
+    current.revoked_tokens_before = None;
     current != *desired
 }
 

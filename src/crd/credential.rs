@@ -26,7 +26,7 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 /// An OAuth 2.0 client credential for Catalio's API. The operator generates a
 /// client secret and writes `client_id`, `client_secret`, `token_url` and
 /// `audience` into a Secret that workloads mount.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "catalio.ai",
     version = "v1",
@@ -119,6 +119,13 @@ pub struct ApiCredentialSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub unused_after: Option<String>,
+
+    /// Lets this credential introspect (`POST /oauth/introspect`, RFC 7662)
+    /// the access tokens of its organization: for a service of the
+    /// organization that accepts its tokens and must know, as the JSON:API
+    /// does, whether one is still active. Others get `active: false`.
+    #[serde(default)]
+    pub introspection: bool,
 
     /// Revokes the credential, for good and with a Warning event, once it
     /// has been unused for `unusedAfter`.
@@ -337,6 +344,25 @@ pub struct ApiCredentialStatus {
     /// rolled for (with `rotation.restartTargets`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_for: Option<String>,
+    /// Single access tokens revoked by their client (`POST /oauth/revoke`),
+    /// each kept until it would have expired; at most 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub revoked_tokens: Vec<RevokedToken>,
+    /// Every access token issued at or before this time is revoked: set
+    /// when a revocation found `revokedTokens` full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_tokens_before: Option<Time>,
+}
+
+/// One revoked access token: its id (`jti`), never the token.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedToken {
+    #[schemars(length(max = 64))]
+    pub jti: String,
+    /// When the token would have expired; the entry goes then.
+    pub expires_at: Time,
 }
 
 impl ApiCredential {

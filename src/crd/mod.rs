@@ -6,7 +6,7 @@ pub mod credential;
 pub mod registry;
 
 pub use credential::{
-    ApiCredential, ApiCredentialSpec, ApiCredentialStatus, ClientSecretMode, Phase,
+    ApiCredential, ApiCredentialSpec, ApiCredentialStatus, ClientSecretMode, Phase, RevokedToken,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

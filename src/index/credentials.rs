@@ -37,6 +37,12 @@ pub struct CredentialEntry {
     /// ServiceAccounts (in `namespace`) that authenticate as this
     /// credential with their tokens.
     pub service_accounts: Vec<String>,
+    /// May introspect its organization's tokens.
+    pub introspection: bool,
+    /// Ids (`jti`) of single tokens revoked, from `status.revokedTokens`.
+    pub revoked_tokens: Vec<String>,
+    /// Tokens issued at or before this second are revoked.
+    pub revoked_before: Option<i64>,
 }
 
 impl CredentialEntry {
@@ -67,7 +73,41 @@ impl CredentialEntry {
                 .iter()
                 .any(|c| c.type_ == "Unused" && c.status == "True"),
             service_accounts: cred.spec.service_accounts.clone(),
+            introspection: cred.spec.introspection,
+            revoked_tokens: status.revoked_tokens.into_iter().map(|t| t.jti).collect(),
+            revoked_before: status.revoked_tokens_before.map(|t| t.0.as_second()),
         })
+    }
+
+    /// Whether the token `jti`, issued at `iat`, was revoked on its own.
+    pub fn token_revoked(&self, jti: &str, iat: i64) -> bool {
+        self.revoked_before.is_some_and(|before| iat <= before)
+            || self.revoked_tokens.iter().any(|t| t == jti)
+    }
+
+    /// An entry for tests: client `client_id` in namespace `org`, Active,
+    /// `*:read`, no secret, nothing else set.
+    #[cfg(test)]
+    pub fn example(client_id: &str) -> Self {
+        Self {
+            client_id: client_id.into(),
+            namespace: "org".into(),
+            name: "ci".into(),
+            uid: "u".into(),
+            scopes: vec!["*:read".into()],
+            revoked: false,
+            current: None,
+            previous: None,
+            rotation_counter: 0,
+            token_lifetime: None,
+            phase: Phase::Active,
+            last_used_at: None,
+            unused: false,
+            service_accounts: vec![],
+            introspection: false,
+            revoked_tokens: vec![],
+            revoked_before: None,
+        }
     }
 
     /// Which of the credential's live secrets `hash` is, if any: `Current`
@@ -330,15 +370,9 @@ mod tests {
             ApiCredentialSpec {
                 display_name: "CI".into(),
                 scopes: vec!["requirement:read".into()],
-                secret_name: None,
-                secret_template: None,
-                rotation: Default::default(),
                 token_lifetime: Some("1h".into()),
                 revoked,
-                unused_after: None,
-                revoke_when_unused: false,
-                service_accounts: vec![],
-                client_secret: Default::default(),
+                ..Default::default()
             },
         );
         c.metadata.uid = Some(uid.into());

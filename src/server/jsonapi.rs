@@ -43,7 +43,7 @@ const MAX_LOOKUPS: usize = 16;
 pub struct JsonApi<S, W> {
     pub index: Arc<S>,
     pub writes: W,
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
     pub limit: RateLimit,
     pub quota: Quota,
     pub metrics: Arc<Metrics>,

@@ -12,7 +12,7 @@ pub mod throttle;
 pub mod tls;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ use crate::index::resources::ResourceStore;
 use crate::metrics::Metrics;
 use crate::token::KeyStore;
 pub use jsonapi::JsonApi;
-pub use oauth::{OAuthError, TokenService};
+pub use oauth::{Endpoint, OAuthError, TokenService};
 
 /// The route a response answered, named for metrics (never per id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,35 +62,46 @@ pub fn routes<S: Index, W: Writes>(
         let service = service.clone();
         warp::any().map(move || service.clone())
     };
-    let token = warp::path!("oauth" / "token")
-        .and(warp::post())
-        .and(with())
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::ext::optional::<Peer>())
-        .and(body::limited(oauth::BODY_LIMIT, body_timeout))
-        .then(
-            |s: Arc<TokenService>,
-             ct: Option<String>,
-             auth: Option<String>,
-             peer: Option<Peer>,
-             body: Result<Bytes, body::BodyError>| async move {
-                let response = match body {
-                    Ok(body) => {
-                        s.respond(
-                            ct.as_deref(),
-                            auth.as_deref(),
-                            &body,
-                            peer.map(|p| p.0),
-                            Timestamp::now(),
-                        )
-                        .await
-                    }
-                    Err(e) => oauth::body_error(e).into_response(),
-                };
-                routed(response, "token")
-            },
-        );
+    // The OAuth POST endpoints share their body, headers and peer.
+    let oauth = |endpoint: Endpoint| {
+        with()
+            .and(warp::post())
+            .and(warp::header::optional::<String>("content-type"))
+            .and(warp::header::optional::<String>("authorization"))
+            .and(warp::header::optional::<String>("accept"))
+            .and(warp::header::optional::<String>("user-agent"))
+            .and(warp::ext::optional::<Peer>())
+            .and(body::limited(oauth::BODY_LIMIT, body_timeout))
+            .then(
+                move |s: Arc<TokenService>,
+                      content_type: Option<String>,
+                      authorization: Option<String>,
+                      accept: Option<String>,
+                      user_agent: Option<String>,
+                      peer: Option<Peer>,
+                      body: Result<Bytes, body::BodyError>| async move {
+                    let response = match body {
+                        Ok(body) => {
+                            let call = oauth::Call {
+                                content_type: content_type.as_deref(),
+                                authorization: authorization.as_deref(),
+                                accept: accept.as_deref(),
+                                user_agent: user_agent.as_deref(),
+                                body: &body,
+                                source: peer
+                                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip()),
+                            };
+                            s.respond(endpoint, call, Timestamp::now()).await
+                        }
+                        Err(e) => oauth::body_error(e).into_response(),
+                    };
+                    routed(response, endpoint.as_str())
+                },
+            )
+    };
+    let token = warp::path!("oauth" / "token").and(oauth(Endpoint::Token));
+    let introspect = warp::path!("oauth" / "introspect").and(oauth(Endpoint::Introspect));
+    let revoke = warp::path!("oauth" / "revoke").and(oauth(Endpoint::Revoke));
     let jwks = warp::path!(".well-known" / "jwks.json")
         .and(warp::get())
         .and(with())
@@ -100,6 +111,10 @@ pub fn routes<S: Index, W: Writes>(
         .and(with())
         .map(|s: Arc<TokenService>| routed(s.metadata(), "metadata"));
     let served = token
+        .or(introspect)
+        .unify()
+        .or(revoke)
+        .unify()
         .or(jwks)
         .unify()
         .or(metadata)

@@ -174,11 +174,26 @@ impl SigningKey {
         })
     }
 
-    /// Signs `claims` (a JSON object) as a compact JWS.
+    /// Signs `claims` (a JSON object) as a compact JWS access token.
     pub fn sign(&self, claims: &[u8]) -> Result<String, KeyError> {
-        let mut token =
-            String::with_capacity(self.header_prefix.len() + claims.len() * 4 / 3 + 400);
-        token.push_str(&self.header_prefix);
+        self.sign_with(&self.header_prefix, claims)
+    }
+
+    /// Signs `claims` as a compact JWS of another type (`typ`), such as a
+    /// signed introspection answer: never one that passes for an access
+    /// token.
+    pub fn sign_as(&self, typ: &str, claims: &[u8]) -> Result<String, KeyError> {
+        if typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) {
+            return Err(KeyError::Sign);
+        }
+        let header = json!({"alg": self.alg.as_str(), "typ": typ, "kid": self.kid});
+        let prefix = format!("{}.", URL_SAFE_NO_PAD.encode(header.to_string()));
+        self.sign_with(&prefix, claims)
+    }
+
+    fn sign_with(&self, header_prefix: &str, claims: &[u8]) -> Result<String, KeyError> {
+        let mut token = String::with_capacity(header_prefix.len() + claims.len() * 4 / 3 + 400);
+        token.push_str(header_prefix);
         URL_SAFE_NO_PAD.encode_string(claims, &mut token);
         let signature = match &self.signer {
             Signer::Rsa(pair) => {

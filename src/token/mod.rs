@@ -200,6 +200,7 @@ impl Verifier {
         if claims.client_id != claims.sub
             || credential.namespace != claims.org
             || !credential.token_live(&claims.sid, claims.rot, now)
+            || credential.token_revoked(&claims.jti, claims.iat)
         {
             return Err(VerifyError::Inactive);
         }
@@ -280,15 +281,7 @@ mod tests {
             ApiCredentialSpec {
                 display_name: "CI".into(),
                 scopes: vec!["*:read".into()],
-                secret_name: None,
-                secret_template: None,
-                rotation: Default::default(),
-                token_lifetime: None,
-                revoked: false,
-                unused_after: None,
-                revoke_when_unused: false,
-                service_accounts: vec![],
-                client_secret: Default::default(),
+                ..Default::default()
             },
         );
         cred.metadata.uid = Some(UID.into());

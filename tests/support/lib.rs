@@ -17,6 +17,7 @@ use kube::{Api, Client};
 
 pub mod clients;
 pub mod cut;
+pub mod events;
 pub mod jsonapi;
 pub mod pki;
 pub mod webhook;

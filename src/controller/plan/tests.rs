@@ -1,6 +1,6 @@
 use super::*;
 use crate::crd::ClientSecretMode;
-use crate::crd::{ApiCredentialSpec, credential::Rotation, credential::SecretTemplate};
+use crate::crd::{ApiCredentialSpec, credential::SecretTemplate};
 use crate::secret::SecretHasher;
 
 const UID: &str = "11111111-2222-3333-4444-555555555555";
@@ -24,15 +24,7 @@ fn cred() -> ApiCredential {
         ApiCredentialSpec {
             display_name: "CI/CD Pipeline".into(),
             scopes: vec!["*:read".into()],
-            secret_name: None,
-            secret_template: None,
-            rotation: Rotation::default(),
-            token_lifetime: None,
-            revoked: false,
-            unused_after: None,
-            revoke_when_unused: false,
-            service_accounts: vec![],
-            client_secret: ClientSecretMode::Generated,
+            ..Default::default()
         },
     );
     c.metadata.uid = Some(UID.into());
@@ -190,9 +182,15 @@ fn a_credential_unused_for_too_long_is_marked_once_and_revoked_only_when_asked()
         "{}",
         p.notes[0].message
     );
-    // Already marked: no second event.
+    // Already marked: no second event. What the servers write (last use,
+    // revoked tokens) is theirs: no status write for it.
     c.status = Some(ApiCredentialStatus {
         last_used_at: Some(Time(at(600))),
+        revoked_tokens: vec![crate::crd::RevokedToken {
+            jti: "j".into(),
+            expires_at: Time(at(9_000)),
+        }],
+        revoked_tokens_before: Some(Time(at(100))),
         ..p.status.clone()
     });
     let again = run(&c, Some(&s), at(4_300), &mut g);

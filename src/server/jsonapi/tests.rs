@@ -110,14 +110,14 @@ impl Harness {
         let api = Arc::new(JsonApi {
             index: ResourceStore::new(watches),
             writes: NoWrites,
-            verifier: Verifier {
+            verifier: Arc::new(Verifier {
                 keys,
                 index: CredentialIndex::new(),
                 issuer: ISSUER.into(),
                 audience: AUDIENCE.into(),
                 leeway: Duration::from_secs(60),
                 verified: Default::default(),
-            },
+            }),
             limit,
             quota: Quota {
                 objects: 10_000,
@@ -152,15 +152,7 @@ impl Harness {
             ApiCredentialSpec {
                 display_name: "test".into(),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                secret_name: None,
-                secret_template: None,
-                rotation: Default::default(),
-                token_lifetime: None,
-                revoked: false,
-                unused_after: None,
-                revoke_when_unused: false,
-                service_accounts: vec![],
-                client_secret: Default::default(),
+                ..Default::default()
             },
         );
         cred.metadata.uid = Some(uid);
