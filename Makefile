@@ -35,6 +35,7 @@ build:
 ## Benchmarks that print figures (release build, own control plane).
 bench: controlplane
 	bench/token.sh
+	bench/oauth.sh
 	bench/credentials.sh
 	bench/api.sh
 
