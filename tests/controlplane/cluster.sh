@@ -10,10 +10,17 @@
 #       With --crds, the CRDs are installed before the controller-manager
 #       starts, so its garbage collector watches them from its first sync.
 #   cluster.sh down DIR    Stops exactly the processes `up DIR` started.
+#   cluster.sh rotate-sa-key DIR
+#                          Restarts the API server signing ServiceAccount
+#                          tokens with a new key; the old keys still verify.
 #   cluster.sh env DIR     Prints shell exports for KUBECONFIG and PATH.
 #   cluster.sh leftovers   Waits up to 15s for every test control plane
 #                          (under $TMPDIR/catalio-cp.*) to exit; fails and
 #                          lists the survivors otherwise.
+#
+# With CLUSTER_ISSUER=self, the API server is its own ServiceAccount issuer
+# (https://ADDRESS:PORT, its discovery document and JWKS served there): an
+# outside issuer for another cluster's operator to trust.
 #
 # tests/node/node.sh runs it inside a node's network namespace with
 # CLUSTER_NODE=1: the API server then listens on CLUSTER_ADDRESS:6443, keeps
@@ -89,6 +96,7 @@ extendedKeyUsage=serverAuth"
     issue admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    echo sa.key > signing
   )
 }
 
@@ -186,25 +194,13 @@ start_processes() {
   echo $! > "$dir/etcd.pid"
   wait_ok "http://127.0.0.1:$etcd_port/health" "$dir/etcd.pid" etcd "$dir/etcd.log"
 
-  setsid "$bin/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address "$address" --advertise-address "$address" --secure-port "$api_port" \
-    --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
-    --client-ca-file "$dir/pki/ca.crt" \
-    "${node_flags[@]}" \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file "$dir/pki/sa.pub" \
-    --service-account-signing-key-file "$dir/pki/sa.key" \
-    --api-audiences https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range 10.96.0.0/16 \
-    --profiling=false \
-    > "$dir/apiserver.log" 2>&1 < /dev/null &
-  echo $! > "$dir/apiserver.pid"
-
-  write_kubeconfig "$dir" "$api_port"
-  local tls=(--cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key")
-  wait_ok "https://$address:$api_port/readyz" "$dir/apiserver.pid" kube-apiserver \
-    "$dir/apiserver.log" "${tls[@]}"
+  local issuer=https://kubernetes.default.svc.cluster.local
+  [ "${CLUSTER_ISSUER:-}" = self ] && issuer=https://$address:$api_port
+  {
+    printf 'etcd_port=%s\napi_port=%s\nissuer=%s\n' "$etcd_port" "$api_port" "$issuer"
+    declare -p node_flags
+  } > "$dir/apiserver.env"
+  start_apiserver "$dir" "$bin" || return 1
 
   if [ -n "$crds" ]; then
     # set -e does not reach into a function run as a condition: check each.
@@ -248,6 +244,54 @@ start_processes() {
   echo $! > "$dir/scheduler.pid"
   wait_ok "https://127.0.0.1:$sched_port/healthz" "$dir/scheduler.pid" \
     kube-scheduler "$dir/scheduler.log" -k
+}
+
+# Starts kube-apiserver with the ports, issuer and flags of
+# DIR/apiserver.env, verifying ServiceAccount tokens with every
+# DIR/pki/sa*.pub and signing them with the key DIR/pki/signing names.
+start_apiserver() {
+  local dir=$1 bin=$2 etcd_port api_port issuer node_flags
+  # shellcheck disable=SC1091
+  source "$dir/apiserver.env"
+  local keys=() key
+  for key in "$dir"/pki/sa*.pub; do keys+=(--service-account-key-file "$key"); done
+  local discovery=()
+  [ "$issuer" = https://kubernetes.default.svc.cluster.local ] ||
+    discovery=(--service-account-jwks-uri "$issuer/openid/v1/jwks")
+  setsid "$bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address "$address" --advertise-address "$address" --secure-port "$api_port" \
+    --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
+    --client-ca-file "$dir/pki/ca.crt" \
+    "${node_flags[@]}" \
+    --service-account-issuer "$issuer" "${discovery[@]}" \
+    "${keys[@]}" \
+    --service-account-signing-key-file "$dir/pki/$(cat "$dir/pki/signing")" \
+    --api-audiences https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --profiling=false \
+    >> "$dir/apiserver.log" 2>&1 < /dev/null &
+  echo $! > "$dir/apiserver.pid"
+
+  write_kubeconfig "$dir" "$api_port"
+  local tls=(--cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key")
+  wait_ok "https://$address:$api_port/readyz" "$dir/apiserver.pid" kube-apiserver \
+    "$dir/apiserver.log" "${tls[@]}"
+}
+
+# A new ServiceAccount signing key: the API server restarts with it, and
+# keeps verifying tokens of the old ones.
+cmd_rotate_sa_key() {
+  local dir n pid
+  dir=$(cd "$1" && pwd)
+  n=$(find "$dir/pki" -name 'sa*.pub' | wc -l)
+  openssl genrsa -out "$dir/pki/sa$n.key" 2048 2>/dev/null
+  openssl rsa -in "$dir/pki/sa$n.key" -pubout -out "$dir/pki/sa$n.pub" 2>/dev/null
+  echo "sa$n.key" > "$dir/pki/signing"
+  pid=$(cat "$dir/apiserver.pid")
+  kill -TERM "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  start_apiserver "$dir" "$(cat "$dir/bin")"
 }
 
 cmd_down() {
@@ -294,7 +338,8 @@ cmd_leftovers() {
 case ${1:-} in
   up) shift; [ $# -ge 1 ] || die "usage: cluster.sh up DIR [--owner-pid PID] [--crds PATH]"; cmd_up "$@" ;;
   down) [ $# -eq 2 ] || die "usage: cluster.sh down DIR"; cmd_down "$2" ;;
+  rotate-sa-key) [ $# -eq 2 ] || die "usage: cluster.sh rotate-sa-key DIR"; cmd_rotate_sa_key "$2" ;;
   env) [ $# -eq 2 ] || die "usage: cluster.sh env DIR"; cmd_env "$2" ;;
   leftovers) cmd_leftovers ;;
-  *) die "usage: cluster.sh up|down|env|leftovers ..." ;;
+  *) die "usage: cluster.sh up|down|rotate-sa-key|env|leftovers ..." ;;
 esac
