@@ -14,7 +14,7 @@
 //! once, and a request waits about a second for its turn at most.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -25,10 +25,9 @@ use kube::api::{Api, PostParams};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use tracing::warn;
 
 use crate::metrics::{Metrics, ResultLabel};
-use crate::token::jwks::{self, PublicKeys};
+use crate::token::jwks::{self, KeyCache, KeySource, PublicKeys};
 
 /// `client_assertion_type` of a JWT client assertion (RFC 7523 section 2.2).
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -143,12 +142,6 @@ struct Reviewed {
     until: Instant,
 }
 
-/// Where the cluster's service-account issuer keys come from: the API
-/// server (or, in tests, anything that serves a JWKS document).
-pub trait KeySource: Send + Sync {
-    fn fetch(&self) -> futures::future::BoxFuture<'_, Result<Vec<u8>, String>>;
-}
-
 /// The API server's `/openid/v1/jwks`, with this process's identity (the
 /// default `system:service-account-issuer-discovery` binding, and the
 /// chart's own, allow it).
@@ -169,16 +162,8 @@ impl KeySource for ApiServerKeys {
     }
 }
 
-/// The cluster's service-account issuer keys: fetched on first use, and
-/// again when an assertion names a key they lack (at most once per
-/// [`REFRESH_FLOOR`]); kept through failed fetches.
-pub struct ClusterKeys {
-    source: Box<dyn KeySource>,
-    keys: RwLock<Arc<PublicKeys>>,
-    /// When the last fetch started; held while one runs, so concurrent
-    /// requests wait for it instead of fetching again.
-    fetched: tokio::sync::Mutex<Option<Instant>>,
-}
+/// The cluster's service-account issuer keys.
+pub struct ClusterKeys(KeyCache);
 
 /// What a valid ServiceAccount token's signature covers that we check
 /// here; the API server checks the rest.
@@ -197,15 +182,7 @@ pub fn signature_holds(keys: &PublicKeys, assertion: &str, audience: &str) -> bo
 
 impl ClusterKeys {
     pub fn new(source: Box<dyn KeySource>) -> Self {
-        Self {
-            source,
-            keys: RwLock::default(),
-            fetched: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    fn current(&self) -> Arc<PublicKeys> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+        Self(KeyCache::new(source, REFRESH_FLOOR))
     }
 
     /// Whether `assertion` carries a valid signature by one of the
@@ -215,37 +192,15 @@ impl ClusterKeys {
         let Some(kid) = jwks::key_id(assertion) else {
             return Ok(false);
         };
-        let mut keys = self.current();
-        if keys.get(&kid).is_none() {
-            self.refresh().await;
-            keys = self.current();
-            if keys.is_empty() {
-                return Err(ReviewError::NoKeys(format!(
-                    "{JWKS_PATH} gave no usable key"
-                )));
-            }
+        let keys = self.0.for_kid(&kid).await;
+        if keys.is_empty() {
+            let why = self
+                .0
+                .failure()
+                .unwrap_or_else(|| "no usable key".to_owned());
+            return Err(ReviewError::NoKeys(format!("{JWKS_PATH}: {why}")));
         }
         Ok(signature_holds(&keys, assertion, audience))
-    }
-
-    /// Fetches the keys unless a fetch started within the floor.
-    async fn refresh(&self) {
-        let mut fetched = self.fetched.lock().await;
-        if fetched.is_some_and(|at| at.elapsed() < REFRESH_FLOOR) {
-            return;
-        }
-        *fetched = Some(Instant::now());
-        let parsed = self
-            .source
-            .fetch()
-            .await
-            .and_then(|document| PublicKeys::parse(&document).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(keys) => *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys),
-            Err(e) => {
-                warn!(error = %e, "could not fetch the cluster's service-account keys; keeping the last ones")
-            }
-        }
     }
 }
 
@@ -508,7 +463,7 @@ mod tests {
             assert!(!keys.signed(&sa_token(&stranger, aud), aud).await.unwrap());
         }
         assert_eq!(fetches(), 1);
-        *keys.fetched.lock().await = Some(Instant::now() - REFRESH_FLOOR);
+        keys.0.forget_fetch().await;
         for _ in 0..100 {
             assert!(!keys.signed(&sa_token(&stranger, aud), aud).await.unwrap());
         }
@@ -537,11 +492,11 @@ mod tests {
         *served.document.lock().unwrap() = Ok(jwks.to_string().into_bytes());
         // Within the floor nothing is fetched again: still unknown.
         assert!(keys.signed(&token, aud).await.is_err());
-        *keys.fetched.lock().await = None;
+        keys.0.forget_fetch().await;
         assert!(keys.signed(&token, aud).await.unwrap());
         // The API server goes away: the keys stay.
         *served.document.lock().unwrap() = Err("down".into());
-        *keys.fetched.lock().await = None;
+        keys.0.forget_fetch().await;
         let (other, _) = issuer("k2");
         assert!(!keys.signed(&sa_token(&other, aud), aud).await.unwrap());
         assert!(keys.signed(&token, aud).await.unwrap());

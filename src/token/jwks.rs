@@ -8,10 +8,13 @@
 //! signature check. Symmetric keys (`kty: oct`) are never used.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::de::DeserializeOwned;
+use tracing::warn;
 
 /// Keys kept from one document at most; a JWKS has a handful.
 const MAX_KEYS: usize = 64;
@@ -28,6 +31,27 @@ pub struct PublicKey {
 #[derive(Default)]
 pub struct PublicKeys {
     by_kid: HashMap<String, PublicKey>,
+}
+
+impl std::fmt::Debug for PublicKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut kids: Vec<(&String, Algorithm)> =
+            self.by_kid.iter().map(|(k, v)| (k, v.alg)).collect();
+        kids.sort_by(|a, b| a.0.cmp(b.0));
+        f.debug_list().entries(kids).finish()
+    }
+}
+
+/// The same key ids with the same algorithms (key material is not
+/// compared: an entry's keys come from one object version).
+impl PartialEq for PublicKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_kid.len() == other.by_kid.len()
+            && self
+                .by_kid
+                .iter()
+                .all(|(k, v)| other.by_kid.get(k).is_some_and(|o| o.alg == v.alg))
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -94,7 +118,7 @@ impl PublicKeys {
 
 /// The algorithm a key verifies: its `alg` when it names one we accept,
 /// otherwise the one its type and curve imply.
-fn algorithm(jwk: &Jwk) -> Option<Algorithm> {
+pub(crate) fn algorithm(jwk: &Jwk) -> Option<Algorithm> {
     let implied = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
         AlgorithmParameters::EllipticCurve(p) => match p.curve {
@@ -135,6 +159,105 @@ fn algorithm(jwk: &Jwk) -> Option<Algorithm> {
         _ => 4,
     };
     (family(named) == family(implied)).then_some(named)
+}
+
+/// Where a key set comes from: the API server's service-account keys, an
+/// outside issuer's discovery document, ...
+pub trait KeySource: Send + Sync {
+    fn fetch(&self) -> futures::future::BoxFuture<'_, Result<Vec<u8>, String>>;
+}
+
+/// A JWKS from its source: fetched on first use, and again when a token
+/// names a key it lacks, at most once per `floor` (forged key ids cannot
+/// make us fetch each time); kept through failed fetches. Without a source
+/// (keys given inline) it never fetches.
+pub struct KeyCache {
+    source: Option<Box<dyn KeySource>>,
+    floor: Duration,
+    keys: RwLock<Arc<PublicKeys>>,
+    /// When the last fetch started; held while one runs, so concurrent
+    /// requests wait for it instead of fetching again.
+    fetched: tokio::sync::Mutex<Option<Instant>>,
+    /// What the last failed fetch said, for the callers' errors.
+    failure: RwLock<Option<String>>,
+}
+
+impl KeyCache {
+    pub fn new(source: Box<dyn KeySource>, floor: Duration) -> Self {
+        Self {
+            source: Some(source),
+            floor,
+            keys: RwLock::default(),
+            fetched: tokio::sync::Mutex::new(None),
+            failure: RwLock::default(),
+        }
+    }
+
+    /// Keys given once (an inline JWKS), never fetched.
+    pub fn fixed(keys: PublicKeys) -> Self {
+        Self {
+            source: None,
+            floor: Duration::MAX,
+            keys: RwLock::new(Arc::new(keys)),
+            fetched: tokio::sync::Mutex::new(None),
+            failure: RwLock::default(),
+        }
+    }
+
+    pub fn current(&self) -> Arc<PublicKeys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why the last fetch failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The keys, fetched again first when `kid` is not among them (and
+    /// the floor allows).
+    pub async fn for_kid(&self, kid: &str) -> Arc<PublicKeys> {
+        let keys = self.current();
+        if keys.get(kid).is_some() || self.source.is_none() {
+            return keys;
+        }
+        self.refresh().await;
+        self.current()
+    }
+
+    async fn refresh(&self) {
+        let Some(source) = &self.source else {
+            return;
+        };
+        let mut fetched = self.fetched.lock().await;
+        if fetched.is_some_and(|at| at.elapsed() < self.floor) {
+            return;
+        }
+        *fetched = Some(Instant::now());
+        let parsed = source
+            .fetch()
+            .await
+            .and_then(|document| PublicKeys::parse(&document).map_err(|e| e.to_string()));
+        let failure = match parsed {
+            Ok(keys) => {
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "could not fetch a key set; keeping the last one");
+                Some(e)
+            }
+        };
+        *self.failure.write().unwrap_or_else(|e| e.into_inner()) = failure;
+    }
+
+    /// Forgets when the last fetch was, as if the floor had passed.
+    #[cfg(test)]
+    pub async fn forget_fetch(&self) {
+        *self.fetched.lock().await = None;
+    }
 }
 
 /// The key id a compact JWT's header names, if it parses.
