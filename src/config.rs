@@ -195,6 +195,12 @@ pub struct PublicFlags {
     /// assertion.
     #[arg(long, env = "CATALIO_INTROSPECTORS", value_delimiter = ',')]
     pub introspectors: Vec<String>,
+
+    /// A file (YAML or JSON) declaring the outside issuers whose tokens
+    /// credentials may name in spec.federation: `issuers: [{name, issuer,
+    /// audiences, caBundle, jwks}]`. None when unset.
+    #[arg(long, env = "CATALIO_TRUSTED_ISSUERS")]
+    pub trusted_issuers: Option<std::path::PathBuf>,
 }
 
 /// The controller and the keys it maintains (`run`, `controller`).

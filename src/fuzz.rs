@@ -32,6 +32,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("duration", duration),
     ("service_account_assertion", service_account_assertion),
     ("introspect_revoke_request", introspect_revoke_request),
+    ("client_key_assertion", client_key_assertion),
+    ("dpop_proof", dpop_proof),
+    ("federated_assertion", federated_assertion),
 ];
 
 /// A token request body of each media type (the first byte picks one),
@@ -248,6 +251,55 @@ pub fn introspect_revoke_request(data: &[u8]) {
             }
         }
     }
+}
+
+/// A `private_key_jwt` assertion against client keys the fuzzer cannot
+/// know (the cluster keys' twins, under the same ids): never accepted.
+pub fn client_key_assertion(data: &[u8]) {
+    let Ok(assertion) = std::str::from_utf8(data) else {
+        return;
+    };
+    let now = Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH);
+    let id = "ci_0f1e2d3c4b5a69788695a4b3c2d1e0f9";
+    let audiences = ["https://catalio.ai/oauth/token", "https://catalio.ai"];
+    let checked =
+        crate::server::oauth::client::key_assertion(&CLUSTER_KEYS, assertion, id, &audiences, now);
+    assert!(checked.is_err());
+    let _ = crate::federation::claimed_issuer(assertion);
+}
+
+/// A DPoP proof (RFC 9449) as the token endpoint and the JSON:API read
+/// it: whatever holds names the request it was checked against, and its
+/// key's thumbprint is one.
+pub fn dpop_proof(data: &[u8]) {
+    let Ok(proof) = std::str::from_utf8(data) else {
+        return;
+    };
+    let now = Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH);
+    let url = "https://catalio.ai/api/v1/requirements";
+    for token in [None, Some("a.b.c")] {
+        if let Ok(p) = crate::token::dpop::verify(proof, "GET", url, token, now) {
+            assert_eq!(p.jkt.len(), 43);
+            assert!((p.iat - now.as_second()).abs() <= crate::token::dpop::WINDOW);
+        }
+    }
+}
+
+/// An outside issuer's token against keys the fuzzer cannot know: never
+/// someone.
+pub fn federated_assertion(data: &[u8]) {
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
+    let now = Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH);
+    let config = crate::federation::IssuerConfig {
+        name: "ci".into(),
+        issuer: "https://ci.example".into(),
+        audiences: vec!["https://catalio.ai".into()],
+        ca_bundle: None,
+        jwks: None,
+    };
+    assert!(crate::federation::verify_with(&CLUSTER_KEYS, &config, token, now).is_err());
 }
 
 /// Durations as specs carry them: what parses formats back to the same

@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod duration;
+pub mod federation;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 pub mod index;

@@ -23,17 +23,20 @@ use crate::config::{Cli, Command, CommonFlags, ControllerFlags, Operator, Public
 use crate::controller::{self, plan::Settings};
 use crate::crd::ApiCredential;
 use crate::crd::registry::TYPES;
+use crate::federation::Federation;
 use crate::index::resources::ResourceStore;
 use crate::index::{self, CredentialIndex};
 use crate::leader::{self, Elector};
 use crate::metrics::Metrics;
 use crate::owner;
 use crate::server::assertion::TokenReviewer;
+use crate::server::jsonapi::Dpop;
 use crate::server::jsonapi::Quota;
 use crate::server::limit::RateLimit;
 use crate::server::oauth::TokenSettings;
 use crate::server::tls::{CertFiles, ReloadingCert};
 use crate::server::{self, JsonApi, Limits, Readiness, TokenService, throttle::Throttle};
+use crate::token::replay::Replays;
 use crate::token::{KeyStore, RotationPolicy, Verifier, keystore};
 use crate::usage::UsageRecorder;
 use crate::writes::{KubeWrites, api_resource};
@@ -178,6 +181,7 @@ struct Public {
     idle_timeout: Duration,
     body_read_timeout: Duration,
     introspectors: Vec<String>,
+    federation: Federation,
 }
 
 impl Public {
@@ -200,6 +204,7 @@ impl Public {
             body_read_timeout,
             idle_timeout,
             introspectors,
+            trusted_issuers,
         } = flags;
         for account in &introspectors {
             let valid = account
@@ -239,6 +244,8 @@ impl Public {
             idle_timeout: positive("idle-timeout", &idle_timeout)?,
             body_read_timeout: positive("body-read-timeout", &body_read_timeout)?,
             introspectors,
+            federation: Federation::load(trusted_issuers.as_deref())
+                .context("--trusted-issuers")?,
         })
     }
 }
@@ -429,7 +436,7 @@ async fn lead(leading: Leading, common: Common, process: &Process) -> anyhow::Re
 /// from the caches it starts; returns the serving task and the caches
 /// readiness waits for.
 async fn serve_public(
-    public: Public,
+    mut public: Public,
     common: &Common,
     process: &Process,
 ) -> anyhow::Result<(Task, Arc<CredentialIndex>, Arc<ResourceStore>)> {
@@ -444,7 +451,17 @@ async fn serve_public(
         leeway: Duration::from_secs(60),
         verified: Default::default(),
     });
-    let service = Arc::new(token_service(&public, common, process, &verifier, &usage));
+    let replays = Arc::new(Replays::default());
+    let public_base = jwks_url(&common.token_url, &public.issuer)
+        .trim_end_matches("/.well-known/jwks.json")
+        .to_owned();
+    let service = Arc::new(token_service(
+        &mut public,
+        common,
+        process,
+        (&verifier, &replays),
+        &usage,
+    ));
     let jsonapi = Arc::new(JsonApi {
         index: resources.clone(),
         writes: KubeWrites {
@@ -457,6 +474,10 @@ async fn serve_public(
         openapi: api::openapi::document(&common.token_url).to_string(),
         overview: api::overview::document(&common.token_url).to_string(),
         usage,
+        dpop: Dpop {
+            public_base,
+            replays,
+        },
     });
     let tls = match &public.tls {
         Some(cert) => {
@@ -482,10 +503,10 @@ async fn serve_public(
 
 /// The token endpoint's state.
 fn token_service(
-    public: &Public,
+    public: &mut Public,
     common: &Common,
     process: &Process,
-    verifier: &Arc<Verifier>,
+    (verifier, replays): (&Arc<Verifier>, &Arc<Replays>),
     usage: &UsageRecorder,
 ) -> TokenService {
     TokenService {
@@ -513,6 +534,8 @@ fn token_service(
         introspectors: public.introspectors.clone(),
         client: process.client.clone(),
         audit: process.audit.clone(),
+        federation: std::mem::take(&mut public.federation),
+        replays: replays.clone(),
     }
 }
 

@@ -64,6 +64,8 @@ const ALL_FEATURES: &[&str] = &[
     "tls.enabled=true,tls.certManager.enabled=true,tls.certManager.issuerRef.name=ca",
     "--set-json",
     r#"networkPolicy.adminFrom=[{"namespaceSelector":{}}]"#,
+    "--set-json",
+    r#"federation.issuers=[{"name":"github","issuer":"https://token.actions.githubusercontent.com","audiences":["https://catalio.ai"]}]"#,
 ];
 
 fn kinds(rendered: &str) -> Vec<String> {
@@ -150,7 +152,7 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
             .iter()
             .flat_map(|k| vec![k.to_string(); 6]),
     );
-    expected.extend(["Certificate", "ServiceMonitor", "Service"].map(String::from));
+    expected.extend(["Certificate", "ServiceMonitor", "Service", "ConfigMap"].map(String::from));
     expected.extend(token_review);
     assert_eq!(kinds(&all), with_aggregated(expected));
     assert!(all.contains("namespace: org-a") && all.contains("namespace: org-b"));

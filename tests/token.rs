@@ -817,10 +817,7 @@ async fn neither_secrets_nor_tokens_reach_the_logs() {
     assert_eq!(s.token_json(&wrong, json!({})).await.status(), 401);
 
     let logs = s.operator.logs();
-    assert!(
-        logs.contains("request refused"),
-        "debug logs were captured"
-    );
+    assert!(logs.contains("request refused"), "debug logs were captured");
     for needle in [&cred.secret, &wrong.secret, &token, &second, &basic] {
         assert!(
             !logs.contains(needle.as_str()),

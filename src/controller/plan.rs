@@ -869,15 +869,39 @@ fn secretless(facts: &Facts, observed: &Observed, settings: &Settings) -> Plan {
     status.secret_name = None;
     status.rotation_counter = Some(counter.max(old.rotation_counter.unwrap_or(0)));
     status.phase = Some(Phase::Active);
-    status.conditions = vec![facts.ready(
-        true,
-        "ServiceAccountsOnly",
-        &format!(
-            "No client secret; ServiceAccounts {} authenticate with their tokens",
-            cred.spec.service_accounts.join(", ")
-        ),
-    )];
+    status.conditions = vec![facts.ready(true, "Secretless", &secretless_means(cred))];
     live(facts, settings, status, notes, secret, &[])
+}
+
+/// How a credential without a client secret authenticates, in words.
+fn secretless_means(cred: &ApiCredential) -> String {
+    let spec = &cred.spec;
+    let mut means = Vec::new();
+    if !spec.service_accounts.is_empty() {
+        means.push(format!(
+            "ServiceAccounts {} with their tokens",
+            spec.service_accounts.join(", ")
+        ));
+    }
+    if let Some(keys) = &spec.client_keys {
+        let kids: Vec<&str> = keys.keys.iter().map(|k| k.kid.as_str()).collect();
+        means.push(format!(
+            "assertions signed by client keys {}",
+            kids.join(", ")
+        ));
+    }
+    if !spec.federation.is_empty() {
+        let ids: Vec<String> = spec
+            .federation
+            .iter()
+            .map(|f| format!("{} {}", f.issuer, f.subject))
+            .collect();
+        means.push(format!("tokens of {}", ids.join(", ")));
+    }
+    format!(
+        "No client secret; it authenticates with {}",
+        means.join("; ")
+    )
 }
 
 /// What every live credential's plan ends with: the Unused condition and

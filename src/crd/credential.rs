@@ -47,8 +47,8 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
     "has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)"
 ).message("secretName is immutable"))]
 #[x_kube(validation = Rule::new(
-    "!has(self.clientSecret) || self.clientSecret != 'Disabled' || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0)"
-).message("a credential with clientSecret: Disabled needs serviceAccounts to authenticate with"))]
+    "!has(self.clientSecret) || self.clientSecret != 'Disabled' || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0) || has(self.clientKeys) || (has(self.federation) && size(self.federation) > 0)"
+).message("a credential with clientSecret: Disabled needs serviceAccounts, clientKeys or federation to authenticate with"))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiCredentialSpec {
     /// A name that tells administrators what the credential is for, such as
@@ -120,6 +120,32 @@ pub struct ApiCredentialSpec {
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub unused_after: Option<String>,
 
+    /// Public keys the client signs its assertions with (`private_key_jwt`,
+    /// RFC 7523): a JSON Web Key Set, `{keys: [...]}`, of RSA, EC (P-256,
+    /// P-384) or Ed25519 keys. The client sends a JWT it signed, with `iss`
+    /// and `sub` its client id, `aud` the token endpoint's URL or the
+    /// issuer, at most 5 minutes of life and a fresh `jti`, as
+    /// `client_assertion`; nothing secret is stored anywhere. Private key
+    /// members (`d`, `p`, `q`, `dp`, `dq`, `qi`, `k`) are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_keys: Option<ClientKeys>,
+
+    /// Outside identities that may act as this credential (workload
+    /// identity federation): a token from an issuer the cluster
+    /// administrator trusts, with exactly this `subject` and these
+    /// `claims` (for GitHub Actions: `repository`, `ref`, `environment`),
+    /// presented as `client_assertion`, gets access tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub federation: Vec<FederatedIdentity>,
+
+    /// `None` (the default): access tokens are bearer tokens. `DPoP`:
+    /// every token request must carry a DPoP proof (RFC 9449), and every
+    /// token is bound to the proof's key, so a copied token is useless
+    /// without it.
+    #[serde(default)]
+    pub token_binding: TokenBinding,
+
     /// Lets this credential introspect (`POST /oauth/introspect`, RFC 7662)
     /// the access tokens of its organization: for a service of the
     /// organization that accepts its tokens and must know, as the JSON:API
@@ -138,6 +164,106 @@ pub struct ApiCredentialSpec {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self || !oldSelf").message("revoked credentials cannot be restored"))]
     pub revoked: bool,
+}
+
+/// A JSON Web Key Set of a client's public keys.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("self.keys.all(a, self.keys.exists_one(b, b.kid == a.kid))").message("every client key needs a kid of its own"))]
+pub struct ClientKeys {
+    #[schemars(length(min = 1, max = 8))]
+    pub keys: Vec<ClientKey>,
+}
+
+/// One public JSON Web Key (RFC 7517).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "!has(self.d) && !has(self.p) && !has(self.q) && !has(self.dp) && !has(self.dq) && !has(self.qi) && !has(self.k)"
+).message("client keys must be public: remove the private members (d, p, q, dp, dq, qi, k)"))]
+#[x_kube(validation = Rule::new(
+    "self.kty == 'RSA' ? (has(self.n) && has(self.e)) : self.kty == 'EC' ? (has(self.crv) && has(self.x) && has(self.y)) : (has(self.crv) && has(self.x))"
+).message("an RSA key needs n and e, an EC key crv, x and y, an OKP key crv and x"))]
+pub struct ClientKey {
+    /// `RSA`, `EC` or `OKP`.
+    #[schemars(regex(pattern = r"^(RSA|EC|OKP)$"))]
+    pub kty: String,
+    #[schemars(length(min = 1, max = 128))]
+    pub kid: String,
+    /// The algorithm the key signs with; implied by the key when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES384|EdDSA)$"))]
+    pub alg: Option<String>,
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^sig$"))]
+    pub use_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub n: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub e: Option<String>,
+    /// `P-256`, `P-384` or `Ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(P-256|P-384|Ed25519)$"))]
+    pub crv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub x: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub y: Option<String>,
+    /// Private members: listed only so that the API server can refuse
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub d: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub p: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub q: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub dp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub dq: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub qi: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub k: Option<String>,
+}
+
+/// An outside identity that may act as the credential.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+pub struct FederatedIdentity {
+    /// The name the cluster administrator gave the trusted issuer.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub issuer: String,
+    /// The token's exact `sub`, such as
+    /// `repo:my-org/app:environment:production`.
+    #[schemars(length(min = 1, max = 256))]
+    pub subject: String,
+    /// Claims the token must carry with exactly these (string) values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = 8,
+        "additionalProperties" = {"type": "string", "maxLength": 256}
+    ))]
+    pub claims: BTreeMap<String, String>,
+}
+
+/// Whether a credential's tokens are bound to a key.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TokenBinding {
+    #[default]
+    None,
+    DPoP,
 }
 
 /// Whether a credential has a client secret.

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::crd::credential::{ClientKeys, FederatedIdentity, TokenBinding};
 use crate::crd::{ApiCredential, Phase};
 use crate::duration;
 use crate::secret::{SecretHash, client_id_for_uid};
+use crate::token::jwks::PublicKeys;
 
 /// What the token endpoint and the token verifier need to know about one
 /// credential.
@@ -43,6 +45,12 @@ pub struct CredentialEntry {
     pub revoked_tokens: Vec<String>,
     /// Tokens issued at or before this second are revoked.
     pub revoked_before: Option<i64>,
+    /// The client's public keys (`private_key_jwt`), if it has any.
+    pub client_keys: Option<Arc<PublicKeys>>,
+    /// Outside identities that may act as this credential.
+    pub federation: Vec<FederatedIdentity>,
+    /// Every token must be bound to a key with DPoP.
+    pub dpop: bool,
 }
 
 impl CredentialEntry {
@@ -76,6 +84,9 @@ impl CredentialEntry {
             introspection: cred.spec.introspection,
             revoked_tokens: status.revoked_tokens.into_iter().map(|t| t.jti).collect(),
             revoked_before: status.revoked_tokens_before.map(|t| t.0.as_second()),
+            client_keys: cred.spec.client_keys.as_ref().and_then(client_keys),
+            federation: cred.spec.federation.clone(),
+            dpop: cred.spec.token_binding == TokenBinding::DPoP,
         })
     }
 
@@ -107,6 +118,9 @@ impl CredentialEntry {
             introspection: false,
             revoked_tokens: vec![],
             revoked_before: None,
+            client_keys: None,
+            federation: vec![],
+            dpop: false,
         }
     }
 
@@ -138,10 +152,21 @@ impl CredentialEntry {
         if self.revoked {
             return false;
         }
+        let graced = self.previous.is_some_and(|(_, expires)| now < expires);
+        let current = rot >= self.rotation_counter || graced;
         if let Some(account) = sid.strip_prefix(SERVICE_ACCOUNT_SID) {
-            let graced = self.previous.is_some_and(|(_, expires)| now < expires);
-            let current = rot >= self.rotation_counter || graced;
             return current && self.service_accounts.iter().any(|a| a == account);
+        }
+        if let Some(kid) = sid.strip_prefix(CLIENT_KEY_SID) {
+            return current
+                && self
+                    .client_keys
+                    .as_ref()
+                    .is_some_and(|k| k.get(kid).is_some());
+        }
+        if sid.starts_with(FEDERATION_SID) {
+            let named = |f: &FederatedIdentity| federation_sid(&f.issuer, &f.subject) == sid;
+            return current && self.federation.iter().any(named);
         }
         self.current.is_some_and(|c| c.short_id() == sid)
             || self
@@ -159,6 +184,33 @@ pub fn service_account_sid(name: &str) -> String {
     format!("{SERVICE_ACCOUNT_SID}{name}")
 }
 
+/// Prefix of the `sid` of tokens issued to a `private_key_jwt` assertion:
+/// `key:<kid>`, live while the credential lists the key.
+const CLIENT_KEY_SID: &str = "key:";
+
+/// The `sid` of a token issued to an assertion signed by client key `kid`.
+pub fn client_key_sid(kid: &str) -> String {
+    format!("{CLIENT_KEY_SID}{kid}")
+}
+
+/// Prefix of the `sid` of tokens issued to an outside identity.
+const FEDERATION_SID: &str = "fed:";
+
+/// The `sid` of a token issued to an outside identity: a short hash of
+/// its issuer and subject, live while the credential names them.
+pub fn federation_sid(issuer: &str, subject: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{issuer}\0{subject}").as_bytes());
+    let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{FEDERATION_SID}{short}")
+}
+
+/// The client keys of a credential's spec, as verification keys.
+fn client_keys(keys: &ClientKeys) -> Option<Arc<PublicKeys>> {
+    let document = serde_json::to_vec(keys).ok()?;
+    PublicKeys::parse(&document).ok().map(Arc::new)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SecretSlot {
     Current,
@@ -173,6 +225,9 @@ struct State {
     /// about it is verified, so finding its credentials must not cost a
     /// scan of every credential.
     by_account: HashMap<(String, String), BTreeSet<String>>,
+    /// (trusted issuer's name, subject) to the client ids of the
+    /// credentials whose federation names it, likewise.
+    by_identity: HashMap<(String, String), BTreeSet<String>>,
     /// Scopes (a namespace, or `None` for all) whose first list is in.
     synced: HashSet<Option<String>>,
 }
@@ -186,6 +241,12 @@ impl State {
                 .or_default()
                 .insert(entry.client_id.clone());
         }
+        for identity in &entry.federation {
+            self.by_identity
+                .entry((identity.issuer.clone(), identity.subject.clone()))
+                .or_default()
+                .insert(entry.client_id.clone());
+        }
         self.by_client_id.insert(entry.client_id.clone(), entry);
     }
 
@@ -194,13 +255,29 @@ impl State {
             return;
         };
         for account in &old.service_accounts {
-            let key = (old.namespace.clone(), account.clone());
-            if let Some(ids) = self.by_account.get_mut(&key) {
-                ids.remove(client_id);
-                if ids.is_empty() {
-                    self.by_account.remove(&key);
-                }
-            }
+            unlink(
+                &mut self.by_account,
+                (old.namespace.clone(), account.clone()),
+                client_id,
+            );
+        }
+        for identity in &old.federation {
+            let key = (identity.issuer.clone(), identity.subject.clone());
+            unlink(&mut self.by_identity, key, client_id);
+        }
+    }
+}
+
+/// Takes `client_id` out of `key`'s set, and the set once empty.
+fn unlink(
+    map: &mut HashMap<(String, String), BTreeSet<String>>,
+    key: (String, String),
+    client_id: &str,
+) {
+    if let Some(ids) = map.get_mut(&key) {
+        ids.remove(client_id);
+        if ids.is_empty() {
+            map.remove(&key);
         }
     }
 }
@@ -241,6 +318,22 @@ impl CredentialIndex {
         let key = (namespace.to_owned(), account.to_owned());
         state
             .by_account
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.by_client_id.get(id))
+            .filter(|e| !e.revoked)
+            .cloned()
+            .collect()
+    }
+
+    /// The live credentials whose federation names `subject` of the
+    /// trusted issuer `issuer`, by client id.
+    pub fn by_identity(&self, issuer: &str, subject: &str) -> Vec<Arc<CredentialEntry>> {
+        let state = self.read();
+        let key = (issuer.to_owned(), subject.to_owned());
+        state
+            .by_identity
             .get(&key)
             .into_iter()
             .flatten()

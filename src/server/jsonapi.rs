@@ -29,6 +29,8 @@ use crate::api::store::{Index, Organization, Writes};
 use crate::crd::registry::{self, Field, ResourceType, TYPES};
 use crate::metrics::Metrics;
 use crate::scope::Access;
+use crate::token::dpop::{self, ProofError};
+use crate::token::replay::Replays;
 use crate::token::{Verified, Verifier};
 use crate::usage::UsageRecorder;
 use request::{Parts, Request};
@@ -53,6 +55,18 @@ pub struct JsonApi<S, W> {
     pub overview: String,
     /// Authenticated calls count as uses of their credential.
     pub usage: UsageRecorder,
+    /// What checks the DPoP proofs of bound tokens.
+    pub dpop: Dpop,
+}
+
+/// What a DPoP proof (RFC 9449) of a call with a bound token is checked
+/// against.
+pub struct Dpop {
+    /// The public URL the API is reached at (`https://host:port`): the
+    /// proof's `htu` is it and the request's path.
+    pub public_base: String,
+    /// Proof ids seen, until they expire.
+    pub replays: Arc<Replays>,
 }
 
 /// What one organization may hold of each type through the API: every
@@ -326,16 +340,16 @@ fn admission<S: Index, W: Writes>(
 ) -> impl Filter<Extract = (Admitted<S, W>,), Error = Rejection> + Clone {
     calls()
         .and(warp::any().map(move || api.clone()))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(presented())
         .and(warp::header::optional::<String>("accept"))
         .and_then(
             |call: Call,
              api: Arc<JsonApi<S, W>>,
-             authorization: Option<String>,
+             presented: Presented,
              accept: Option<String>| async move {
                 let route = Some(call.route);
                 let verified = api
-                    .authenticate(authorization.as_deref())
+                    .authenticate(&presented, &call.method)
                     .map_err(|p| refuse(p, route))?;
                 let org = verified.claims.org.as_str();
                 if let Err(wait) = api.limit.take(org, Instant::now()) {
@@ -377,6 +391,27 @@ fn admission<S: Index, W: Writes>(
                     call,
                     verified,
                 })
+            },
+        )
+}
+
+/// What a call presents to be let in: its `Authorization` and `DPoP`
+/// headers, and the path a DPoP proof must name.
+struct Presented {
+    authorization: Option<String>,
+    dpop: Option<String>,
+    path: String,
+}
+
+fn presented() -> impl Filter<Extract = (Presented,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("dpop"))
+        .and(warp::path::full())
+        .map(
+            |authorization, dpop, path: warp::path::FullPath| Presented {
+                authorization,
+                dpop,
+                path: path.as_str().to_owned(),
             },
         )
 }
@@ -495,7 +530,9 @@ fn insufficient_scope(ty: &ResourceType, access: Access) -> Problem {
 }
 
 impl<S: Index, W: Writes> JsonApi<S, W> {
-    fn authenticate(&self, authorization: Option<&str>) -> Result<Verified, Problem> {
+    /// The call's token: verified, and, when it is bound to a key, sent
+    /// as `Authorization: DPoP` with a proof of that key for this call.
+    fn authenticate(&self, presented: &Presented, method: &Method) -> Result<Verified, Problem> {
         // A replica that has not listed everything yet (it has just
         // started, or cannot read some type) would refuse good tokens and
         // answer with objects missing: it says so instead.
@@ -512,27 +549,94 @@ impl<S: Index, W: Writes> JsonApi<S, W> {
             .with_header(header::RETRY_AFTER, "1"));
         }
         let challenge = "Bearer realm=\"catalio\"";
-        let Some(value) = authorization else {
+        let Some(value) = presented.authorization.as_deref() else {
             self.metrics.api_refused("missing");
             return Err(Problem::unauthorized(challenge));
         };
-        let token = value
+        let scheme_token = value
             .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            .filter(|t| !t.is_empty());
-        let Some(token) = token else {
-            self.metrics.api_refused("malformed");
-            return Err(Problem::unauthorized(challenge));
+            .map(|(scheme, t)| (scheme, t.trim()))
+            .filter(|(_, t)| !t.is_empty());
+        let (bound, token) = match scheme_token {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => (false, token),
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("dpop") => (true, token),
+            _ => {
+                self.metrics.api_refused("malformed");
+                return Err(Problem::unauthorized(challenge));
+            }
         };
         let verified = self.verifier.verify(token, Timestamp::now()).map_err(|e| {
             debug!(reason = e.metric_label(), "access token refused");
             self.metrics.api_refused(e.metric_label());
-            Problem::unauthorized("Bearer realm=\"catalio\", error=\"invalid_token\"")
+            let challenge = match bound {
+                true => dpop_challenge("invalid_token"),
+                false => "Bearer realm=\"catalio\", error=\"invalid_token\"".to_owned(),
+            };
+            Problem::unauthorized(&challenge)
         })?;
+        self.check_binding(&verified, bound, token, presented, method)?;
         self.usage.record(&verified.credential);
         Ok(verified)
     }
+
+    /// RFC 9449 section 7: a bound token comes as `DPoP` with a fresh proof
+    /// of its key for this method and URL; an unbound one as `Bearer`.
+    fn check_binding(
+        &self,
+        verified: &Verified,
+        bound: bool,
+        token: &str,
+        presented: &Presented,
+        method: &Method,
+    ) -> Result<(), Problem> {
+        let refused = |reason: &'static str, error: &str| {
+            self.metrics.api_refused(reason);
+            Problem::unauthorized(&dpop_challenge(error))
+        };
+        let Some(cnf) = &verified.claims.cnf else {
+            return match bound {
+                false => Ok(()),
+                true => Err(refused("dpop_unbound", "invalid_token")),
+            };
+        };
+        if !bound {
+            return Err(refused("dpop_as_bearer", "invalid_token"));
+        }
+        let Some(proof) = presented.dpop.as_deref() else {
+            return Err(refused("dpop_missing", "invalid_dpop_proof"));
+        };
+        let url = format!("{}{}", self.dpop.public_base, presented.path);
+        let now = Timestamp::now();
+        match dpop::verify_once(
+            &self.dpop.replays,
+            proof,
+            method.as_str(),
+            &url,
+            Some(token),
+            now,
+        ) {
+            Ok(proof) if proof.jkt == cnf.jkt => Ok(()),
+            Ok(_) => Err(refused("dpop_other_key", "invalid_dpop_proof")),
+            Err(ProofError::Busy) => Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many DPoP proofs in flight; retry",
+            )
+            .with_header(header::RETRY_AFTER, "1")),
+            Err(e) => {
+                debug!(error = %e, "DPoP proof refused");
+                Err(refused("dpop_invalid", "invalid_dpop_proof"))
+            }
+        }
+    }
+}
+
+/// The challenge of a refusal about DPoP, with the algorithms we take.
+fn dpop_challenge(error: &str) -> String {
+    format!(
+        "DPoP error=\"{error}\", algs=\"{}\"",
+        dpop::ALGORITHMS.join(" ")
+    )
 }
 
 mod handlers;

@@ -70,6 +70,7 @@ pub fn routes<S: Index, W: Writes>(
             .and(warp::header::optional::<String>("authorization"))
             .and(warp::header::optional::<String>("accept"))
             .and(warp::header::optional::<String>("user-agent"))
+            .and(warp::header::optional::<String>("dpop"))
             .and(warp::ext::optional::<Peer>())
             .and(body::limited(oauth::BODY_LIMIT, body_timeout))
             .then(
@@ -78,6 +79,7 @@ pub fn routes<S: Index, W: Writes>(
                       authorization: Option<String>,
                       accept: Option<String>,
                       user_agent: Option<String>,
+                      dpop: Option<String>,
                       peer: Option<Peer>,
                       body: Result<Bytes, body::BodyError>| async move {
                     let response = match body {
@@ -87,6 +89,7 @@ pub fn routes<S: Index, W: Writes>(
                                 authorization: authorization.as_deref(),
                                 accept: accept.as_deref(),
                                 user_agent: user_agent.as_deref(),
+                                dpop: dpop.as_deref(),
                                 body: &body,
                                 source: peer
                                     .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip()),

@@ -88,6 +88,7 @@ mod tests {
                 jti: jti.into(),
                 rot: 0,
                 sid: String::new(),
+                cnf: None,
             }),
         }
     }

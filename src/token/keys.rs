@@ -195,27 +195,27 @@ impl SigningKey {
         let mut token = String::with_capacity(header_prefix.len() + claims.len() * 4 / 3 + 400);
         token.push_str(header_prefix);
         URL_SAFE_NO_PAD.encode_string(claims, &mut token);
-        let signature = match &self.signer {
-            Signer::Rsa(pair) => {
-                let mut sig = vec![0u8; pair.public_modulus_len()];
-                pair.sign(
-                    &RSA_PKCS1_SHA256,
-                    &SystemRandom::new(),
-                    token.as_bytes(),
-                    &mut sig,
-                )
-                .map_err(|_| KeyError::Sign)?;
-                sig
-            }
-            Signer::Ec(pair) => pair
-                .sign(&SystemRandom::new(), token.as_bytes())
-                .map_err(|_| KeyError::Sign)?
-                .as_ref()
-                .to_vec(),
-        };
+        let signature = self.sign_raw(token.as_bytes())?;
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut token);
         Ok(token)
+    }
+
+    /// The JWS signature of `input` (for ES256, r || s).
+    pub fn sign_raw(&self, input: &[u8]) -> Result<Vec<u8>, KeyError> {
+        Ok(match &self.signer {
+            Signer::Rsa(pair) => {
+                let mut sig = vec![0u8; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input, &mut sig)
+                    .map_err(|_| KeyError::Sign)?;
+                sig
+            }
+            Signer::Ec(pair) => pair
+                .sign(&SystemRandom::new(), input)
+                .map_err(|_| KeyError::Sign)?
+                .as_ref()
+                .to_vec(),
+        })
     }
 
     pub fn jwk(&self) -> &serde_json::Value {

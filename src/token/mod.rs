@@ -8,9 +8,11 @@
 //! rotation counter the token was issued under.
 
 mod cache;
+pub mod dpop;
 pub mod jwks;
 pub mod keys;
 pub mod keystore;
+pub mod replay;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -48,6 +50,16 @@ pub struct AccessClaims {
     pub rot: i64,
     /// Short id of the client secret the token was issued for.
     pub sid: String,
+    /// The key the token is bound to (RFC 9449 `cnf.jkt`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// A token's confirmation (RFC 7800): the thumbprint of the key whose
+/// DPoP proofs must come with it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 impl AccessClaims {
@@ -314,6 +326,7 @@ mod tests {
             jti: "j".into(),
             rot: 0,
             sid: hash.short_id(),
+            cnf: None,
         };
         Fixture {
             now,

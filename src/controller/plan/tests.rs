@@ -427,7 +427,11 @@ fn a_credential_without_a_client_secret_has_no_secret_and_stays_active() {
         (p.status.secret_hash.as_ref(), p.status.secret_name.as_ref()),
         (None, None)
     );
-    assert_eq!(p.status.conditions[0].reason, "ServiceAccountsOnly");
+    assert_eq!(p.status.conditions[0].reason, "Secretless");
+    assert_eq!(
+        p.status.conditions[0].message,
+        "No client secret; it authenticates with ServiceAccounts sync with their tokens"
+    );
     assert_eq!(p.status.conditions[0].status, "True");
     assert!(p.notes.is_empty());
 

@@ -127,6 +127,10 @@ impl Harness {
             openapi: crate::api::openapi::document("http://catalio.test/oauth/token").to_string(),
             overview: crate::api::overview::document("http://catalio.test/oauth/token").to_string(),
             usage,
+            dpop: Dpop {
+                public_base: "http://catalio.test".into(),
+                replays: Default::default(),
+            },
         });
         Harness {
             api,
@@ -176,6 +180,7 @@ impl Harness {
             jti: format!("jti-{n}"),
             rot: 0,
             sid: hash.short_id(),
+            cnf: None,
         }
     }
 

@@ -17,9 +17,13 @@ use warp::http::StatusCode;
 
 use super::params::{TokenRequest, parse_basic};
 use super::{Call, OAuthError, TokenService, server_error};
+use crate::federation;
+use crate::index::credentials::{client_key_sid, federation_sid};
 use crate::index::{CredentialEntry, SecretSlot, service_account_sid};
 use crate::secret::{SecretHash, parse_client_id};
 use crate::server::assertion::{self, ASSERTION_TYPE, Claimed};
+use crate::token::jwks::{self, PublicKeys};
+use crate::token::replay::Seen;
 
 /// A request that authenticates with a client id and secret.
 #[derive(Debug, PartialEq)]
@@ -96,8 +100,12 @@ pub fn assertion_request<'r>(
 pub enum Method {
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with one of the credential's `clientKeys`.
+    PrivateKeyJwt,
     /// A ServiceAccount token as RFC 7523 client assertion.
     ServiceAccount,
+    /// A token from a trusted outside issuer.
+    Federated,
 }
 
 impl Method {
@@ -105,9 +113,70 @@ impl Method {
         match self {
             Method::ClientSecretBasic => "client_secret_basic",
             Method::ClientSecretPost => "client_secret_post",
+            Method::PrivateKeyJwt => "private_key_jwt",
             Method::ServiceAccount => "service_account_assertion",
+            Method::Federated => "federated_assertion",
         }
     }
+}
+
+/// A `private_key_jwt` assertion's life, at most (its `exp` past `now`).
+pub const MAX_ASSERTION_LIFE: i64 = 300;
+/// Clock skew tolerated on an assertion's `exp` and `nbf`.
+const LEEWAY: i64 = 30;
+
+/// What a `private_key_jwt` assertion that holds says.
+#[derive(Debug, PartialEq)]
+pub struct KeyAssertion {
+    /// The client key that signed it.
+    pub kid: String,
+    pub jti: String,
+    pub expires: i64,
+}
+
+/// Checks a `private_key_jwt` assertion (RFC 7523, OpenID Connect Core
+/// section 9) of `client_id` against its `keys`: signed by one of them
+/// with that key's algorithm; `iss` and `sub` the client id; `aud` one of
+/// `audiences` (the token endpoint's URL, the issuer); not expired, and
+/// expiring within [`MAX_ASSERTION_LIFE`]; a `jti`. No I/O; the replay
+/// check on the `jti` is the caller's.
+pub fn key_assertion(
+    keys: &PublicKeys,
+    assertion: &str,
+    client_id: &str,
+    audiences: &[&str],
+    now: Timestamp,
+) -> Result<KeyAssertion, jwks::Refusal> {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        exp: i64,
+        jti: Option<String>,
+    }
+    let kid = jwks::key_id(assertion).ok_or(jwks::Refusal::UnknownKey)?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[client_id]);
+    validation.sub = Some(client_id.to_owned());
+    validation.set_audience(audiences);
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY as u64;
+    let claims: Claims = jwks::verify(keys, assertion, validation)?;
+    let now = now.as_second();
+    if claims.exp + LEEWAY <= now {
+        return Err(jwks::Refusal::Expired);
+    }
+    if claims.exp > now + MAX_ASSERTION_LIFE + LEEWAY {
+        return Err(jwks::Refusal::Claims("exp too far ahead"));
+    }
+    let jti = claims
+        .jti
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or(jwks::Refusal::Claims("jti"))?;
+    Ok(KeyAssertion {
+        kid,
+        jti,
+        expires: claims.exp,
+    })
 }
 
 /// A credential's client, authenticated.
@@ -206,9 +275,9 @@ impl TokenService {
         })
     }
 
-    /// A ServiceAccount token: its unverified claims pick the credential
-    /// (refused at once when none names the account), then its signature
-    /// is checked against the cluster's keys and the API server reviews it.
+    /// A client assertion, by who its unverified `iss` says signed it: a
+    /// trusted outside issuer, the client itself (`private_key_jwt`), or
+    /// the cluster (a ServiceAccount token).
     async fn by_assertion(
         &self,
         request: &TokenRequest,
@@ -217,6 +286,113 @@ impl TokenService {
         introspectors: bool,
     ) -> Result<Client, OAuthError> {
         let request = assertion_request(request, call.authorization)?;
+        let iss = federation::claimed_issuer(request.assertion);
+        if let Some(issuer) = iss.as_deref().and_then(|i| self.federation.by_url(i)) {
+            return self.by_federation(&request, issuer, now).await;
+        }
+        if let Some(client_id) = iss.filter(|i| parse_client_id(i).is_some()) {
+            return self.by_client_key(&request, &client_id, call, now);
+        }
+        self.by_service_account(&request, call, now, introspectors)
+            .await
+    }
+
+    /// `private_key_jwt`: a JWT the client signed with one of its keys. A
+    /// token bound to the key (`key:<kid>`) lives while the credential
+    /// lists it; the assertion is accepted once per replica.
+    fn by_client_key(
+        &self,
+        request: &AssertionRequest<'_>,
+        client_id: &str,
+        call: &Call<'_>,
+        now: Timestamp,
+    ) -> Result<Client, OAuthError> {
+        let refused = || OAuthError::invalid_client(false);
+        if request.client_id.is_some_and(|id| id != client_id) {
+            return Err(refused());
+        }
+        let client = parse_client_id(client_id).ok_or_else(refused)?;
+        let clock = Instant::now();
+        let entry = self.index.lookup(client_id).filter(|e| !e.revoked);
+        let keys = entry.as_ref().and_then(|e| e.client_keys.clone());
+        let audiences = [self.token_url.as_str(), self.settings.issuer.as_str()];
+        let checked = keys
+            .ok_or(jwks::Refusal::UnknownKey)
+            .and_then(|keys| key_assertion(&keys, request.assertion, client_id, &audiences, now));
+        let (Some(entry), Ok(assertion)) = (entry, checked) else {
+            return Err(self.failed(refused(), client, call.source, clock));
+        };
+        match self.replays.first_use(
+            client_id,
+            &assertion.jti,
+            assertion.expires,
+            now.as_second(),
+        ) {
+            Ok(()) => {}
+            Err(Seen::Again) => return Err(self.failed(refused(), client, call.source, clock)),
+            Err(Seen::Full) => return Err(busy()),
+        }
+        Ok(Client::Credential(Authenticated {
+            entry,
+            sid: client_key_sid(&assertion.kid),
+            method: Method::PrivateKeyJwt,
+            expires: None,
+        }))
+    }
+
+    /// A token of a trusted outside issuer: the credential whose
+    /// federation names its subject and claims (the one `client_id` names,
+    /// when several do). The access token ends when it does.
+    async fn by_federation(
+        &self,
+        request: &AssertionRequest<'_>,
+        issuer: &federation::Issuer,
+        now: Timestamp,
+    ) -> Result<Client, OAuthError> {
+        let refused = || OAuthError::invalid_client(false);
+        let identity = issuer
+            .verify(request.assertion, now)
+            .await
+            .map_err(|_| refused())?;
+        let name = issuer.config.name.as_str();
+        let candidates = match request.client_id {
+            Some(id) => self.index.lookup(id).into_iter().collect(),
+            None => self.index.by_identity(name, &identity.subject),
+        };
+        let mut matching = candidates.into_iter().filter(|e| {
+            !e.revoked
+                && e.federation
+                    .iter()
+                    .any(|f| federation::matches(f, name, &identity))
+        });
+        let (Some(entry), None) = (matching.next(), matching.next()) else {
+            return Err(match request.client_id {
+                None if !self.index.by_identity(name, &identity.subject).is_empty() => {
+                    OAuthError::invalid_request(
+                        "Several credentials name this identity; send client_id to choose one",
+                    )
+                }
+                _ => refused(),
+            });
+        };
+        Ok(Client::Credential(Authenticated {
+            entry,
+            sid: federation_sid(name, &identity.subject),
+            method: Method::Federated,
+            expires: Some(identity.expires),
+        }))
+    }
+
+    /// A ServiceAccount token: its unverified claims pick the credential
+    /// (refused at once when none names the account), then its signature
+    /// is checked against the cluster's keys and the API server reviews it.
+    async fn by_service_account(
+        &self,
+        request: &AssertionRequest<'_>,
+        call: &Call<'_>,
+        now: Timestamp,
+        introspectors: bool,
+    ) -> Result<Client, OAuthError> {
         let refused = || OAuthError::invalid_client(false);
         let claimed = assertion::claimed(request.assertion, self.reviewer.audience(), now)
             .ok_or_else(refused)?;
@@ -285,6 +461,19 @@ impl TokenService {
         }
         self.throttle.failed(client, source, clock);
         e
+    }
+}
+
+/// 503: the replay table is full of live ids; nothing can be accepted
+/// safely until some expire.
+fn busy() -> OAuthError {
+    OAuthError {
+        retry_after: Some(Duration::from_secs(1)),
+        ..OAuthError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "Too many assertions in flight; retry",
+        )
     }
 }
 
@@ -374,6 +563,98 @@ mod tests {
             (Some(&revoked), &current, at(0)),
         ] {
             assert_eq!(secret_id(entry, hash, now), None);
+        }
+    }
+
+    #[test]
+    fn a_client_key_assertion_holds_only_as_openid_connect_says() {
+        use crate::token::{Algorithm, SigningKey, StoredKey};
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use serde_json::json;
+        let now = Timestamp::now();
+        let stored = StoredKey::generate(Algorithm::Es256, now, now).unwrap();
+        let key = SigningKey::load(&stored).unwrap();
+        let jwks = json!({"keys": [key.jwk()]});
+        let keys = PublicKeys::parse(jwks.to_string().as_bytes()).unwrap();
+        let id = "ci_0f1e2d3c4b5a69788695a4b3c2d1e0f9";
+        let audiences = ["https://catalio.test/oauth/token", "https://catalio.ai"];
+        let t = now.as_second();
+        let claims = |extra: serde_json::Value| {
+            let mut c = json!({"iss": id, "sub": id, "aud": audiences[0], "exp": t + 60, "iat": t, "jti": "j1"});
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            c
+        };
+        let sign = |c: serde_json::Value| key.sign(c.to_string().as_bytes()).unwrap();
+        let good = key_assertion(&keys, &sign(claims(json!({}))), id, &audiences, now).unwrap();
+        assert_eq!(
+            (good.kid.as_str(), good.jti.as_str(), good.expires),
+            (stored.kid.as_str(), "j1", t + 60)
+        );
+        // The issuer as audience is fine too.
+        assert!(
+            key_assertion(
+                &keys,
+                &sign(claims(json!({"aud": "https://catalio.ai"}))),
+                id,
+                &audiences,
+                now
+            )
+            .is_ok()
+        );
+        for (what, c) in [
+            (
+                "a wrong aud",
+                claims(json!({"aud": "https://elsewhere.example/token"})),
+            ),
+            (
+                "another client's iss",
+                claims(json!({"iss": "ci_00000000000000000000000000000000"})),
+            ),
+            (
+                "another sub",
+                claims(json!({"sub": "ci_00000000000000000000000000000000"})),
+            ),
+            ("a far-future exp", claims(json!({"exp": t + 3600}))),
+            ("expired", claims(json!({"exp": t - 3600}))),
+            ("no jti", claims(json!({"jti": null}))),
+            ("no exp", claims(json!({"exp": null}))),
+        ] {
+            assert!(
+                key_assertion(&keys, &sign(c), id, &audiences, now).is_err(),
+                "{what}"
+            );
+        }
+        // A key not in the set, alg none, HMAC keyed with the public key.
+        let stranger = SigningKey::load(&StoredKey {
+            kid: stored.kid.clone(),
+            ..StoredKey::generate(Algorithm::Es256, now, now).unwrap()
+        })
+        .unwrap();
+        let forged = stranger
+            .sign(claims(json!({})).to_string().as_bytes())
+            .unwrap();
+        assert_eq!(
+            key_assertion(&keys, &forged, id, &audiences, now),
+            Err(jwks::Refusal::Signature)
+        );
+        let payload = URL_SAFE_NO_PAD.encode(claims(json!({})).to_string());
+        for header in [
+            json!({"alg": "none", "kid": stored.kid}),
+            json!({"alg": "HS256", "kid": stored.kid}),
+        ] {
+            let input = format!("{}.{payload}", URL_SAFE_NO_PAD.encode(header.to_string()));
+            let mac = {
+                use aws_lc_rs::hmac;
+                let public = key.jwk().to_string();
+                let k = hmac::Key::new(hmac::HMAC_SHA256, public.as_bytes());
+                URL_SAFE_NO_PAD.encode(hmac::sign(&k, input.as_bytes()))
+            };
+            assert!(
+                key_assertion(&keys, &format!("{input}.{mac}"), id, &audiences, now).is_err(),
+                "{header}"
+            );
         }
     }
 }

@@ -22,7 +22,7 @@ use super::params::TokenRequest;
 use super::{Call, OAuthError, TokenService, no_store, server_error};
 use crate::audit::Event;
 use crate::scope;
-use crate::token::Verified;
+use crate::token::{Confirmation, Verified};
 
 /// The media type of a signed answer (RFC 9701).
 pub const JWT_RESPONSE: &str = "application/token-introspection+jwt";
@@ -42,6 +42,9 @@ pub struct Active {
     pub jti: String,
     pub token_type: &'static str,
     pub org: String,
+    /// The key a DPoP-bound token is bound to (RFC 9449 section 6.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
 }
 
 impl Active {
@@ -59,8 +62,9 @@ impl Active {
             iat: c.iat,
             nbf: c.nbf,
             jti: c.jti.clone(),
-            token_type: "Bearer",
+            token_type: if c.cnf.is_some() { "DPoP" } else { "Bearer" },
             org: c.org.clone(),
+            cnf: c.cnf.clone(),
         }
     }
 }

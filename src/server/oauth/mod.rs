@@ -23,12 +23,14 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 use crate::audit::{Audit, Event};
+use crate::federation::Federation;
 use crate::index::CredentialIndex;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::secret::parse_client_id;
 use crate::server::assertion::TokenReviewer;
 use crate::server::limit::RateLimit;
 use crate::server::throttle::Throttle;
+use crate::token::replay::Replays;
 use crate::token::{KeyStore, Verifier};
 use crate::usage::UsageRecorder;
 pub use params::{TokenRequest, parse_basic, parse_body};
@@ -126,6 +128,8 @@ pub struct Call<'a> {
     pub authorization: Option<&'a str>,
     pub accept: Option<&'a str>,
     pub user_agent: Option<&'a str>,
+    /// A DPoP proof (RFC 9449).
+    pub dpop: Option<&'a str>,
     pub body: &'a [u8],
     /// The connection's address (unspecified when unknown).
     pub source: IpAddr,
@@ -155,6 +159,10 @@ pub struct TokenService {
     /// Writes revoked tokens into their credentials' status.
     pub client: kube::Client,
     pub audit: Audit,
+    /// The outside issuers the administrator trusts.
+    pub federation: Federation,
+    /// Assertion and DPoP proof ids seen, until they expire.
+    pub replays: Arc<Replays>,
 }
 
 impl TokenService {
@@ -262,7 +270,14 @@ impl TokenService {
                 self.settings.issuer.trim_end_matches('/')
             ),
         };
-        let methods = ["client_secret_basic", "client_secret_post"];
+        let methods = [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ];
+        let signing = [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+        ];
         // Only what is implemented: no authorization endpoint (so no
         // response types).
         warp::reply::json(&json!({
@@ -273,8 +288,10 @@ impl TokenService {
             "revocation_endpoint": endpoint("revoke"),
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": methods,
+            "token_endpoint_auth_signing_alg_values_supported": signing,
             "introspection_endpoint_auth_methods_supported": methods,
             "revocation_endpoint_auth_methods_supported": methods,
+            "dpop_signing_alg_values_supported": crate::token::dpop::ALGORITHMS,
             "response_types_supported": [],
             "scopes_supported": scopes,
         }))

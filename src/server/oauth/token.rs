@@ -14,7 +14,8 @@ use super::{Call, OAuthError, TokenService, no_store, server_error};
 use crate::audit::Event;
 use crate::index::CredentialEntry;
 use crate::scope;
-use crate::token::{AccessClaims, new_jti};
+use crate::token::dpop::{self, ProofError};
+use crate::token::{AccessClaims, Confirmation, new_jti};
 
 /// What every token carries besides its client's part.
 #[derive(Clone, Debug)]
@@ -82,6 +83,7 @@ pub fn claims(
         jti,
         rot: entry.rotation_counter,
         sid: client.sid.clone(),
+        cnf: None,
     })
 }
 
@@ -89,7 +91,7 @@ pub fn claims(
 /// directly: no JSON tree on the hot path. The token is a compact JWS,
 /// base64url segments joined by dots, which JSON never escapes, so it is
 /// copied as it is; the scope is escaped like any string.
-fn token_body(token: &str, expires_in: i64, scope: &str) -> Vec<u8> {
+fn token_body(token: &str, token_type: &str, expires_in: i64, scope: &str) -> Vec<u8> {
     debug_assert!(
         token
             .bytes()
@@ -98,7 +100,9 @@ fn token_body(token: &str, expires_in: i64, scope: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(token.len() + scope.len() + 96);
     body.extend_from_slice(br#"{"access_token":""#);
     body.extend_from_slice(token.as_bytes());
-    body.extend_from_slice(br#"","token_type":"Bearer","expires_in":"#);
+    body.extend_from_slice(br#"","token_type":""#);
+    body.extend_from_slice(token_type.as_bytes());
+    body.extend_from_slice(br#"","expires_in":"#);
     body.extend_from_slice(expires_in.to_string().as_bytes());
     body.extend_from_slice(br#","scope":"#);
     // Writing a &str into a Vec cannot fail.
@@ -107,7 +111,32 @@ fn token_body(token: &str, expires_in: i64, scope: &str) -> Vec<u8> {
     body
 }
 
+/// RFC 9449 section 5: a token request whose proof is wrong or missing.
+fn invalid_dpop_proof(description: impl Into<String>) -> OAuthError {
+    OAuthError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", description)
+}
+
 impl TokenService {
+    /// The thumbprint of the key a token request's DPoP proof binds the
+    /// token to.
+    fn dpop_key(&self, proof: &str, now: Timestamp) -> Result<String, OAuthError> {
+        let url = self.token_url.as_str();
+        match dpop::verify_once(&self.replays, proof, "POST", url, None, now) {
+            Ok(proof) => Ok(proof.jkt),
+            Err(ProofError::Busy) => Err(OAuthError {
+                retry_after: Some(Duration::from_secs(1)),
+                ..OAuthError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "Too many proofs in flight; retry",
+                )
+            }),
+            Err(e) => Err(invalid_dpop_proof(format!(
+                "The DPoP proof is invalid: {e}"
+            ))),
+        }
+    }
+
     /// A token request: the grant, the client, then the token.
     pub(super) async fn token(
         &self,
@@ -116,12 +145,23 @@ impl TokenService {
         now: Timestamp,
     ) -> Result<Response, OAuthError> {
         check_grant(&request, &self.settings.audience)?;
+        // The proof first: it needs no credential.
+        let bound = match call.dpop {
+            Some(proof) => Some(self.dpop_key(proof, now)?),
+            None => None,
+        };
         let Client::Credential(client) = self.authenticate(&request, call, now, false).await?
         else {
             return Err(OAuthError::invalid_client(false));
         };
+        if client.entry.dpop && bound.is_none() {
+            return Err(invalid_dpop_proof(
+                "This client's tokens are bound to a key: send a DPoP proof",
+            ));
+        }
         let jti = new_jti().map_err(|_| server_error())?;
-        let claims = claims(&client, request.scope.as_deref(), &self.settings, now, jti)?;
+        let mut claims = claims(&client, request.scope.as_deref(), &self.settings, now, jti)?;
+        claims.cnf = bound.map(|jkt| Confirmation { jkt });
         let response = self.grant(&client.entry, &claims, now)?;
         self.audit.record(Event::TokenIssued {
             org: &claims.org,
@@ -164,7 +204,12 @@ impl TokenService {
         let token = key.sign(&payload).map_err(|_| server_error())?;
         self.usage.record(entry);
 
-        let body = token_body(&token, claims.exp - claims.iat, &claims.scope);
+        let token_type = if claims.cnf.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        let body = token_body(&token, token_type, claims.exp - claims.iat, &claims.scope);
         let mut response = Response::new(body.into());
         let headers = response.headers_mut();
         headers.insert(
@@ -187,7 +232,7 @@ mod tests {
         let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjaV8xIn0.c2ln-_0";
         for scope in ["*", "requirement:read persona:write", "a\"b\\c\u{7}"] {
             let body: serde_json::Value =
-                serde_json::from_slice(&token_body(token, 86_400, scope)).unwrap();
+                serde_json::from_slice(&token_body(token, "Bearer", 86_400, scope)).unwrap();
             assert_eq!(
                 body,
                 json!({"access_token": token, "token_type": "Bearer", "expires_in": 86_400, "scope": scope})
