@@ -516,6 +516,7 @@ async fn strict_oauth_clients_accept_the_server() {
     assert_eq!(
         members,
         [
+            "dpop_signing_alg_values_supported",
             "grant_types_supported",
             "introspection_endpoint",
             "introspection_endpoint_auth_methods_supported",
@@ -527,7 +528,16 @@ async fn strict_oauth_clients_accept_the_server() {
             "scopes_supported",
             "token_endpoint",
             "token_endpoint_auth_methods_supported",
+            "token_endpoint_auth_signing_alg_values_supported",
         ]
+    );
+    assert_eq!(
+        metadata["token_endpoint_auth_methods_supported"],
+        json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt"
+        ])
     );
     assert_eq!(
         metadata["introspection_endpoint"],
