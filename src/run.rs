@@ -102,6 +102,26 @@ fn positive(flag: &str, value: &str) -> anyhow::Result<Duration> {
     }
 }
 
+/// The items of a comma-separated list flag, each checked by `valid`
+/// (which says what an item must be). An empty item is none: an empty
+/// variable (the chart's empty list) is an empty list, not one empty name.
+fn list_flag(
+    flag: &str,
+    items: Vec<String>,
+    (valid, what): (fn(&str) -> bool, &str),
+) -> anyhow::Result<Vec<String>> {
+    let items: Vec<String> = items.into_iter().filter(|i| !i.is_empty()).collect();
+    if let Some(bad) = items.iter().find(|i| !valid(i)) {
+        bail!("--{flag}: {bad:?} is not {what}");
+    }
+    Ok(items)
+}
+
+/// Whether `name` can name a namespace (a DNS label).
+fn is_namespace(name: &str) -> bool {
+    name.len() <= 63 && !name.contains('.') && crd::is_object_name(name)
+}
+
 /// What every mode reads from the command line.
 struct Common {
     admin_listen: SocketAddr,
@@ -136,6 +156,11 @@ impl Common {
             }
             url
         });
+        let watch_namespaces = list_flag(
+            "watch-namespaces",
+            watch_namespaces,
+            (is_namespace, "a namespace"),
+        )?;
         let scopes: Scopes = match watch_namespaces.is_empty() {
             true => vec![None],
             false => watch_namespaces.into_iter().map(Some).collect(),
@@ -206,14 +231,11 @@ impl Public {
             introspectors,
             trusted_issuers,
         } = flags;
-        for account in &introspectors {
-            let valid = account
-                .split_once('/')
-                .is_some_and(|(ns, name)| crd::is_object_name(ns) && crd::is_object_name(name));
-            if !valid {
-                bail!("--introspectors: {account:?} is not namespace/name");
-            }
-        }
+        let account = |a: &str| {
+            a.split_once('/')
+                .is_some_and(|(ns, name)| is_namespace(ns) && crd::is_object_name(name))
+        };
+        let introspectors = list_flag("introspectors", introspectors, (account, "namespace/name"))?;
         let token_lifetime = duration_flag("token-lifetime", &token_lifetime)?;
         if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&token_lifetime) {
             bail!("--token-lifetime must be between 1m and 24h");

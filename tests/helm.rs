@@ -303,6 +303,43 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
     }
 }
 
+/// The binary takes every setting the chart passes, as the chart passes
+/// it: with the defaults (empty lists are empty variables) and with the
+/// lists set, each component gets past its flags and stops only at finding
+/// the API server (KUBECONFIG names no file).
+#[test]
+fn the_binary_accepts_every_setting_the_chart_passes() {
+    let chart = chart();
+    let lists = "watchNamespaces={org-a,org-b},introspection.serviceAccounts={gw/gateway}";
+    for extra in [&[][..], &["--set", lists]] {
+        let mut args = vec!["template", "rel", &chart, "-n", "ops"];
+        args.extend(["--kube-version", "1.37.0"]);
+        args.extend_from_slice(extra);
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&helm_ok(&args)).unwrap();
+        let deployments = docs.iter().filter(|d| d["kind"] == "Deployment");
+        for deployment in deployments {
+            let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+            let mut run = std::process::Command::new(OPERATOR);
+            run.env_clear().env("KUBECONFIG", "/nonexistent/kubeconfig");
+            for arg in container["args"].as_array().unwrap() {
+                run.arg(arg.as_str().unwrap());
+            }
+            for env in container["env"].as_array().unwrap() {
+                // Values from the pod (namespace, name, ServiceAccount).
+                let value = env["value"].as_str().unwrap_or("from-the-pod");
+                run.env(env["name"].as_str().unwrap(), value);
+            }
+            let out = run.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("finding the Kubernetes API server"),
+                "{} with {extra:?}: {stderr}",
+                deployment["metadata"]["name"]
+            );
+        }
+    }
+}
+
 #[test]
 fn chart_crds_are_the_top_level_crds() {
     let top = std::fs::read(Path::new(REPO).join("crds/catalio-crds.yaml")).unwrap();
