@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -51,6 +51,17 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Creates the series of each of `labels` in `family`, at zero.
+fn at_zero<L, M, C>(family: &Family<L, M, C>, labels: impl IntoIterator<Item = L>)
+where
+    L: Clone + std::hash::Hash + Eq,
+    C: MetricConstructor<M>,
+{
+    for labels in labels {
+        drop(family.get_or_create(&labels));
+    }
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -77,6 +88,14 @@ pub struct Metrics {
     pub revocations: Family<ResultLabel, Counter>,
     pub revocations_refused: Family<ReasonLabel, Counter>,
     pub audit_records: Family<AuditLabels, Counter>,
+    /// What the controller did to credentials, by event reason.
+    pub credential_events: Family<ReasonLabel, Counter>,
+    /// The signing-key rotation period (set by the controller).
+    pub signing_key_rotation: Gauge,
+    signing_key_age: Gauge,
+    ready: Gauge,
+    degraded: Gauge,
+    resident_memory: Gauge,
     credentials: Family<PhaseLabel, Gauge>,
     unused: Family<NamespaceLabel, Gauge>,
 }
@@ -102,12 +121,145 @@ impl Metrics {
             revocations: Family::default(),
             revocations_refused: Family::default(),
             audit_records: Family::default(),
+            credential_events: Family::default(),
+            signing_key_rotation: Gauge::default(),
+            signing_key_age: Gauge::default(),
+            ready: Gauge::default(),
+            degraded: Gauge::default(),
+            resident_memory: Gauge::default(),
             credentials: Family::default(),
             unused: Family::default(),
         };
         metrics.register_controller();
         metrics.register_server();
+        metrics.register_process();
+        metrics.start_at_zero();
         Arc::new(metrics)
+    }
+
+    /// Every label set the dashboards and alerts name exists from the
+    /// start, at zero: a query over it returns a series before the first
+    /// event, and a rate is one from the first.
+    fn start_at_zero(&self) {
+        let reason = |reason: &'static str| ReasonLabel { reason };
+        let result = |result: &'static str| ResultLabel { result };
+        at_zero(
+            &self.reconcile_errors,
+            crate::controller::ERROR_LABELS.map(reason),
+        );
+        let events = crate::controller::plan::Reason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(["RestartedWorkload", "RestartFailed", "ReconcileFailed"]);
+        at_zero(&self.credential_events, events.map(reason));
+        at_zero(&self.reconciles, ["ok", "error"].map(result));
+        let refusals = [
+            "invalid_request",
+            "invalid_client",
+            "invalid_scope",
+            "invalid_target",
+            "unsupported_grant_type",
+            "invalid_dpop_proof",
+            "throttled",
+            "rate_limited",
+            "temporarily_unavailable",
+            "server_error",
+        ];
+        at_zero(&self.tokens_refused, refusals.map(reason));
+        let refusals = ["invalid_request", "invalid_client", "rate_limited"];
+        at_zero(&self.introspections_refused, refusals.map(reason));
+        at_zero(&self.revocations_refused, refusals.map(reason));
+        let api_refusals = [
+            "not_ready",
+            "missing",
+            "malformed",
+            "unknown_key",
+            "invalid",
+            "expired",
+            "inactive",
+            "dpop_unbound",
+            "dpop_as_bearer",
+            "dpop_missing",
+            "dpop_other_key",
+            "dpop_invalid",
+        ];
+        at_zero(&self.api_refused, api_refusals.map(reason));
+        at_zero(&self.introspections, ["active", "inactive"].map(result));
+        at_zero(&self.revocations, ["revoked", "unchanged"].map(result));
+        let reviews = ["authenticated", "refused", "failed"];
+        at_zero(&self.token_reviews, reviews.map(result));
+        at_zero(
+            &self.usage_notes,
+            ["written", "skipped", "dropped"].map(result),
+        );
+        let outcomes = ["written", "delivered", "failed", "dropped"];
+        for sink in ["log", "webhook"] {
+            let labels = outcomes.map(|result| AuditLabels { sink, result });
+            at_zero(&self.audit_records, labels);
+        }
+    }
+
+    /// A registry with a sample in every family, for the reference
+    /// documents (which name each family's labels from its samples).
+    pub fn sampled() -> Arc<Self> {
+        let metrics = Self::new();
+        metrics.request("token", 200, Duration::ZERO);
+        at_zero(&metrics.credentials, [PhaseLabel { phase: "Active" }]);
+        let namespace = "organization".to_owned();
+        at_zero(&metrics.unused, [NamespaceLabel { namespace }]);
+        metrics
+    }
+
+    /// What every process reports of itself.
+    fn register_process(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "ready",
+            "1 when this replica is ready (its caches listed, its keys loaded, not draining), 0 otherwise",
+            self.ready.clone(),
+        );
+        r.register(
+            "degraded",
+            "1 when a watch or the leader election of this replica has been broken for a while (/readyz names it), 0 otherwise",
+            self.degraded.clone(),
+        );
+        r.register(
+            "signing_key_age_seconds",
+            "Age of the newest signing key",
+            self.signing_key_age.clone(),
+        );
+        r.register(
+            "signing_key_rotation_seconds",
+            "How often the leader makes a new signing key (--signing-key-rotation; controller only)",
+            self.signing_key_rotation.clone(),
+        );
+        r.register(
+            "resident_memory_bytes",
+            "Resident memory of this process",
+            self.resident_memory.clone(),
+        );
+    }
+
+    /// Samples what the process reports of itself at a scrape: readiness,
+    /// the keys it holds, its memory.
+    pub fn observe(&self, ready: bool, degraded: bool, newest_key: Option<jiff::Timestamp>) {
+        self.ready.set(i64::from(ready));
+        self.degraded.set(i64::from(degraded));
+        if let Some(created) = newest_key {
+            let age = jiff::Timestamp::now().as_second() - created.as_second();
+            self.signing_key_age.set(age.max(0));
+        }
+        let rss = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<i64>().ok())
+            });
+        if let Some(kib) = rss {
+            self.resident_memory.set(kib * 1024);
+        }
     }
 
     /// What the controller and every replica's caches report.
@@ -137,6 +289,11 @@ impl Metrics {
             "audit_records",
             "Audit records by sink (log, webhook) and what became of them (written, delivered, failed after retries, dropped when the queue was full)",
             self.audit_records.clone(),
+        );
+        r.register(
+            "credential_events",
+            "What the controller did to credentials, by event reason (Created, Rotated, SecretReplaced, Unused, RestartFailed, ...)",
+            self.credential_events.clone(),
         );
         r.register(
             "credentials",

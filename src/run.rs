@@ -389,7 +389,7 @@ async fn serve_admin(
     let admin = server::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    let routes = server::admin_routes(readiness, process.metrics.clone());
+    let routes = server::admin_routes(readiness, process.metrics.clone(), process.keys.clone());
     let drained = process.drained.clone();
     Ok(server::serve(admin, routes, None, Limits::admin(), drained).boxed())
 }
@@ -406,6 +406,11 @@ async fn lead(leading: Leading, common: Common, process: &Process) -> anyhow::Re
         ..
     } = common;
     let client = process.client.clone();
+    let rotation = leading.policy.rotate_every.as_secs();
+    process
+        .metrics
+        .signing_key_rotation
+        .set(i64::try_from(rotation).unwrap_or(i64::MAX));
     let settings = Settings {
         token_url,
         audience,

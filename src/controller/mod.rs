@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::audit::{self, Audit};
 use crate::crd::{ApiCredential, ApiCredentialStatus, Phase};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReasonLabel};
 use crate::secret::{ClientSecret, HashKey, client_id_for_uid};
 use plan::{MANAGER, Plan, Reason, SecretAction, Settings};
 
@@ -69,6 +69,18 @@ impl Error {
         }
     }
 }
+
+/// Every [`Error::metric_label`], for metrics that start at zero.
+pub const ERROR_LABELS: [&str; 8] = [
+    "read_secret",
+    "write_secret",
+    "delete_secret",
+    "write_status",
+    "revoke_unused",
+    "no_hash_key",
+    "missing_uid",
+    "random",
+];
 
 /// A failed Secret write is described by the API server's reason and code
 /// only: a validation message could echo the data that was sent.
@@ -211,7 +223,7 @@ impl Context {
     async fn publish(
         &self,
         cred: &ApiCredential,
-        reason: &str,
+        reason: &'static str,
         action: &str,
         warning: bool,
         note: String,
@@ -226,7 +238,7 @@ impl Context {
         &self,
         cred: &ApiCredential,
         related: Option<ObjectReference>,
-        reason: &str,
+        reason: &'static str,
         action: &str,
         warning: bool,
         note: String,
@@ -242,6 +254,10 @@ impl Context {
             action: action.to_owned(),
             secondary: related,
         };
+        self.metrics
+            .credential_events
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
         if let Err(e) = self.recorder.publish(&event, &cred.object_ref(&())).await {
             warn!(error = %e, credential = %cred.name_any(), "publishing event failed");
         }
@@ -744,4 +760,28 @@ fn error_policy(
     let name = guarded.0.as_ref().map(|c| c.name_any()).unwrap_or_default();
     warn!(credential = %name, reason = error.metric_label(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reconcile-error metric starts at zero for every label an error
+    /// can have.
+    #[test]
+    fn every_error_label_is_listed() {
+        let kube = || kube::Error::ReadEvents(std::io::Error::other("test"));
+        let errors = [
+            Error::ReadSecret(kube()),
+            Error::WriteSecret(kube()),
+            Error::DeleteSecret(kube()),
+            Error::WriteStatus(kube()),
+            Error::RevokeUnused(kube()),
+            Error::NoHashKey,
+            Error::Plan(plan::PlanError::MissingUid),
+            Error::Plan(plan::PlanError::Random(getrandom::Error::UNSUPPORTED)),
+        ];
+        let labels: Vec<&str> = errors.iter().map(Error::metric_label).collect();
+        assert_eq!(labels, ERROR_LABELS);
+    }
 }

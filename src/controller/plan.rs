@@ -106,6 +106,20 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 11] = [
+        Reason::Created,
+        Reason::Rotated,
+        Reason::GraceExpired,
+        Reason::Revoked,
+        Reason::SecretReplaced,
+        Reason::SecretRepaired,
+        Reason::SecretConflict,
+        Reason::InvalidSpec,
+        Reason::Unused,
+        Reason::RevokedUnused,
+        Reason::SecretDisabled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Created => "Created",

@@ -195,12 +195,18 @@ impl Readiness {
     }
 }
 
+/// `/healthz`, `/readyz` and `/metrics`; `keys` are the keys this process
+/// holds, whose age the metrics report.
 pub fn admin_routes(
     readiness: Readiness,
     metrics: Arc<Metrics>,
+    keys: Arc<KeyStore>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let index = readiness.index.clone();
+    let observed = readiness.clone();
     let scrape = warp::path!("metrics").and(warp::get()).map(move || {
+        let degraded = observed.health.report().is_some();
+        metrics.observe(observed.ready(), degraded, keys.ring().newest());
         let body = metrics.render(index.as_deref());
         warp::reply::with_header(
             body,

@@ -280,6 +280,12 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
+    /// When the newest key was made: a new one is due every rotation
+    /// period.
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.keys.iter().map(|k| k.created_at).max()
+    }
+
     /// The RFC 7517 key set with every published key.
     pub fn jwks(&self) -> serde_json::Value {
         json!({"keys": self.keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()})
