@@ -15,7 +15,7 @@ export CATALIO_TEST_PYTHON := $(PYCLIENTS)/bin/python
 JSCLIENTS ?= $(HOME)/.cache/catalio-operator/jsclients
 export CATALIO_TEST_OAUTH4WEBAPI := $(JSCLIENTS)/node_modules/oauth4webapi
 
-.PHONY: test lint build bench chaos fuzz crds controlplane node pyclients jsclients cluster-up cluster-down cluster-env node-up node-down node-env image dev
+.PHONY: test lint build bench chaos fuzz crds docs controlplane node pyclients jsclients cluster-up cluster-down cluster-env node-up node-down node-env image dev
 
 ## Every test: formatting, lints, unit tests and the integration tests on a
 ## real control plane (and tests/node.rs on a real node); then proof that no
@@ -63,6 +63,11 @@ fuzz:
 crds: build
 	$(OPERATOR) crds > $(CRDS)
 	cp $(CRDS) charts/catalio-operator/$(CRDS)
+
+## Regenerates the reference documents in docs/ (a test fails when they
+## drift).
+docs: build
+	for doc in crds metrics flags; do $(OPERATOR) reference $$doc > docs/$$doc.md; done
 
 ## Builds etcd, kube-apiserver, kube-controller-manager, kubectl and helm
 ## (cached outside the repository).

@@ -27,6 +27,12 @@ pub enum Command {
     Server(Operator),
     /// Print every CRD as YAML (the content of `crds/`).
     Crds,
+    /// Print a reference document in Markdown (the content of `docs/`):
+    /// every CRD field, every metric or every flag.
+    Reference {
+        #[arg(value_enum)]
+        document: crate::reference::Document,
+    },
 }
 
 /// The flags of `run`, `controller` and `server`, by what reads them.

@@ -17,6 +17,7 @@ pub mod leader;
 pub mod metrics;
 pub mod owner;
 pub mod plugin;
+pub mod reference;
 pub mod run;
 pub mod scope;
 pub mod secret;

@@ -62,6 +62,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crd::render_all().context("rendering CRDs")?);
             return Ok(());
         }
+        Command::Reference { document } => {
+            print!("{}", document.render());
+            return Ok(());
+        }
         Command::Run(o) => (o, true, true),
         Command::Controller(o) => (o, true, false),
         Command::Server(o) => (o, false, true),

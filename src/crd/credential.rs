@@ -92,7 +92,8 @@ pub struct ApiCredentialSpec {
 
     /// `Generated` (the default): the operator generates a client secret
     /// and writes the Secret. `Disabled`: no client secret and no Secret at
-    /// all (nothing to leak or rotate); only `serviceAccounts` authenticate.
+    /// all (nothing to leak or rotate); only `serviceAccounts`,
+    /// `clientKeys` or `federation` authenticate.
     #[serde(default)]
     pub client_secret: ClientSecretMode,
 
