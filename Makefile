@@ -15,12 +15,12 @@ export CATALIO_TEST_PYTHON := $(PYCLIENTS)/bin/python
 JSCLIENTS ?= $(HOME)/.cache/catalio-operator/jsclients
 export CATALIO_TEST_OAUTH4WEBAPI := $(JSCLIENTS)/node_modules/oauth4webapi
 
-.PHONY: test lint build bench chaos fuzz crds docs controlplane node pyclients jsclients cluster-up cluster-down cluster-env node-up node-down node-env image dev
+.PHONY: test lint build bench chaos fuzz crds docs controlplane prometheus node pyclients jsclients cluster-up cluster-down cluster-env node-up node-down node-env image dev
 
 ## Every test: formatting, lints, unit tests and the integration tests on a
 ## real control plane (and tests/node.rs on a real node); then proof that no
 ## control-plane or node process, and no node cgroup, outlived them.
-test: lint controlplane node pyclients jsclients
+test: lint controlplane node prometheus pyclients jsclients
 	cargo test --all-targets --locked
 	$(CLUSTER) leftovers
 	$(NODE) leftovers
@@ -68,6 +68,11 @@ crds: build
 ## drift).
 docs: build
 	for doc in crds metrics flags; do $(OPERATOR) reference $$doc > docs/$$doc.md; done
+
+## Builds Prometheus and promtool, and fetches the Gateway API and
+## Prometheus Operator CRDs (cached outside the repository).
+prometheus:
+	tests/prometheus/build.sh > /dev/null
 
 ## Builds etcd, kube-apiserver, kube-controller-manager, kubectl and helm
 ## (cached outside the repository).

@@ -28,33 +28,11 @@ fn chart() -> String {
 }
 
 fn helm(args: &[&str]) -> Output {
-    std::process::Command::new(cluster().bin.join("helm"))
-        .args(args)
-        .env("KUBECONFIG", &cluster().kubeconfig)
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("catalio-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("catalio-helm-config"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("catalio-helm-data"),
-        )
-        .output()
-        .expect("run helm")
+    cluster().helm(args)
 }
 
 fn helm_ok(args: &[&str]) -> String {
-    let out = helm(args);
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cluster().helm_ok(args)
 }
 
 const ALL_FEATURES: &[&str] = &[
@@ -66,6 +44,14 @@ const ALL_FEATURES: &[&str] = &[
     r#"networkPolicy.adminFrom=[{"namespaceSelector":{}}]"#,
     "--set-json",
     r#"federation.issuers=[{"name":"github","issuer":"https://token.actions.githubusercontent.com","audiences":["https://catalio.ai"]}]"#,
+    "--set",
+    "prometheusRule.enabled=true,dashboard.enabled=true",
+    "--set",
+    "ingress.enabled=true,ingress.className=nginx,ingress.tls.secretName=catalio-public-tls",
+    "--set",
+    "httpRoute.enabled=true,httpRoute.hostnames={catalio.example.com}",
+    "--set-json",
+    r#"httpRoute.parentRefs=[{"name":"edge","namespace":"gateways","sectionName":"https"}]"#,
 ];
 
 fn kinds(rendered: &str) -> Vec<String> {
@@ -152,7 +138,20 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
             .iter()
             .flat_map(|k| vec![k.to_string(); 6]),
     );
-    expected.extend(["Certificate", "ServiceMonitor", "Service", "ConfigMap"].map(String::from));
+    expected.extend(
+        [
+            "Certificate",
+            "ServiceMonitor",
+            "Service",
+            "ConfigMap",
+            // The operations pack: alerts, the dashboard, exposure.
+            "PrometheusRule",
+            "ConfigMap",
+            "Ingress",
+            "HTTPRoute",
+        ]
+        .map(String::from),
+    );
     expected.extend(token_review);
     assert_eq!(kinds(&all), with_aggregated(expected));
     assert!(all.contains("namespace: org-a") && all.contains("namespace: org-b"));
@@ -282,6 +281,18 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
         ("api.maxBytesPerKind=32MB", "maxBytesPerKind"),
         ("api.bodyReadTimeout=forever", "bodyReadTimeout"),
         ("credentials.unusedAfter=90d", "unusedAfter"),
+        ("httpRoute.enabled=true", "/httpRoute/parentRefs"),
+        ("ingress.enabled=true,ingress.host=", "/ingress/host"),
+        ("ingress.host=Not_A_Host", "/ingress/host"),
+        (
+            "prometheusRule.runbookUrl=README.md",
+            "/prometheusRule/runbookUrl",
+        ),
+        ("dashboard.enabled=yes", "/dashboard/enabled"),
+        (
+            "topologySpreadConstraints[0].whenUnsatisfiable=Sometimes",
+            "/topologySpreadConstraints/0/whenUnsatisfiable",
+        ),
         ("typo=1", "additional properties 'typo' not allowed"),
         (
             "tls.enabled=true,tls.certManager.enabled=true",
@@ -309,13 +320,9 @@ fn chart_lints_and_renders_with_defaults_and_every_feature() {
 /// the API server (KUBECONFIG names no file).
 #[test]
 fn the_binary_accepts_every_setting_the_chart_passes() {
-    let chart = chart();
     let lists = "watchNamespaces={org-a,org-b},introspection.serviceAccounts={gw/gateway}";
     for extra in [&[][..], &["--set", lists]] {
-        let mut args = vec!["template", "rel", &chart, "-n", "ops"];
-        args.extend(["--kube-version", "1.37.0"]);
-        args.extend_from_slice(extra);
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&helm_ok(&args)).unwrap();
+        let docs = template(extra);
         let deployments = docs.iter().filter(|d| d["kind"] == "Deployment");
         for deployment in deployments {
             let container = &deployment["spec"]["template"]["spec"]["containers"][0];
@@ -338,6 +345,144 @@ fn the_binary_accepts_every_setting_the_chart_passes() {
             );
         }
     }
+}
+
+fn template(extra: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "rel",
+        chart.as_str(),
+        "-n",
+        "ops",
+        "--kube-version",
+        "1.37.0",
+    ];
+    args.extend_from_slice(extra);
+    serde_saphyr::from_multiple(&helm_ok(&args)).expect("the chart renders YAML")
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// The operations pack renders what its readers expect: replicas spread
+/// across nodes by default (and not when turned off), the dashboard as
+/// Grafana's sidecar finds it, and only the public port exposed.
+#[test]
+fn the_operations_pack_renders_what_its_readers_expect() {
+    let deployments = |docs: &[Value]| -> Vec<Value> {
+        docs.iter()
+            .filter(|d| d["kind"] == "Deployment")
+            .cloned()
+            .collect()
+    };
+    let default = template(&[]);
+    assert_eq!(deployments(&default).len(), 2);
+    for deployment in deployments(&default) {
+        let pod = &deployment["spec"]["template"];
+        let spread = &pod["spec"]["topologySpreadConstraints"];
+        assert_eq!(spread.as_array().map(Vec::len), Some(1), "{spread}");
+        assert_eq!(spread[0]["topologyKey"], "kubernetes.io/hostname");
+        assert_eq!(spread[0]["whenUnsatisfiable"], "ScheduleAnyway");
+        // It counts this component's pods, which carry these labels.
+        let selector = spread[0]["labelSelector"]["matchLabels"]
+            .as_object()
+            .unwrap();
+        assert_eq!(
+            Some(selector),
+            deployment["spec"]["selector"]["matchLabels"].as_object()
+        );
+        assert!(
+            selector
+                .iter()
+                .all(|(k, v)| pod["metadata"]["labels"][k] == *v)
+        );
+    }
+    let off = template(&["--set-json", "topologySpreadConstraints=[]"]);
+    for deployment in deployments(&off) {
+        assert!(deployment["spec"]["template"]["spec"]["topologySpreadConstraints"].is_null());
+    }
+
+    let all = template(ALL_FEATURES);
+    let dashboard = find(&all, "ConfigMap", "rel-catalio-operator-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let file =
+        std::fs::read_to_string(format!("{}/dashboards/catalio-operator.json", chart())).unwrap();
+    let embedded: Value =
+        serde_json::from_str(dashboard["data"]["catalio-operator.json"].as_str().unwrap()).unwrap();
+    assert_eq!(embedded, serde_json::from_str::<Value>(&file).unwrap());
+
+    let ingress = find(&all, "Ingress", "rel-catalio-operator");
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(
+        ingress["spec"]["tls"][0]["secretName"],
+        "catalio-public-tls"
+    );
+    let paths = ingress["spec"]["rules"][0]["http"]["paths"]
+        .as_array()
+        .unwrap();
+    let prefixes: Vec<&str> = paths.iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(prefixes, ["/oauth", "/.well-known", "/api"]);
+    for path in paths {
+        assert_eq!(path["backend"]["service"]["name"], "rel-catalio-operator");
+        assert_eq!(path["backend"]["service"]["port"]["name"], "http");
+    }
+    let route = find(&all, "HTTPRoute", "rel-catalio-operator");
+    assert_eq!(route["spec"]["parentRefs"][0]["name"], "edge");
+    assert_eq!(route["spec"]["hostnames"], json!(["catalio.example.com"]));
+    let backend = &route["spec"]["rules"][0]["backendRefs"][0];
+    assert_eq!(backend["name"], "rel-catalio-operator");
+    let public = find(&all, "Service", "rel-catalio-operator");
+    assert_eq!(backend["port"], public["spec"]["ports"][0]["port"]);
+}
+
+/// `helm install` with every switch on is accepted by the real API server,
+/// with the CRDs of the optional objects installed from their Go modules
+/// (Gateway API, Prometheus Operator, cert-manager): their schemas, and
+/// the API server's own for Ingress and the rest, validate what the chart
+/// renders.
+#[tokio::test]
+async fn every_switch_is_accepted_by_the_api_server() {
+    let crds = catalio_test_support::prometheus::tools().crds();
+    let crds = crds.to_str().unwrap();
+    cluster().kubectl_ok(&["apply", "--server-side", "-f", crds]);
+    cluster().kubectl_ok(&[
+        "wait",
+        "--for",
+        "condition=Established",
+        "--timeout",
+        "60s",
+        "crd",
+        "httproutes.gateway.networking.k8s.io",
+        "prometheusrules.monitoring.coreos.com",
+        "servicemonitors.monitoring.coreos.com",
+        "certificates.cert-manager.io",
+    ]);
+    let client = cluster().client().await;
+    let ops = TestNamespace::new(&client, "every-switch").await;
+    let (chart, watch) = (chart(), format!("watchNamespaces={{{}}}", ops.name));
+    let release = "every-switch";
+    let mut args = vec!["install", release, chart.as_str(), "-n", ops.name.as_str()];
+    args.extend_from_slice(ALL_FEATURES);
+    args.extend(["--set", &watch, "--set", "rbac.restartTargets=true"]);
+    helm_ok(&args);
+    let full = format!("{release}-catalio-operator");
+    for (kind, name) in [
+        ("prometheusrule", full.clone()),
+        ("servicemonitor", full.clone()),
+        ("configmap", format!("{full}-dashboard")),
+        ("ingress", full.clone()),
+        ("httproute", full.clone()),
+        ("certificate", full.clone()),
+        ("networkpolicy", format!("{full}-server")),
+        ("deployment", format!("{full}-controller")),
+    ] {
+        cluster().kubectl_ok(&["-n", &ops.name, "get", kind, &name, "-o", "name"]);
+    }
+    helm_ok(&["uninstall", release, "-n", &ops.name]);
 }
 
 #[test]

@@ -58,17 +58,7 @@ impl Node {
     }
 
     fn helm(&self, args: &[&str]) -> String {
-        let helm_home = self.dir.join("helm");
-        let out = Command::new(self.cluster.bin.join("helm"))
-            .args(args)
-            .env("KUBECONFIG", &self.cluster.kubeconfig)
-            .env("HELM_CACHE_HOME", helm_home.join("cache"))
-            .env("HELM_CONFIG_HOME", helm_home.join("config"))
-            .env("HELM_DATA_HOME", helm_home.join("data"))
-            .output()
-            .expect("run helm");
-        assert!(out.status.success(), "helm {args:?}: {}", stderr(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.cluster.helm_ok(args)
     }
 
     fn import(&self, tarball: &Path) {

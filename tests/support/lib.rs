@@ -20,6 +20,7 @@ pub mod cut;
 pub mod events;
 pub mod jsonapi;
 pub mod pki;
+pub mod prometheus;
 pub mod webhook;
 
 /// The repository root.
@@ -64,6 +65,31 @@ impl Cluster {
         assert!(
             out.status.success(),
             "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs helm against this control plane, with its caches in the
+    /// temporary directory.
+    pub fn helm(&self, args: &[&str]) -> Output {
+        let home = std::env::temp_dir();
+        Command::new(self.bin.join("helm"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", home.join("catalio-helm-cache"))
+            .env("HELM_CONFIG_HOME", home.join("catalio-helm-config"))
+            .env("HELM_DATA_HOME", home.join("catalio-helm-data"))
+            .output()
+            .expect("run helm")
+    }
+
+    /// Runs helm and returns stdout, panicking with stderr on failure.
+    pub fn helm_ok(&self, args: &[&str]) -> String {
+        let out = self.helm(args);
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
