@@ -121,11 +121,6 @@ fn list_flag(
     Ok(items)
 }
 
-/// Whether `name` can name a namespace (a DNS label).
-fn is_namespace(name: &str) -> bool {
-    name.len() <= 63 && !name.contains('.') && crd::is_object_name(name)
-}
-
 /// What every mode reads from the command line.
 struct Common {
     admin_listen: SocketAddr,
@@ -163,7 +158,7 @@ impl Common {
         let watch_namespaces = list_flag(
             "watch-namespaces",
             watch_namespaces,
-            (is_namespace, "a namespace"),
+            (crd::is_namespace, "a namespace"),
         )?;
         let scopes: Scopes = match watch_namespaces.is_empty() {
             true => vec![None],
@@ -237,7 +232,7 @@ impl Public {
         } = flags;
         let account = |a: &str| {
             a.split_once('/')
-                .is_some_and(|(ns, name)| is_namespace(ns) && crd::is_object_name(name))
+                .is_some_and(|(ns, name)| crd::is_namespace(ns) && crd::is_object_name(name))
         };
         let introspectors = list_flag("introspectors", introspectors, (account, "namespace/name"))?;
         let token_lifetime = duration_flag("token-lifetime", &token_lifetime)?;

@@ -30,6 +30,12 @@ pub fn is_object_name(name: &str) -> bool {
     (1..=253).contains(&name.len()) && name.split('.').all(label)
 }
 
+/// Whether `name` can name a namespace: a DNS label (at most 63
+/// characters, no dot).
+pub fn is_namespace(name: &str) -> bool {
+    name.len() <= 63 && !name.contains('.') && is_object_name(name)
+}
+
 /// Every CRD, in a stable order: the credentials, then the business kinds
 /// as the registry lists them.
 pub fn all() -> Vec<CustomResourceDefinition> {

@@ -71,6 +71,22 @@ pub fn explorer(base: &str, id: &str, secret: &str, screenshot: &Path) -> Value 
     run(command, "the explorer in Chromium")
 }
 
+/// `kubectl catalio console` in Chromium: `scenario` (admin, viewer or
+/// foreign) of tests/clients/console.mjs with `config`.
+pub fn console(scenario: &str, config: &Value) -> Value {
+    let modules = oauth4webapi_dir()
+        .parent()
+        .expect("node_modules holds oauth4webapi")
+        .to_owned();
+    let mut command = Command::new("node");
+    command
+        .arg(format!("{REPO}/tests/clients/console.mjs"))
+        .arg(modules)
+        .arg(scenario)
+        .arg(config.to_string());
+    run(command, "the console in Chromium")
+}
+
 /// Where a client gets its token and keys, and what it expects of them.
 pub struct Server<'a> {
     pub token_url: &'a str,

@@ -16,17 +16,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use futures::TryStreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use crate::crd::{ApiCredential, ClientSecretMode, Phase};
 use crate::duration;
+use credentials::{get, read_secret, revoke, rotate};
+
+mod console;
+mod credentials;
 
 /// The name the binary answers to as a plugin.
 pub const PLUGIN_NAME: &str = "kubectl-catalio";
@@ -97,10 +97,39 @@ pub enum PluginCommand {
         #[arg(short = 'A', long)]
         all_namespaces: bool,
     },
+    /// Serve the administrator's screen (Settings → API Credentials) on
+    /// loopback and open it in the browser: list, create, rotate, revoke
+    /// and delete credentials, as this kubeconfig's user may.
+    Console(ConsoleArgs),
     /// Print a completion script for kubectl-catalio (`kubectl catalio`
     /// completes through kubectl_complete-catalio, a symlink to the same
     /// binary).
     Completion { shell: CompletionShell },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConsoleArgs {
+    /// Port on 127.0.0.1 (default: any free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Print the link instead of opening the browser.
+    #[arg(long)]
+    no_open: bool,
+    /// Stop after this long with no page open.
+    #[arg(long, default_value = "30m")]
+    idle_timeout: String,
+}
+
+impl ConsoleArgs {
+    fn options(&self) -> anyhow::Result<console::Options> {
+        let idle = &self.idle_timeout;
+        Ok(console::Options {
+            port: self.port,
+            open: !self.no_open,
+            idle_timeout: duration::parse(idle)
+                .with_context(|| format!("--idle-timeout {idle}"))?,
+        })
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -129,11 +158,18 @@ pub async fn run(cli: PluginCli) -> anyhow::Result<()> {
     }
     let (client, default_ns) = connect(cli.context.as_deref()).await?;
     let namespace = cli.namespace.unwrap_or(default_ns);
+    if let PluginCommand::Console(args) = &cli.command {
+        return console::run(client, namespace, cli.context, args.options()?).await;
+    }
     let creds = Api::<ApiCredential>::namespaced(client.clone(), &namespace);
     let mut out = std::io::stdout().lock();
     match cli.command {
         PluginCommand::Rotate { name, timeout } => {
-            let hash = rotate(&creds, &name, wait_for(&timeout)?).await?;
+            let rotated = rotate(&creds, &name, None, wait_for(&timeout)?).await?;
+            let hash = rotated
+                .status
+                .and_then(|s| s.secret_hash)
+                .unwrap_or_default();
             writeln!(out, "{name} rotated: client secret {hash}")?;
         }
         PluginCommand::Revoke { name, yes, timeout } => {
@@ -177,7 +213,9 @@ pub async fn run(cli: PluginCli) -> anyhow::Result<()> {
                 status_table(&list.items, all_namespaces, Timestamp::now())
             )?;
         }
-        PluginCommand::Completion { .. } => unreachable!("answered above"),
+        PluginCommand::Completion { .. } | PluginCommand::Console(_) => {
+            unreachable!("answered above")
+        }
     }
     Ok(())
 }
@@ -204,103 +242,6 @@ fn wait_for(timeout: &str) -> anyhow::Result<Duration> {
     duration::parse(timeout).with_context(|| format!("--timeout {timeout}"))
 }
 
-async fn get(
-    creds: &Api<ApiCredential>,
-    name: &str,
-    namespace: &str,
-) -> anyhow::Result<ApiCredential> {
-    creds
-        .get_opt(name)
-        .await?
-        .with_context(|| format!("no ApiCredential {name} in namespace {namespace}"))
-}
-
-/// The Ready condition's message, for errors.
-fn ready_message(cred: &ApiCredential) -> String {
-    cred.status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
-}
-
-/// Watches `name` until `done` says it is finished (`Some(Ok)`) or failed
-/// (`Some(Err)`), or `timeout` passes. The watch's first event is the
-/// object as it is, so a change made before the watch began is seen too.
-async fn until<T>(
-    creds: &Api<ApiCredential>,
-    name: &str,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&ApiCredential) -> Option<anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let wait = async {
-        let mut changes = std::pin::pin!(watcher(creds.clone(), config).applied_objects());
-        while let Some(cred) = changes.try_next().await? {
-            if let Some(result) = done(&cred) {
-                return result;
-            }
-        }
-        bail!("{name}: the watch ended before {what}")
-    };
-    match tokio::time::timeout(timeout, wait).await {
-        Ok(result) => result,
-        Err(_) => bail!(
-            "{name}: {what} did not happen within {}",
-            duration::format(timeout)
-        ),
-    }
-}
-
-/// Raises the rotation counter (at the version read, so two rotations
-/// at once are two) and waits for the new secret; its hash.
-async fn rotate(
-    creds: &Api<ApiCredential>,
-    name: &str,
-    timeout: Duration,
-) -> anyhow::Result<String> {
-    let cred = creds.get(name).await?;
-    if cred.spec.revoked {
-        bail!("{name} is revoked: it has no secret to rotate");
-    }
-    if cred.spec.client_secret == ClientSecretMode::Disabled {
-        bail!("{name} has no client secret (clientSecret: Disabled): nothing to rotate");
-    }
-    let counter = cred.spec.rotation.counter + 1;
-    let patch = json!({
-        "metadata": {"resourceVersion": cred.resource_version()},
-        "spec": {"rotation": {"counter": counter}},
-    });
-    let patched = creds
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 409 => {
-                anyhow::anyhow!("{name} changed while rotating; nothing was rotated, try again")
-            }
-            e => e.into(),
-        })?;
-    let generation = patched.metadata.generation;
-    until(creds, name, timeout, "the rotation", |c| {
-        let status = c.status.as_ref()?;
-        if status.observed_generation < generation {
-            return None;
-        }
-        match status.phase {
-            Some(Phase::Failed) => {
-                Some(Err(anyhow::anyhow!("{name} failed: {}", ready_message(c))))
-            }
-            Some(Phase::Active) if status.rotation_counter == Some(counter) => {
-                status.secret_hash.clone().map(Ok)
-            }
-            _ => None,
-        }
-    })
-    .await
-}
-
 /// Asks, and reads the answer from stdin (a terminal, or a pipe in a
 /// script); anything but y or yes, an empty stdin included, is no.
 fn confirm(name: &str, namespace: &str) -> anyhow::Result<bool> {
@@ -315,18 +256,6 @@ fn confirm(name: &str, namespace: &str) -> anyhow::Result<bool> {
         answer.trim().to_ascii_lowercase().as_str(),
         "y" | "yes"
     ))
-}
-
-async fn revoke(creds: &Api<ApiCredential>, name: &str, timeout: Duration) -> anyhow::Result<()> {
-    let patch = json!({"spec": {"revoked": true}});
-    creds
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    until(creds, name, timeout, "the revocation", |c| {
-        let phase = c.status.as_ref()?.phase?;
-        (phase == Phase::Revoked).then_some(Ok(()))
-    })
-    .await
 }
 
 /// How `token` asks the token endpoint.
@@ -356,26 +285,13 @@ async fn token(
     if cred.spec.client_secret == ClientSecretMode::Disabled {
         bail!("{name} has no client secret: its ServiceAccounts get tokens with their own tokens");
     }
-    let secret_name = cred.secret_name();
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get_opt(secret_name)
-        .await?
-        .with_context(|| format!("{name}: no Secret {secret_name} yet"))?;
-    let data = secret.data.unwrap_or_default();
-    let field = |key: &str| {
-        data.get(key)
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-            .with_context(|| format!("Secret {secret_name} has no {key}"))
-    };
-    let url = match ask.token_url {
-        Some(url) => url,
-        None => field("token_url")?,
-    };
+    let secret = read_secret(client, namespace, cred).await?;
+    let url = ask.token_url.unwrap_or(secret.token_url);
     check_destination(&url, ask.insecure)?;
     let mut form = vec![
         ("grant_type", "client_credentials".to_owned()),
-        ("client_id", field("client_id")?),
-        ("client_secret", field("client_secret")?),
+        ("client_id", secret.client_id),
+        ("client_secret", secret.client_secret),
     ];
     if let Some(scope) = ask.scope {
         form.push(("scope", scope));
