@@ -640,6 +640,45 @@ async fn tampered_and_deleted_secrets_are_replaced_with_warnings() {
     assert_eq!(kind, "Warning");
     assert!(note.contains("did not match"), "{note}");
 
+    // The same tampering again is the same event again: one Event whose
+    // series counts both, as kubectl shows repeats.
+    f.kubectl_ok(&[
+        "patch",
+        "secret",
+        "ci",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"stringData":{"client_secret":"chosen-by-someone"}}"#,
+    ]);
+    let replaced = f
+        .status_until("ci", "tampered Secret to be replaced again", |s| {
+            s.secret_hash != replaced.secret_hash
+        })
+        .await;
+    let series = eventually(WAIT, "the repeat counted in one series", || async {
+        let tampered: Vec<Event> = Api::<Event>::namespaced(f.client.clone(), &f.ns.name)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("SecretReplaced")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("did not match"))
+            })
+            .collect();
+        tampered
+            .iter()
+            .any(|e| e.series.is_some())
+            .then_some(tampered)
+    })
+    .await;
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert_eq!(series[0].series.as_ref().unwrap().count, 2);
+
     f.kubectl_ok(&["delete", "secret", "ci"]);
     let recreated = f
         .status_until("ci", "deleted Secret to be recreated", |s| {

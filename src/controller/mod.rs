@@ -7,6 +7,7 @@
 //! our write. An existing one is applied at the resourceVersion read, so a
 //! Secret replaced meanwhile is not written either.
 
+pub mod events;
 pub mod plan;
 pub mod restart;
 
@@ -21,7 +22,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::core::{DeserializeGuard, error_boundary::InvalidObject};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -32,6 +33,7 @@ use crate::audit::{self, Audit};
 use crate::crd::{ApiCredential, ApiCredentialStatus, Phase};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::secret::{ClientSecret, HashKey, client_id_for_uid};
+use events::{Events, Reporter};
 use plan::{MANAGER, Plan, Reason, SecretAction, Settings};
 
 /// How often a credential is looked at even when nothing announced a change.
@@ -93,7 +95,7 @@ fn api_reason(e: &kube::Error) -> String {
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Events,
     pub settings: Settings,
     /// The secret hash key, once loaded.
     pub hash_key: Arc<HashKey>,
@@ -208,7 +210,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), reporter),
             client,
             settings,
             hash_key,
@@ -258,7 +260,7 @@ impl Context {
             .credential_events
             .get_or_create(&ReasonLabel { reason })
             .inc();
-        if let Err(e) = self.recorder.publish(&event, &cred.object_ref(&())).await {
+        if let Err(e) = self.events.publish(&event, &cred.object_ref(&())).await {
             warn!(error = %e, credential = %cred.name_any(), "publishing event failed");
         }
     }
@@ -746,7 +748,7 @@ async fn report_invalid(invalid: &InvalidObject, ctx: &Context) -> Result<Action
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+    if let Err(e) = ctx.events.publish(&event, &reference).await {
         warn!(error = %e, "publishing event failed");
     }
     Ok(Action::await_change())
