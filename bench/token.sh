@@ -20,7 +20,8 @@
 # - shared: the operator on every CPU with wrk among them, against
 #   `openssl speed -multi <CPUs>` (what a 2-core pod with its clients sees).
 #
-# Fails when any response is not 2xx or wrk reports socket errors, and
+# Fails, saying why, when any response is not 2xx, wrk reports socket
+# errors, or a rate (or a ratio of rates) comes out zero or negative; and
 # leaves no process behind (the control plane, the operators and Hydra are
 # stopped when the script exits, however it exits).
 #   bench/token.sh [SECONDS] [--no-hydra | --hydra-only]
@@ -56,24 +57,37 @@ openssl_signs() { # rsa2048|ecdsap256 pinned|shared
 lua=$(mktemp)
 trap 'rm -f "$lua"; cleanup' EXIT
 
-# One wrk run against URL with the request in $lua; prints tokens/s
-# (2xx only), p50, p99, the server's CPU use and the non-2xx count,
-# tab-separated. Fails on socket errors, and on any non-2xx unless
-# TOLERATE (the peer's own refusals are its figures, not our failure).
-load() { # url pid label [tolerate]
-  local url=$1 pid=$2 label=$3 tolerate=${4:-} report ticks cpu0 cpu1
+# Fails with REASON unless every VALUE is a number above zero: a rate
+# of zero, or a ratio computed from one, is a broken run, not a figure.
+positive() { # reason value...
+  local reason=$1 v
+  shift
+  for v in "$@"; do
+    awk -v v="$v" 'BEGIN {exit !(v ~ /^[0-9.eE+-]+$/ && v + 0 > 0)}' || {
+      echo "$reason: got '$v', not a rate above zero" >&2; exit 1; }
+  done
+}
+
+# One wrk run against URL with the request in $lua; prints tokens/s,
+# p50, p99, the server's CPU use and the non-2xx count (always 0),
+# tab-separated. Fails on socket errors and on any non-2xx answer (the
+# first one's body is in the report): a row with refusals in it measures
+# the refusals.
+load() { # url pid label
+  local url=$1 pid=$2 label=$3 report ticks cpu0 cpu1
   report=$(mktemp)
   taskset -c "$wrk_cpus" wrk -t1 -c64 -d2s -s "$lua" "$url" > /dev/null
   ticks=$(getconf CLK_TCK)
   cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   taskset -c "$wrk_cpus" wrk -t1 -c64 -d"${seconds}s" --latency -s "$lua" "$url" > "$report"
   cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  if grep -q 'Socket errors' "$report" || { [ -z "$tolerate" ] && grep -q 'Non-2xx' "$report"; }; then
+  if grep -q 'Socket errors' "$report" || grep -q 'Non-2xx' "$report"; then
     echo "$label: errors under load:" >&2; cat "$report" >&2; rm -f "$report"; return 1
   fi
   local figures good
   figures=$(wrk_figures "$report")
-  good=$(awk -v f="$figures" -v s="$seconds" 'BEGIN {split(f, x, "\t"); printf "%.2f", x[1] - x[4] / s}')
+  good=$(echo "$figures" | cut -f1)
+  positive "$label: tokens/s" "$good"
   printf '%s\t%s\t%s\t%s\n' "$good" "$(echo "$figures" | cut -f2-3)" \
     "$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks" -v s="$seconds" 'BEGIN {printf "%.2f", (b - a) / t / s}')" \
     "$(echo "$figures" | cut -f4)"
@@ -94,8 +108,11 @@ LUA
   if grep -q 'Socket errors' "$report"; then
     echo "HTTP floor: errors under load:" >&2; cat "$report" >&2; rm -f "$report" "$report.lua"; return 1
   fi
-  awk '/Requests\/sec/ {printf "%s\n", $2}' "$report"
+  local rate
+  rate=$(awk '/Requests\/sec/ {print $2}' "$report")
   rm -f "$report" "$report.lua"
+  positive "HTTP floor" "$rate"
+  echo "$rate"
 }
 
 # The share (0 to 1) of PID's CPU samples, under the load in $lua, spent
@@ -158,10 +175,12 @@ hydra_case() { # default|ES256
     URLS_SELF_ISSUER="http://127.0.0.1:$public" \
     taskset -c "$server_cpu" "$hydra_bin" serve all --dev > "$log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 1 300); do
-    curl -fs "http://127.0.0.1:$admin/health/ready" > /dev/null && break
+  local ready=no
+  for _ in $(seq 1 600); do
+    curl -fs "http://127.0.0.1:$admin/health/ready" > /dev/null && { ready=yes; break; }
     sleep 0.1
   done
+  [ "$ready" = yes ] || { echo "hydra $alg never became ready:" >&2; cat "$log" >&2; return 1; }
   local endpoint=http://127.0.0.1:$admin
   if [ "$alg" = ES256 ]; then
     "$hydra_bin" delete jwks hydra.jwt.access-token --endpoint "$endpoint" > /dev/null
@@ -172,22 +191,32 @@ hydra_case() { # default|ES256
     --token-endpoint-auth-method client_secret_post --format json)
   id=$(echo "$client" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
   secret=$(echo "$client" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
-  # One token first, to show what it signs with (and the RSA key's size).
+  # The client must authenticate, three times in a row, before any load:
+  # a new client, or a key Hydra creates on first use, may not be there
+  # for the first requests, and a load run then measures refusals.
+  local body=$log.token status good=0
+  for _ in $(seq 1 120); do
+    status=$(curl -s -o "$body" -w '%{http_code}' -X POST "http://127.0.0.1:$public/oauth2/token" \
+      --data-urlencode grant_type=client_credentials --data-urlencode client_id="$id" \
+      --data-urlencode client_secret="$secret")
+    if [ "$status" = 200 ]; then good=$((good + 1)); [ "$good" -ge 3 ] && break; else good=0; sleep 0.5; fi
+  done
+  [ "$good" -ge 3 ] || {
+    echo "hydra $alg refused its client before any load ($status): $(head -c 300 "$body")" >&2; return 1; }
+  # What that token is signed with (and the RSA key's size).
   local header
-  header=$(curl -fs -X POST "http://127.0.0.1:$public/oauth2/token" \
-    -d grant_type=client_credentials -d client_id="$id" -d client_secret="$secret" \
-    | python3 -c '
+  header=$(python3 -c '
 import base64, json, sys, urllib.request
 b = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 h = json.loads(b(json.load(sys.stdin)["access_token"].split(".")[0]))
 keys = json.load(urllib.request.urlopen(sys.argv[1]))["keys"]
 k = next(k for k in keys if k["kid"] == h["kid"])
 print(h["alg"] + (" (RSA-%d)" % (len(b(k["n"])) * 8) if k["kty"] == "RSA" else " (" + k.get("crv", "") + ")"))
-' "http://127.0.0.1:$public/.well-known/jwks.json")
+' "http://127.0.0.1:$public/.well-known/jwks.json" < "$body")
   cat > "$lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.body = "grant_type=client_credentials&client_id=$id&client_secret=$secret"
+wrk.body = "$(python3 -c 'import sys, urllib.parse as u; print(u.urlencode({"grant_type": "client_credentials", "client_id": sys.argv[1], "client_secret": sys.argv[2]}))' "$id" "$secret")"
 shown = false
 response = function(status, headers, body)
   if status ~= 200 and not shown then
@@ -197,7 +226,7 @@ response = function(status, headers, body)
 end
 LUA
   printf '%s\t' "$header"
-  load "http://127.0.0.1:$public/oauth2/token" "${pids[-1]}" "hydra $alg" tolerate
+  load "http://127.0.0.1:$public/oauth2/token" "${pids[-1]}" "hydra $alg"
   kill "${pids[-1]}"; wait "${pids[-1]}" 2> /dev/null || true
 }
 
@@ -207,10 +236,12 @@ rsa1=$(openssl_signs rsa2048 pinned)
 ec1=$(openssl_signs ecdsap256 pinned)
 rsa_all=$(openssl_signs rsa2048 shared)
 ec_all=$(openssl_signs ecdsap256 shared)
+positive "openssl speed (rsa2048, ecdsap256; pinned, -multi)" "$rsa1" "$ec1" "$rsa_all" "$ec_all"
 printf 'openssl %s: rsa2048 %s signs/s on CPU %s, %s with -multi %s; ecdsap256 %s and %s\n' \
   "$(openssl version | cut -d' ' -f2)" "$rsa1" "$server_cpu" "$rsa_all" "$cpus" "$ec1" "$ec_all"
 sign_rs=$(taskset -c "$server_cpu" "$bench_sign" RS256 10)
 sign_es=$(taskset -c "$server_cpu" "$bench_sign" ES256 10)
+positive "SigningKey::sign (RS256, ES256)" "$sign_rs" "$sign_es"
 printf "the operator's SigningKey::sign on CPU %s: RS256 %s signs/s (%s of openssl), ES256 %s (%s)\n\n" \
   "$server_cpu" "$sign_rs" "$(awk -v a="$sign_rs" -v b="$rsa1" 'BEGIN {printf "%.1f%%", 100 * a / b}')" \
   "$sign_es" "$(awk -v a="$sign_es" -v b="$ec1" 'BEGIN {printf "%.1f%%", 100 * a / b}')"
@@ -254,6 +285,8 @@ if [ "$hydra" = yes ]; then
   hydra_case ES256 > "$out"; h2=$(< "$out"); printf 'hydra ES256, pinned\t%s\n' "$h2"
   echo
   [ "$operator_cases" = yes ] || exit 0
+  positive "the ratios' rates" "$(echo "$rs" | cut -f1)" "$(echo "$h" | cut -f2)" \
+    "$(echo "$es" | cut -f1)" "$(echo "$h2" | cut -f2)"
   awk -v o="$(echo "$rs" | cut -f1)" -v h="$(echo "$h" | cut -f2)" \
     'BEGIN {printf "operator RS256 / Hydra defaults (RSA-4096, PBKDF2): %.0fx\n", o / h}'
   awk -v o="$(echo "$es" | cut -f1)" -v h="$(echo "$h2" | cut -f2)" \
