@@ -10,6 +10,7 @@
 # a page should cost the same whatever the collection. Then the resident
 # memory of a server replica (`catalio-operator server`) started with
 # CREDENTIALS (10,000) ApiCredentials and REQUIREMENTS, and with LARGE.
+# Last, the index alone in process (examples/bench_index.rs).
 #   bench/api.sh [SECONDS] [REQUIREMENTS] [LARGE] [CREDENTIALS]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seconds=${1:-10}
@@ -118,7 +119,9 @@ await_total() { # api-base count
 }
 
 lua=$(mktemp)
-run_case() { # name url bearer
+# One wrk run; fails on socket errors, and on any non-2xx unless LIMITED
+# (the row that shows the default rate limit at work counts its 429s).
+run_case() { # name url bearer [limited]
   cat > "$lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $3"
 wrk.headers["Accept"] = "application/vnd.api+json, application/json"
@@ -126,6 +129,9 @@ LUA
   curl -sfk -o /dev/null -H "Authorization: Bearer $3" "$2" || { echo "$1: $2 does not answer 200" >&2; exit 1; }
   wrk -t1 -c$conns -d2s -s "$lua" "$2" > /dev/null
   wrk -t1 -c$conns -d"${seconds}s" --latency -s "$lua" "$2" > /tmp/bench-wrk-api.txt
+  if grep -q 'Socket errors' /tmp/bench-wrk-api.txt || { [ -z "${4:-}" ] && grep -q 'Non-2xx' /tmp/bench-wrk-api.txt; }; then
+    echo "$1: errors under load:" >&2; cat /tmp/bench-wrk-api.txt >&2; exit 1
+  fi
   printf '%-52s\t%s\n' "$1" "$(wrk_figures /tmp/bench-wrk-api.txt)"
 }
 header() { printf '%-52s\t%s\t%s\t%s\t%s\n' "$1" "req/s" "p50" "p99" "non-2xx"; }
@@ -156,7 +162,7 @@ one=req-$(printf '%06d' $((count / 2)))
 header "With $count requirements ($conns connections, ${seconds}s)"
 run_case "JSON:API GET one requirement" "$api/requirements/$one" "$token"
 run_case "JSON:API GET one, default rate limit (100/s, burst 200)" \
-  "$replica_api/requirements/$one" "$token"
+  "$replica_api/requirements/$one" "$token" limited
 run_case "kube-apiserver GET the same object (etcd)" "$kube/$one" "$sa_token"
 run_case "kube-apiserver GET it from cache (resourceVersion=0)" "$kube/$one?resourceVersion=0" "$sa_token"
 run_case "JSON:API GET 20 requirements include=persona" "$api/$include_page" "$token"
@@ -195,3 +201,10 @@ if (( large > count )); then
   printf 'server replica resident memory, %s credentials and %s requirements: %s MiB\n' \
     "$((creds + 1))" "$large" "$(rss "$replica_pid")"
 fi
+
+# The index alone, without HTTP or the API server: what grows with the
+# collection shows here apart from the round trip.
+echo
+echo "the index in process (examples/bench_index.rs, one thread): memory per requirement, a page's cost"
+cargo build --release --locked --example bench_index >&2
+"$repo/target/release/examples/bench_index" 1000 "$count" "$large"

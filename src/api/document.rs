@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
-use super::order::{compare, sort_value};
+use super::order::{Order, compare, sort_value};
 use super::query::{Filter, Include, Page, Query};
 use super::store::{Entry, Organization};
 use crate::crd::registry::{self, AttrKind, Field, ResourceType};
@@ -56,7 +56,7 @@ fn with_params(path: &str, params: &[(String, String)]) -> String {
 /// How many objects a collection request selects, and the page of them it
 /// asked for, in order.
 pub fn select<'o, O: Organization>(
-    ty: &ResourceType,
+    ty: &'static ResourceType,
     org: &'o O,
     query: &Query,
 ) -> (usize, Vec<&'o Arc<Entry>>) {
@@ -86,9 +86,12 @@ pub fn select<'o, O: Organization>(
         }
         return (total, page);
     }
-    if let Some(sorted) = org.sorted(ty, &query.sort) {
-        // The order is kept: the page is a walk to its end, and the total
-        // a count without sorting.
+    if let Some((order, value)) = Order::of(ty, query)
+        && let Some(sorted) = org.sorted(&order, value)
+    {
+        // The order is kept: the page is a walk to its end (of the objects
+        // with the filter's value only, when the order is parted by it),
+        // and the total a count without sorting.
         let total = counted(ty, org, query).unwrap_or_else(|| selected.count());
         let page = sorted
             .filter(|e| matcher.matches(e))
@@ -102,6 +105,7 @@ pub fn select<'o, O: Organization>(
 
 /// Whether an object passes a query's filters and search.
 struct Matcher<'q> {
+    ty: &'q ResourceType,
     query: &'q Query,
     /// Per filter: for an inverse relationship's, the names of the objects
     /// it selects, found once rather than looked up per object.
@@ -109,7 +113,7 @@ struct Matcher<'q> {
 }
 
 impl<'q> Matcher<'q> {
-    fn new<O: Organization>(ty: &ResourceType, org: &'q O, query: &'q Query) -> Self {
+    fn new<O: Organization>(ty: &'q ResourceType, org: &'q O, query: &'q Query) -> Self {
         let inverse_sets = query
             .filters
             .iter()
@@ -127,6 +131,7 @@ impl<'q> Matcher<'q> {
             })
             .collect();
         Self {
+            ty,
             query,
             inverse_sets,
         }
@@ -135,10 +140,7 @@ impl<'q> Matcher<'q> {
     fn matches(&self, e: &Entry) -> bool {
         let query = self.query;
         e.archived == query.archived
-            && query
-                .search
-                .as_deref()
-                .is_none_or(|s| e.search_text.contains(s))
+            && query.search.as_deref().is_none_or(|s| found(self.ty, e, s))
             && query
                 .filters
                 .iter()
@@ -160,6 +162,29 @@ impl<'q> Matcher<'q> {
                     }
                 })
     }
+}
+
+/// Whether a searchable attribute of `e` contains `needle` (lowercase),
+/// regardless of case. ASCII text is compared in place; other text is
+/// lowercased for the comparison, not held lowercased in every entry.
+fn found(ty: &ResourceType, e: &Entry, needle: &str) -> bool {
+    ty.attributes
+        .iter()
+        .zip(e.attributes.iter())
+        .filter(|(a, _)| a.searchable)
+        .filter_map(|(_, v)| v.as_str())
+        .any(|text| {
+            if text.is_ascii() {
+                let needle = needle.as_bytes();
+                needle.is_empty()
+                    || text
+                        .as_bytes()
+                        .windows(needle.len())
+                        .any(|w| w.eq_ignore_ascii_case(needle))
+            } else {
+                text.to_lowercase().contains(needle)
+            }
+        })
 }
 
 /// The total and the page of `selected` (in the table's order: oldest
@@ -911,7 +936,6 @@ mod tests {
                 vec![],
             ]
             .into(),
-            search_text: format!("title {name}\n"),
         }
     }
 
@@ -924,7 +948,6 @@ mod tests {
             archived: false,
             attributes: vec![Value::from("P"), Value::Null, Value::Null].into(),
             relationships: Vec::new().into(),
-            search_text: String::new(),
         }
     }
 
@@ -1034,28 +1057,38 @@ mod tests {
         let queries = [
             "sort=assignee&filter[status]=active",
             "sort=-assignee,-id",
-            "sort=-created_at,assignee&page[size]=7&page[number]=2",
+            "sort=title&filter[status]=rejected",
             "sort=title&filter[persona]=p1",
+            "sort=-created_at,assignee&page[size]=7&page[number]=2",
             "sort=-assignee&filter[archived]=true",
             "sort=assignee&filter[search]=r1",
             "sort=id&page[offset]=35&page[limit]=10",
             "sort=title&filter[status]=draft,active,draft",
-            "sort=title&filter[status]=rejected",
+            "sort=title&filter[status]=draft",
         ];
-        // The first four orders are kept; past that cap, orders sort per
-        // request (and still answer the same).
+        // The first four orders are kept (one filter on one enum value
+        // parts an order by that attribute: the third serves the last);
+        // past that cap, orders sort per request (and answer the same).
         let mut kept = sorting.clone();
-        let keys = |raw: &str| query::parse(req, raw, Target::Collection).unwrap().sort;
+        let order = |raw: &str| {
+            let q = query::parse(req, raw, Target::Collection).unwrap();
+            Order::of(req, &q).map(|(order, value)| (order, value.map(str::to_owned)))
+        };
         for raw in queries {
-            kept.keep_sorted(req, &keys(raw));
+            kept.keep_sorted(order(raw).unwrap().0);
         }
         let is_kept: Vec<bool> = queries
             .iter()
-            .map(|raw| kept.sorted(req, &keys(raw)).is_some())
+            .map(|raw| {
+                let (order, value) = order(raw).unwrap();
+                kept.sorted(&order, value.as_deref()).is_some()
+            })
             .collect();
         assert_eq!(
             is_kept,
-            [true, true, true, true, false, true, false, true, true]
+            [
+                true, true, true, true, false, false, false, false, true, true
+            ]
         );
         let same = |sorting: &Org, kept: &Org, when: &str| {
             for raw in queries {
@@ -1164,6 +1197,26 @@ mod tests {
             collection(per, &org, &q).err(),
             Some(TooManyIncluded::Objects)
         );
+    }
+
+    #[test]
+    fn search_matches_searchable_text_regardless_of_case() {
+        let req = by_name("requirement").unwrap();
+        let mut e = requirement("r1", 1, Some("Ärger Ltd"), None);
+        e.attributes[2] = "Data ANALYST".into();
+        e.attributes[1] = "Straße und NAÏVE".into();
+        let found = |needle: &str| found(req, &e, &needle.to_lowercase());
+        assert!(found("title R1"));
+        assert!(found("analyst"));
+        assert!(found("a analy"));
+        assert!(found("naïve"));
+        assert!(found("STRAßE"));
+        // Lowercasing, not full case folding: ß is not "ss".
+        assert!(!found("strasse"));
+        assert!(found(""));
+        // Not searchable (the assignee), or not there.
+        assert!(!found("ärger"));
+        assert!(!found("analystx"));
     }
 
     #[test]

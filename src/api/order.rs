@@ -2,12 +2,12 @@
 //! sort keys, how they compare, and [`OrderKey`], the same order owned, so
 //! an index can keep objects sorted as they come and go.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Ordering;
+use std::sync::Arc;
 
-use jiff::Timestamp;
 use serde_json::Value;
 
-use super::query::{SortField, SortKey};
+use super::query::{Filter, Query, SortField, SortKey};
 use super::store::Entry;
 use crate::crd::registry::{AttrKind, Field, ResourceType};
 
@@ -104,72 +104,126 @@ fn rank(values: &[&str], v: &Value) -> Option<usize> {
     values.iter().position(|x| *x == v)
 }
 
-/// One object's place in the order of a list of sort keys, owned: sorting
-/// by it is sorting by [`compare`], then oldest first, then by id (the
-/// order ties fall back to).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// An order an index can keep for a type: its sort keys, and optionally
+/// one enum attribute whose values part it, so a request that filters by one
+/// value of that attribute walks only the objects that have it. Then oldest
+/// first, then by id (the order ties fall back to).
+#[derive(Debug)]
+pub struct Order {
+    pub ty: &'static ResourceType,
+    pub keys: Box<[SortKey]>,
+    /// The enum attribute (by position) whose values part the order.
+    pub within: Option<usize>,
+}
+
+impl PartialEq for Order {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.ty, other.ty) && self.keys == other.keys && self.within == other.within
+    }
+}
+
+impl Eq for Order {}
+
+impl Order {
+    /// The order that serves `query` from its first object: none when it
+    /// sorts by nothing; parted by an enum attribute when its only filter is
+    /// one value of that attribute (with that value).
+    pub fn of<'q>(ty: &'static ResourceType, query: &'q Query) -> Option<(Order, Option<&'q str>)> {
+        if query.sort.is_empty() {
+            return None;
+        }
+        let part = match (&query.filters[..], &query.search) {
+            ([Filter::Attribute(i, values)], None)
+                if matches!(ty.attributes[*i].kind, AttrKind::Enum(_)) && values.len() == 1 =>
+            {
+                Some((*i, values[0].as_str()))
+            }
+            _ => None,
+        };
+        let order = Order {
+            ty,
+            keys: query.sort.as_slice().into(),
+            within: part.map(|(i, _)| i),
+        };
+        Some((order, part.map(|(_, value)| value)))
+    }
+
+    /// Which part of the order `e` belongs to: its value's rank in the
+    /// enum, after "unset" (0); always 0 when the order is not parted.
+    pub fn part_of(&self, e: &Entry) -> usize {
+        self.within
+            .map_or(0, |i| self.part(e.attributes[i].as_str()))
+    }
+
+    /// The part of the objects whose attribute is `value`.
+    pub fn part(&self, value: Option<&str>) -> usize {
+        match (self.within, value) {
+            (Some(i), Some(v)) => match self.ty.attributes[i].kind {
+                AttrKind::Enum(values) => values.iter().position(|x| *x == v).map_or(0, |r| r + 1),
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+
+    /// How many parts the order has.
+    pub fn parts(&self) -> usize {
+        match self.within.map(|i| self.ty.attributes[i].kind) {
+            Some(AttrKind::Enum(values)) => values.len() + 1,
+            _ => 1,
+        }
+    }
+
+    fn cmp_entries(&self, a: &Entry, b: &Entry) -> Ordering {
+        for key in &self.keys {
+            let (x, y) = (
+                sort_value(self.ty, key.field, a),
+                sort_value(self.ty, key.field, b),
+            );
+            let order = compare(std::slice::from_ref(key), &[x], &[y]);
+            if order != Ordering::Equal {
+                return order;
+            }
+        }
+        a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name))
+    }
+}
+
+/// One object's place in a kept [`Order`]: the object itself, compared by
+/// its values for the order's keys as [`compare`] does. Nothing is copied
+/// out of the object, so keeping an order costs a pointer or two per object.
+#[derive(Clone, Debug)]
 pub struct OrderKey {
-    parts: Box<[Part]>,
-    created: Timestamp,
-    name: String,
-}
-
-/// One sort key's value. Within one list of keys a position is always
-/// `Up` or always `Down` (or `Unset`), and `Unset` sorts last either way.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Part {
-    Up(Owned),
-    Down(Reverse<Owned>),
-    Unset,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Owned {
-    Rank(usize),
-    Text(TextBuf),
-    Time(Timestamp),
-    Flag(bool),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct TextBuf(String);
-
-impl Ord for TextBuf {
-    fn cmp(&self, other: &Self) -> Ordering {
-        Text(&self.0).cmp(&Text(&other.0))
-    }
-}
-
-impl PartialOrd for TextBuf {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+    order: Arc<Order>,
+    pub entry: Arc<Entry>,
 }
 
 impl OrderKey {
-    pub fn new(ty: &ResourceType, keys: &[SortKey], e: &Entry) -> Self {
-        let parts = keys
-            .iter()
-            .map(|key| {
-                let owned = match sort_value(ty, key.field, e) {
-                    SortValue::Unset => return Part::Unset,
-                    SortValue::Rank(r) => Owned::Rank(r),
-                    SortValue::Text(t) => Owned::Text(TextBuf(t.0.to_owned())),
-                    SortValue::Time(t) => Owned::Time(t),
-                    SortValue::Flag(f) => Owned::Flag(f),
-                };
-                if key.descending {
-                    Part::Down(Reverse(owned))
-                } else {
-                    Part::Up(owned)
-                }
-            })
-            .collect();
+    pub fn new(order: &Arc<Order>, entry: &Arc<Entry>) -> Self {
         OrderKey {
-            parts,
-            created: e.created,
-            name: e.name.clone(),
+            order: order.clone(),
+            entry: entry.clone(),
         }
+    }
+}
+
+impl PartialEq for OrderKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for OrderKey {}
+
+impl Ord for OrderKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.order.cmp_entries(&self.entry, &other.entry)
+    }
+}
+
+impl PartialOrd for OrderKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value};
 
 use super::error::Problem;
-use super::query::SortKey;
+use super::order::Order;
 use crate::crd::registry::ResourceType;
 
 /// One object as the API serves it.
@@ -28,8 +28,6 @@ pub struct Entry {
     pub attributes: Box<[Value]>,
     /// Related object names, aligned with the type's relationships.
     pub relationships: Box<[Vec<String>]>,
-    /// The searchable attributes, lowercased, for `filter[search]`.
-    pub search_text: String,
 }
 
 impl Entry {
@@ -75,12 +73,13 @@ pub trait Organization {
     /// The [`Entry::footprint`] of every object of `ty`, archived or not.
     fn bytes(&self, ty: &ResourceType) -> usize;
 
-    /// Every object of `ty` in the order of `keys` (then oldest first, then
-    /// by name), if that order is kept ([`Index::keep_sorted`]).
+    /// Every object of `order.ty` in `order`, if that order is kept
+    /// ([`Index::keep_sorted`]); of a parted order, only those whose
+    /// attribute is `value`.
     fn sorted(
         &self,
-        ty: &ResourceType,
-        keys: &[SortKey],
+        order: &Order,
+        value: Option<&str>,
     ) -> Option<impl Iterator<Item = &Arc<Entry>>>;
 
     /// How many live objects of `ty` have enum attribute `attribute` set to
@@ -107,9 +106,9 @@ pub trait Index: Send + Sync + 'static {
     /// writer reads its own write at once.
     fn remember(&self, ty: &ResourceType, org: &str, entry: Entry);
 
-    /// Asks that organization `org` keep its objects of `ty` in the order
-    /// of `keys` from now on, as far as the index keeps orders at all.
-    fn keep_sorted(&self, org: &str, ty: &ResourceType, keys: &[SortKey]);
+    /// Asks that organization `org` keep its objects in `order` from now
+    /// on, as far as the index keeps orders at all.
+    fn keep_sorted(&self, org: &str, order: Order);
 
     /// Whether every watch feeding the index has listed once: before that,
     /// an answer could leave out objects that exist.

@@ -16,14 +16,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdSet;
 
 use jiff::Timestamp;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use crate::api::order::OrderKey;
-use crate::api::query::SortKey;
+use crate::api::order::{Order, OrderKey};
 pub use crate::api::store::Entry;
 use crate::api::store::{Index, Organization};
 use crate::crd::registry::{AttrKind, ResourceType, TYPES};
@@ -52,7 +51,6 @@ impl Entry {
             .get("spec")
             .and_then(Value::as_object)
             .unwrap_or(&empty);
-        let mut search_text = String::new();
         let mut attributes = Vec::with_capacity(ty.attributes.len());
         for a in ty.attributes {
             let value = spec.get(a.field).cloned().unwrap_or(Value::Null);
@@ -65,10 +63,6 @@ impl Entry {
             };
             if !fits {
                 return Err(EntryError::Field(a.field));
-            }
-            if let (true, Value::String(s)) = (a.searchable, &value) {
-                search_text.push_str(&s.to_lowercase());
-                search_text.push('\n');
             }
             attributes.push(value);
         }
@@ -111,7 +105,6 @@ impl Entry {
             archived,
             attributes: attributes.into(),
             relationships: relationships.into(),
-            search_text,
         };
         Ok((namespace.clone(), entry))
     }
@@ -133,9 +126,11 @@ impl Entry {
 /// One type's objects in one organization.
 #[derive(Clone, Default, Debug)]
 pub struct Table {
-    by_name: imbl::HashMap<String, Arc<Entry>>,
+    /// Every object, found by name. Sets of the entries themselves, not
+    /// maps from a copy of a key: an object's name is held once.
+    by_name: OrdSet<ByName>,
     /// Default order: oldest first, then by name.
-    order: OrdMap<(Timestamp, String), Arc<Entry>>,
+    order: OrdSet<ByAge>,
     /// Per relationship of this type: related name -> names of the live
     /// (not archived) objects here that point at it. Inverse relationships
     /// are read from here, and leave archived objects out as collections do.
@@ -149,11 +144,87 @@ pub struct Table {
     /// Orders collections were asked for, each kept up to date as objects
     /// come and go (at most [`SORTED_ORDERS`]), so a sorted page is a walk
     /// of the page, not a sort of the collection.
-    sorted: Vec<(Box<[SortKey]>, Sorted)>,
+    sorted: Vec<Kept>,
 }
 
-/// Objects in one kept order.
-type Sorted = OrdMap<OrderKey, Arc<Entry>>;
+/// An entry in a set by name, which it can be looked up by.
+#[derive(Clone, Debug)]
+struct ByName(Arc<Entry>);
+
+impl std::borrow::Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for ByName {}
+
+impl Ord for ByName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.name.cmp(&other.0.name)
+    }
+}
+
+impl PartialOrd for ByName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// An entry in a set oldest first, then by name.
+#[derive(Clone, Debug)]
+struct ByAge(Arc<Entry>);
+
+impl ByAge {
+    fn key(&self) -> (Timestamp, &str) {
+        (self.0.created, &self.0.name)
+    }
+}
+
+impl PartialEq for ByAge {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ByAge {}
+
+impl Ord for ByAge {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl PartialOrd for ByAge {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Objects in one kept order, in its parts (one, unless it is parted).
+#[derive(Clone, Debug)]
+struct Kept {
+    order: Arc<Order>,
+    parts: Vec<OrdSet<OrderKey>>,
+}
+
+impl Kept {
+    fn insert(&mut self, entry: &Arc<Entry>) {
+        let part = self.order.part_of(entry);
+        self.parts[part].insert(OrderKey::new(&self.order, entry));
+    }
+
+    fn remove(&mut self, entry: &Arc<Entry>) {
+        let part = self.order.part_of(entry);
+        self.parts[part].remove(&OrderKey::new(&self.order, entry));
+    }
+}
 
 /// An object's enum attributes that are set: position and value.
 fn enum_values<'e>(ty: &ResourceType, e: &'e Entry) -> impl Iterator<Item = (usize, &'e str)> {
@@ -172,7 +243,7 @@ pub const SORTED_ORDERS: usize = 4;
 
 impl Table {
     pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
-        self.by_name.get(name)
+        self.by_name.get(name).map(|e| &e.0)
     }
 
     pub fn len(&self) -> usize {
@@ -194,43 +265,51 @@ impl Table {
 
     /// Every object, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> {
-        self.order.values()
+        self.order.iter().map(|e| &e.0)
     }
 
-    /// Every object in the order of `keys`, if that order is kept.
-    pub fn sorted(&self, keys: &[SortKey]) -> Option<impl Iterator<Item = &Arc<Entry>>> {
-        self.sorted
-            .iter()
-            .find(|(kept, _)| **kept == *keys)
-            .map(|(_, sorted)| sorted.values())
+    /// Every object in `order` (those whose attribute is `value`, if the
+    /// order is parted), if that order is kept.
+    pub fn sorted(
+        &self,
+        order: &Order,
+        value: Option<&str>,
+    ) -> Option<impl Iterator<Item = &Arc<Entry>>> {
+        let kept = self.sorted.iter().find(|k| *k.order == *order)?;
+        let part = kept.parts.get(order.part(value))?;
+        Some(part.iter().map(|key| &key.entry))
     }
 
-    /// Whether the order of `keys` is kept, or cannot be (the table keeps
-    /// as many as it may): nothing to build.
-    fn settled(&self, keys: &[SortKey]) -> bool {
-        self.sorted.len() >= SORTED_ORDERS || self.sorted.iter().any(|(k, _)| **k == *keys)
+    /// Whether `order` is kept, or cannot be (the table keeps as many as
+    /// it may): nothing to build.
+    fn settled(&self, order: &Order) -> bool {
+        self.sorted.len() >= SORTED_ORDERS || self.sorted.iter().any(|k| *k.order == *order)
     }
 
-    /// Starts keeping the order of `keys`, unless it is kept already or the
-    /// table keeps as many as it may.
-    fn keep_sorted(&mut self, ty: &ResourceType, keys: &[SortKey]) {
-        let sorted = self.sort(ty, keys);
-        self.keep(keys, sorted);
+    /// Starts keeping `order`, unless it is kept already or the table keeps
+    /// as many as it may.
+    fn keep_sorted(&mut self, order: Order) {
+        let sorted = self.sort(order);
+        self.keep(sorted);
     }
 
-    /// Every object here in the order of `keys`.
-    fn sort(&self, ty: &ResourceType, keys: &[SortKey]) -> Sorted {
-        self.order
-            .values()
-            .map(|e| (OrderKey::new(ty, keys, e), e.clone()))
-            .collect()
+    /// Every object here in `order`.
+    fn sort(&self, order: Order) -> Kept {
+        let mut kept = Kept {
+            parts: vec![OrdSet::new(); order.parts()],
+            order: Arc::new(order),
+        };
+        for ByAge(e) in &self.order {
+            kept.insert(e);
+        }
+        kept
     }
 
-    /// Keeps `sorted`, the objects here in the order of `keys`, unless that
-    /// order is kept already or the table keeps as many as it may.
-    fn keep(&mut self, keys: &[SortKey], sorted: Sorted) {
-        if !self.settled(keys) {
-            self.sorted.push((keys.into(), sorted));
+    /// Keeps `sorted`, unless its order is kept already or the table keeps
+    /// as many as it may.
+    fn keep(&mut self, sorted: Kept) {
+        if !self.settled(&sorted.order) {
+            self.sorted.push(sorted);
         }
     }
 
@@ -254,7 +333,7 @@ impl Table {
     }
 
     fn insert(&mut self, ty: &ResourceType, entry: Arc<Entry>) {
-        if let Some(old) = self.by_name.get(&entry.name)
+        if let Some(ByName(old)) = self.by_name.get(entry.name.as_str())
             && (entry.older_than(old) || **old == *entry)
         {
             return;
@@ -286,20 +365,19 @@ impl Table {
                 *self.enums[i].entry(value.to_owned()).or_default() += 1;
             }
         }
-        for (keys, sorted) in &mut self.sorted {
-            sorted.insert(OrderKey::new(ty, keys, &entry), entry.clone());
+        for kept in &mut self.sorted {
+            kept.insert(&entry);
         }
-        self.order
-            .insert((entry.created, entry.name.clone()), entry.clone());
-        self.by_name.insert(entry.name.clone(), entry);
+        self.order.insert(ByAge(entry.clone()));
+        self.by_name.insert(ByName(entry));
     }
 
     fn remove(&mut self, ty: &ResourceType, name: &str) {
-        let Some(old) = self.by_name.remove(name) else {
+        let Some(ByName(old)) = self.by_name.remove(name) else {
             return;
         };
-        for (keys, sorted) in &mut self.sorted {
-            sorted.remove(&OrderKey::new(ty, keys, &old));
+        for kept in &mut self.sorted {
+            kept.remove(&old);
         }
         if !old.archived {
             for (i, value) in enum_values(ty, &old) {
@@ -313,7 +391,7 @@ impl Table {
         }
         self.archived -= usize::from(old.archived);
         self.bytes -= old.footprint();
-        self.order.remove(&(old.created, old.name.clone()));
+        self.order.remove(&ByAge(old.clone()));
         for (i, names) in old.relationships.iter().enumerate() {
             for target in names {
                 if let Some(sources) = self.refs[i].get_mut(target) {
@@ -352,10 +430,10 @@ impl Organization for Org {
 
     fn sorted(
         &self,
-        ty: &ResourceType,
-        keys: &[SortKey],
+        order: &Order,
+        value: Option<&str>,
     ) -> Option<impl Iterator<Item = &Arc<Entry>>> {
-        self.table(ty).sorted(keys)
+        self.table(order.ty).sorted(order, value)
     }
 
     fn live_with(&self, ty: &ResourceType, attribute: usize, value: &str) -> Option<usize> {
@@ -397,10 +475,9 @@ impl Org {
         self.tables[ty.index()].remove(ty, name);
     }
 
-    /// Keeps objects of `ty` in the order of `keys` from now on (see
-    /// [`Index::keep_sorted`]).
-    pub fn keep_sorted(&mut self, ty: &ResourceType, keys: &[SortKey]) {
-        self.tables[ty.index()].keep_sorted(ty, keys);
+    /// Keeps objects in `order` from now on (see [`Index::keep_sorted`]).
+    pub fn keep_sorted(&mut self, order: Order) {
+        self.tables[order.ty.index()].keep_sorted(order);
     }
 
     fn is_empty(&self) -> bool {
@@ -437,21 +514,22 @@ impl Index for ResourceStore {
         self.is_synced()
     }
 
-    fn keep_sorted(&self, org: &str, ty: &ResourceType, keys: &[SortKey]) {
+    fn keep_sorted(&self, org: &str, order: Order) {
         let snapshot = self.snapshot(org);
+        let ty = order.ty;
         let table = snapshot.table(ty);
-        if table.settled(keys) {
+        if table.settled(&order) {
             return;
         }
         // Sorted from the snapshot, outside the lock: readers and writers
         // never wait for it. Kept only if the table has not changed
         // meanwhile; otherwise a later request sorts again.
-        let sorted = table.sort(ty, keys);
+        let sorted = table.sort(order);
         let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
         if let Some(held) = orgs.get_mut(org)
             && held.table(ty).order.ptr_eq(&table.order)
         {
-            Arc::make_mut(held).tables[ty.index()].keep(keys, sorted);
+            Arc::make_mut(held).tables[ty.index()].keep(sorted);
         }
     }
 }
@@ -584,7 +662,6 @@ mod tests {
         assert_eq!(e.relationships[0], ["p1"]);
         assert_eq!(e.relationships[2], ["c1", "c2"]);
         assert!(e.archived);
-        assert_eq!(e.search_text, "export csv\nanalyst\n");
         assert_eq!(e.updated.to_string(), "2026-11-30T10:05:00Z");
         assert_eq!(e.created.to_string(), "2026-11-30T10:00:00Z");
     }

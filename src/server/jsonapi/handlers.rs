@@ -14,6 +14,7 @@ use super::request::{
 use crate::api::document;
 use crate::api::error::Problem;
 use crate::api::input::{self, Intent};
+use crate::api::order::Order;
 use crate::api::query::Target;
 use crate::api::store::{Edit, Index, Organization, Writes};
 use crate::crd::registry::Field;
@@ -22,14 +23,17 @@ use crate::crd::registry::Field;
 pub async fn list<S: Index, W: Writes>(req: Request<S, W>) -> Result<Response, Problem> {
     let (ty, api) = (req.ty, &req.api);
     let query = req.query(ty, Target::Collection)?;
+    let order = Order::of(ty, &query);
     let (response, kept) = api.index.read(req.org(), |o| {
-        let kept = query.sort.is_empty() || o.sorted(ty, &query.sort).is_some();
+        let kept = order
+            .as_ref()
+            .is_none_or(|(order, value)| o.sorted(order, *value).is_some());
         let doc = document::collection(ty, o, &query);
         (doc.map(|doc| respond(StatusCode::OK, &doc)), kept)
     });
     // Sorted per request this time; kept for the next ones.
-    if !kept {
-        api.index.keep_sorted(req.org(), ty, &query.sort);
+    if let (false, Some((order, _))) = (kept, order) {
+        api.index.keep_sorted(req.org(), order);
     }
     response.map_err(too_many)
 }
