@@ -80,7 +80,7 @@ replica() {
   local port admin
   port=$(free_port); admin=$(free_port)
   "$operator" server --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
-    --namespace bench 2>> /tmp/bench-replica-api.log &
+    --namespace bench > /tmp/bench-replica-api.audit 2>> /tmp/bench-replica-api.log &
   replica_pid=$!
   pids+=("$replica_pid")
   replica_api=http://127.0.0.1:$port/api/v1
@@ -91,7 +91,7 @@ load 0 1000
 port=$(free_port); admin=$(free_port)
 "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
   --namespace bench --api-rate-limit 0 \
-  --token-url "http://127.0.0.1:$port/oauth/token" 2> /tmp/bench-operator-api.log &
+  --token-url "http://127.0.0.1:$port/oauth/token" > /tmp/bench-operator-api.audit 2> /tmp/bench-operator-api.log &
 pids+=($!)
 op_pid=$!
 wait_ready "$admin"

@@ -44,7 +44,7 @@ baseline=$("$client" baseline bench-baseline "$n")
 kubectl create namespace bench > /dev/null
 admin=$(free_port)
 "$operator" controller --watch-namespaces bench --namespace bench \
-  --admin-listen "127.0.0.1:$admin" 2> /tmp/bench-controller.log &
+  --admin-listen "127.0.0.1:$admin" > /tmp/bench-controller.audit 2> /tmp/bench-controller.log &
 pids+=($!)
 wait_ready "$admin"
 before=$(writes); reads_before=$(reads)
@@ -76,7 +76,7 @@ kubectl create namespace bench-latency > /dev/null
 port=$(free_port); admin=$(free_port)
 "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
   --namespace bench-latency --watch-namespaces bench-latency --token-rate-limit 0 \
-  --token-url "http://127.0.0.1:$port/oauth/token" 2> /tmp/bench-latency.log &
+  --token-url "http://127.0.0.1:$port/oauth/token" > /tmp/bench-latency.audit 2> /tmp/bench-latency.log &
 pids+=($!)
 wait_ready "$admin"
 "$client" create bench-latency "$changes" > /dev/null

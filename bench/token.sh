@@ -135,14 +135,17 @@ client_wakes() { # url pid
 }
 profile_seconds=5
 
-# The operator with ALG on CPUS (a taskset list), its credential in $lua.
+# The operator with ALG on CPUS (a taskset list), its credential in $lua;
+# its audit records (a line per token, on stdout by default) go to a file,
+# as a container runtime takes them.
 operator_case() { # alg cpus
   local alg=$1 on=$2 port admin ns=bench-${1,,}-${RANDOM}
   bench_credential "$ns"
   port=$(free_port); admin=$(free_port)
   taskset -c "$on" "$operator" run --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
     --namespace "$ns" --watch-namespaces "$ns" --signing-alg "$alg" \
-    --token-rate-limit 0 --token-url "http://127.0.0.1:$port/oauth/token" 2> "/tmp/bench-operator-$alg.log" &
+    --token-rate-limit 0 --token-url "http://127.0.0.1:$port/oauth/token" \
+    > "/tmp/bench-operator-$alg.audit" 2> "/tmp/bench-operator-$alg.log" &
   local server=$!
   pids+=("$server")
   wait_ready "$admin"
