@@ -33,7 +33,6 @@ kind: Requirement
 metadata: {name: one}
 spec: {title: The one requirement}
 YAML
-kubectl -n bench wait --for=jsonpath='{.status.phase}'=Active apicred/load apicred/gateway --timeout=60s > /dev/null 2>&1 || true
 
 secret_of() { # credential key
   kubectl -n bench get secret "$1" -o jsonpath="{.data.$2}" | base64 -d
@@ -77,10 +76,11 @@ run_case() { # name url
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f%%", 100 * a / b}'; }
 
+# The operator's controller makes the credentials' Secrets.
+start --audit-log off
+kubectl -n bench wait --for=jsonpath='{.status.phase}'=Active apicred/load apicred/gateway --timeout=60s > /dev/null
 id=$(secret_of load client_id); secret=$(secret_of load client_secret)
 gw_id=$(secret_of gateway client_id); gw_secret=$(secret_of gateway client_secret)
-
-start --audit-log off
 until token=$(token_of "$id" "$secret") && [ "${#token}" -gt 100 ]; do sleep 0.2; done
 header "Introspection and JSON:API ($conns connections, ${seconds}s)"
 cat > "$lua" <<LUA
