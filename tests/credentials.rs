@@ -611,15 +611,18 @@ async fn tampered_and_deleted_secrets_are_replaced_with_warnings() {
     f.apply(&credential("ci", ""));
     let first = f.active("ci").await;
 
-    f.kubectl_ok(&[
-        "patch",
-        "secret",
-        "ci",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"stringData":{"client_secret":"chosen-by-someone"}}"#,
-    ]);
+    let tamper = || {
+        f.kubectl_ok(&[
+            "patch",
+            "secret",
+            "ci",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"stringData":{"client_secret":"chosen-by-someone"}}"#,
+        ])
+    };
+    tamper();
     let replaced = f
         .status_until("ci", "tampered Secret to be replaced", |s| {
             s.secret_hash != first.secret_hash
@@ -642,15 +645,7 @@ async fn tampered_and_deleted_secrets_are_replaced_with_warnings() {
 
     // The same tampering again is the same event again: one Event whose
     // series counts both, as kubectl shows repeats.
-    f.kubectl_ok(&[
-        "patch",
-        "secret",
-        "ci",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"stringData":{"client_secret":"chosen-by-someone"}}"#,
-    ]);
+    tamper();
     let replaced = f
         .status_until("ci", "tampered Secret to be replaced again", |s| {
             s.secret_hash != replaced.secret_hash

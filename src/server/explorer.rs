@@ -15,12 +15,13 @@ use warp::{Filter, Rejection};
 
 use super::routed;
 
-/// One file the explorer serves, at `/api/swaggerui/<name>` (the page at
-/// `/api/swaggerui` too).
-struct Asset {
-    name: &'static str,
-    content_type: &'static str,
-    bytes: &'static [u8],
+/// One file built into the binary and served by name: the explorer's at
+/// `/api/swaggerui/<name>` (the page at `/api/swaggerui` too), the
+/// console's at `/<name>`.
+pub(crate) struct Asset {
+    pub name: &'static str,
+    pub content_type: &'static str,
+    pub bytes: &'static [u8],
 }
 
 macro_rules! vendored {

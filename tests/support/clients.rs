@@ -52,20 +52,24 @@ pub fn oauth4webapi(
     run(command, "oauth4webapi")
 }
 
+/// The node_modules the npm clients are installed in (Playwright's too).
+fn node_modules() -> PathBuf {
+    oauth4webapi_dir()
+        .parent()
+        .expect("node_modules holds oauth4webapi")
+        .to_owned()
+}
+
 /// Swagger UI at `base/api/swaggerui` in headless Chromium (Debian's, or
 /// `CATALIO_TEST_CHROMIUM`), driven by Playwright: authorizes with `id` and
 /// `secret`, executes `GET /api/v1/requirements` and saves a screenshot at
 /// `screenshot`. Prints the rendered status and body, the page's requests,
 /// and its console errors and CSP violations.
 pub fn explorer(base: &str, id: &str, secret: &str, screenshot: &Path) -> Value {
-    let modules = oauth4webapi_dir()
-        .parent()
-        .expect("node_modules holds oauth4webapi")
-        .to_owned();
     let mut command = Command::new("node");
     command
         .arg(format!("{REPO}/tests/clients/explorer.mjs"))
-        .arg(modules)
+        .arg(node_modules())
         .args([base, id, secret])
         .arg(screenshot);
     run(command, "the explorer in Chromium")
@@ -74,14 +78,10 @@ pub fn explorer(base: &str, id: &str, secret: &str, screenshot: &Path) -> Value 
 /// `kubectl catalio console` in Chromium: `scenario` (admin, viewer or
 /// foreign) of tests/clients/console.mjs with `config`.
 pub fn console(scenario: &str, config: &Value) -> Value {
-    let modules = oauth4webapi_dir()
-        .parent()
-        .expect("node_modules holds oauth4webapi")
-        .to_owned();
     let mut command = Command::new("node");
     command
         .arg(format!("{REPO}/tests/clients/console.mjs"))
-        .arg(modules)
+        .arg(node_modules())
         .arg(scenario)
         .arg(config.to_string());
     run(command, "the console in Chromium")

@@ -7,12 +7,7 @@ use warp::http::{HeaderValue, header};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-/// One file of the page, at `/<name>` (the page itself at `/`).
-struct Asset {
-    name: &'static str,
-    content_type: &'static str,
-    bytes: &'static [u8],
-}
+use crate::server::explorer::Asset;
 
 static ASSETS: [Asset; 4] = [
     Asset {
