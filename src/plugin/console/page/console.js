@@ -381,9 +381,12 @@ function wire() {
     }
   });
   const secret = $("#secret-dialog");
+  // The close event comes a task after the dialog is hidden: forget the
+  // secret before closing, and on close too (Escape closes without submit).
   secret.addEventListener("close", forgetSecret);
   $("#secret-form").addEventListener("submit", (e) => {
     e.preventDefault();
+    forgetSecret();
     secret.close();
   });
   for (const button of secret.querySelectorAll(".copy")) {
