@@ -36,6 +36,7 @@ build:
 bench: controlplane
 	bench/token.sh
 	bench/oauth.sh
+	bench/clients.sh
 	bench/credentials.sh
 	bench/api.sh
 
