@@ -15,6 +15,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use jiff::Timestamp;
 use tracing::debug;
 use warp::http::{HeaderValue, Method, StatusCode, header};
@@ -424,8 +425,12 @@ pub fn routes<S: Index, W: Writes>(
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     // Documents rendered once, public, GET only: answered here, not
     // refused (the collection shape would refuse `open_api` as an unknown
-    // type).
+    // type). Held as `Bytes`, shared, not copied: warp clones a filter
+    // into every request's future that passes it, matched or not, and the
+    // OpenAPI document is a quarter of a megabyte (copying it twice was a
+    // quarter of a GET's CPU).
     let fixed = |body: String, content_type: &'static str, route: &'static str| {
+        let body = bytes::Bytes::from(body);
         warp::method().and_then(move |method: Method| {
             let body = body.clone();
             async move {
@@ -464,25 +469,32 @@ pub fn routes<S: Index, W: Writes>(
                 ..
             } = call;
             let req = Request::new(api, ty, verified, parts);
-            // The operations, by method and path shape.
-            let answer = match (method, at) {
-                (Method::GET, At::Collection) => handlers::list(req).await,
-                (Method::POST, At::Collection) => handlers::create(req).await,
-                (Method::GET, At::One(id)) => handlers::show(req, id).await,
-                (Method::PATCH, At::One(id)) => handlers::update(req, id).await,
-                (Method::DELETE, At::One(id)) => handlers::archive(req, id).await,
-                (Method::GET, At::Related(id, field)) => handlers::related(req, id, field).await,
+            // The operations, by method and path shape. Each is boxed: this
+            // future is moved whole on every request (by the `or` chains and
+            // the boxing around these routes), and unboxed it would be as
+            // large as the largest operation, a write; copying it took a
+            // quarter of a GET's CPU (perf, bench/clients.sh's Bearer row).
+            let answer: BoxFuture<'_, Result<Response, Problem>> = match (method, at) {
+                (Method::GET, At::Collection) => Box::pin(handlers::list(req)),
+                (Method::POST, At::Collection) => Box::pin(handlers::create(req)),
+                (Method::GET, At::One(id)) => Box::pin(handlers::show(req, id)),
+                (Method::PATCH, At::One(id)) => Box::pin(handlers::update(req, id)),
+                (Method::DELETE, At::One(id)) => Box::pin(handlers::archive(req, id)),
+                (Method::GET, At::Related(id, field)) => {
+                    Box::pin(handlers::related(req, id, field))
+                }
                 (Method::GET, At::Relationship(id, field)) => {
-                    handlers::relationship(req, id, field).await
+                    Box::pin(handlers::relationship(req, id, field))
                 }
                 (method, At::Relationship(id, Field::Relationship(i))) => {
-                    handlers::edit_relationship(req, method, id, i).await
+                    Box::pin(handlers::edit_relationship(req, method, id, i))
                 }
-                (_, At::Relationship(id, field)) => handlers::read_only(req, id, field).await,
+                (_, At::Relationship(id, field)) => Box::pin(handlers::read_only(req, id, field)),
                 // `call` admits no other method.
-                (_, at) => Err(method_not_allowed(at.allowed(ty))),
+                (_, at) => Box::pin(std::future::ready(Err(method_not_allowed(at.allowed(ty))))),
             };
             answer
+                .await
                 .map(|response| routed(response, route))
                 .map_err(|problem| refuse(problem, Some(route)))
         },
