@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::order::{Order, compare, sort_value};
 use super::query::{Filter, Include, Page, Query};
-use super::store::{Entry, Organization};
+use super::store::{Attr, Entry, Organization};
 use crate::crd::registry::{self, AttrKind, Field, ResourceType};
 
 pub const API_PREFIX: &str = "/api/v1";
@@ -123,7 +123,7 @@ impl<'q> Matcher<'q> {
                     Some(
                         ids.iter()
                             .filter_map(|id| org.get(source, id))
-                            .flat_map(|e| e.relationships[via].iter().map(String::as_str))
+                            .flat_map(|e| e.relationships[via].iter().map(|n| &**n))
                             .collect(),
                     )
                 }
@@ -147,16 +147,14 @@ impl<'q> Matcher<'q> {
                 .zip(&self.inverse_sets)
                 .all(|(f, set)| match f {
                     Filter::Id(ids) => ids.contains(&e.name),
-                    Filter::Attribute(i, values) => match &e.attributes[*i] {
-                        Value::String(s) => values.contains(s),
-                        Value::Array(items) => items.iter().any(|item| {
-                            item.as_str().is_some_and(|s| values.iter().any(|v| v == s))
-                        }),
-                        _ => false,
-                    },
-                    Filter::Related(Field::Relationship(i), ids) => {
-                        e.relationships[*i].iter().any(|r| ids.contains(r))
+                    Filter::Attribute(i, values) => {
+                        let attr = &e.attributes[*i];
+                        let listed = |s: &str| values.iter().any(|v| v == s);
+                        attr.as_str().is_some_and(listed) || attr.items().iter().any(|s| listed(s))
                     }
+                    Filter::Related(Field::Relationship(i), ids) => e.relationships[*i]
+                        .iter()
+                        .any(|r| ids.iter().any(|id| **id == **r)),
                     Filter::Related(_, _) => {
                         set.as_ref().is_some_and(|s| s.contains(e.name.as_str()))
                     }
@@ -349,7 +347,7 @@ fn related_iter<'o, O: Organization>(
     field: Field,
 ) -> Box<dyn Iterator<Item = &'o str> + 'o> {
     match field {
-        Field::Relationship(i) => Box::new(e.relationships[i].iter().map(String::as_str)),
+        Field::Relationship(i) => Box::new(e.relationships[i].iter().map(|n| &**n)),
         Field::Inverse(i) => {
             let (source, via) = ty.inverses[i].resolve();
             Box::new(org.referring(source, via, &e.name))
@@ -419,7 +417,9 @@ pub fn related<'a, O: Organization>(
                 .and_then(|name| org.get(target, name));
             return single_at(target, org, one.map(|e| &**e), query, &path);
         }
-        Field::Relationship(i) => Filter::Id(e.relationships[i].to_vec()),
+        Field::Relationship(i) => {
+            Filter::Id(e.relationships[i].iter().map(|n| n.to_string()).collect())
+        }
         // The source objects whose relationship points here.
         Field::Inverse(i) => {
             let (_, via) = ty.inverses[i].resolve();
@@ -567,7 +567,7 @@ impl<O: Organization> Serialize for Attributes<'_, '_, O> {
         for (i, a) in ty.attributes.iter().enumerate() {
             if wants(Field::Attribute(i)) {
                 match (&e.attributes[i], a.kind) {
-                    (Value::Null, AttrKind::List) => map.serialize_entry(a.name, &[(); 0])?,
+                    (Attr::Unset, AttrKind::List) => map.serialize_entry(a.name, &[(); 0])?,
                     (v, _) => map.serialize_entry(a.name, v)?,
                 }
             }
@@ -639,7 +639,7 @@ impl<O: Organization> Serialize for Relationships<'_, '_, O> {
 }
 
 /// `{"data": linkage}` of a forward relationship.
-struct ForwardLinkage<'a>(&'a str, bool, &'a [String]);
+struct ForwardLinkage<'a>(&'a str, bool, &'a [Box<str>]);
 
 impl Serialize for ForwardLinkage<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -647,7 +647,7 @@ impl Serialize for ForwardLinkage<'_> {
         if to_one {
             Member("data", names.first().map(|n| Linkage(target, n))).serialize(s)
         } else {
-            Member("data", Linkages(target, names.iter().map(String::as_str))).serialize(s)
+            Member("data", Linkages(target, names.iter().map(|n| &**n))).serialize(s)
         }
     }
 }
@@ -904,6 +904,7 @@ fn page_links(path: &str, query: &Query, total: usize) -> Value {
 mod tests {
     use super::*;
     use crate::api::query::{self, Target};
+    use crate::api::store::Names;
     use crate::crd::registry::by_name;
     use crate::index::resources::Org;
     use jiff::Timestamp;
@@ -919,9 +920,9 @@ mod tests {
         assignee: Option<&str>,
         persona: Option<&str>,
     ) -> Entry {
-        let mut attributes = vec![Value::Null; 9];
-        attributes[0] = format!("Title {name}").into();
-        attributes[8] = assignee.map_or(Value::Null, Value::from);
+        let mut attributes = vec![Attr::Unset; 9];
+        attributes[0] = format!("Title {name}").as_str().into();
+        attributes[8] = assignee.map_or(Attr::Unset, Attr::from);
         Entry {
             name: name.into(),
             resource_version: "1".into(),
@@ -930,10 +931,12 @@ mod tests {
             archived: false,
             attributes: attributes.into(),
             relationships: vec![
-                persona.map(|p| vec![p.to_owned()]).unwrap_or_default(),
-                vec![],
-                vec![],
-                vec![],
+                persona
+                    .map(|p| Box::new([p.into()]) as Names)
+                    .unwrap_or_default(),
+                Names::default(),
+                Names::default(),
+                Names::default(),
             ]
             .into(),
         }
@@ -946,7 +949,7 @@ mod tests {
             created: Timestamp::from_second(1).unwrap(),
             updated: Timestamp::from_second(1).unwrap(),
             archived: false,
-            attributes: vec![Value::from("P"), Value::Null, Value::Null].into(),
+            attributes: vec![Attr::from("P"), Attr::Unset, Attr::Unset].into(),
             relationships: Vec::new().into(),
         }
     }
@@ -1048,7 +1051,7 @@ mod tests {
             e.archived = i.is_multiple_of(7);
             let status = req.attributes.iter().position(|a| a.field == "status");
             e.attributes[status.unwrap()] = ["draft", "active", "active"][(i + version) % 3].into();
-            e.resource_version = version.to_string();
+            e.resource_version = version.to_string().into();
             org.upsert(req, e);
         };
         for i in 0..40 {

@@ -5,10 +5,8 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::query::{Filter, Query, SortField, SortKey};
-use super::store::Entry;
+use super::store::{Attr, Entry};
 use crate::crd::registry::{AttrKind, Field, ResourceType};
 
 /// One object's value for one sort key, computed once per request rather
@@ -99,7 +97,7 @@ pub fn compare(keys: &[SortKey], a: &[SortValue<'_>], b: &[SortValue<'_>]) -> Or
 }
 
 /// Enums sort in their declared order (low before critical).
-fn rank(values: &[&str], v: &Value) -> Option<usize> {
+fn rank(values: &[&str], v: &Attr) -> Option<usize> {
     let v = v.as_str()?;
     values.iter().position(|x| *x == v)
 }

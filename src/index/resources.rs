@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::api::order::{Order, OrderKey};
 pub use crate::api::store::Entry;
-use crate::api::store::{Index, Organization};
+use crate::api::store::{Attr, Index, Names, Organization};
 use crate::crd::registry::{AttrKind, ResourceType, TYPES};
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -51,30 +51,23 @@ impl Entry {
             .get("spec")
             .and_then(Value::as_object)
             .unwrap_or(&empty);
-        let mut attributes = Vec::with_capacity(ty.attributes.len());
-        for a in ty.attributes {
-            let value = spec.get(a.field).cloned().unwrap_or(Value::Null);
-            let fits = match (&value, a.kind) {
-                (Value::Null, _) => true,
-                (Value::String(s), AttrKind::Enum(allowed)) => allowed.contains(&s.as_str()),
-                (Value::String(_), AttrKind::String | AttrKind::Time) => true,
-                (Value::Array(items), AttrKind::List) => items.iter().all(Value::is_string),
-                _ => false,
-            };
-            if !fits {
-                return Err(EntryError::Field(a.field));
-            }
-            attributes.push(value);
-        }
+        let attributes = ty
+            .attributes
+            .iter()
+            .map(|a| {
+                Attr::from_json(spec.get(a.field).unwrap_or(&Value::Null), a.kind)
+                    .ok_or(EntryError::Field(a.field))
+            })
+            .collect::<Result<_, _>>()?;
         let mut relationships = Vec::with_capacity(ty.relationships.len());
         for r in ty.relationships {
-            let names = match spec.get(r.field) {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::String(s)) if !r.many => vec![s.clone()],
+            let names: Names = match spec.get(r.field) {
+                None | Some(Value::Null) => Box::default(),
+                Some(Value::String(s)) if !r.many => Box::new([s.as_str().into()]),
                 Some(Value::Array(items)) if r.many => items
                     .iter()
-                    .map(|i| i.as_str().map(str::to_owned))
-                    .collect::<Option<Vec<_>>>()
+                    .map(|i| i.as_str().map(Box::from))
+                    .collect::<Option<_>>()
                     .ok_or(EntryError::Field(r.field))?,
                 Some(_) => return Err(EntryError::Field(r.field)),
             };
@@ -99,11 +92,11 @@ impl Entry {
             .fold(created, Timestamp::max);
         let entry = Entry {
             name: name.clone(),
-            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
             created,
             updated,
             archived,
-            attributes: attributes.into(),
+            attributes,
             relationships: relationships.into(),
         };
         Ok((namespace.clone(), entry))
@@ -134,7 +127,7 @@ pub struct Table {
     /// Per relationship of this type: related name -> names of the live
     /// (not archived) objects here that point at it. Inverse relationships
     /// are read from here, and leave archived objects out as collections do.
-    refs: Vec<imbl::HashMap<String, OrdSet<String>>>,
+    refs: Vec<imbl::HashMap<Box<str>, OrdSet<Box<str>>>>,
     archived: usize,
     /// The footprint of every object here.
     bytes: usize,
@@ -321,7 +314,7 @@ impl Table {
             .and_then(|m| m.get(target))
             .into_iter()
             .flatten()
-            .map(String::as_str)
+            .map(|n| &**n)
     }
 
     /// How many live objects' relationship `rel` includes `target`.
@@ -352,7 +345,7 @@ impl Table {
                 self.refs[i]
                     .entry(target.clone())
                     .or_default()
-                    .insert(entry.name.clone());
+                    .insert(entry.name.as_str().into());
             }
         }
         self.archived += usize::from(entry.archived);
@@ -394,10 +387,10 @@ impl Table {
         self.order.remove(&ByAge(old.clone()));
         for (i, names) in old.relationships.iter().enumerate() {
             for target in names {
-                if let Some(sources) = self.refs[i].get_mut(target) {
+                if let Some(sources) = self.refs[i].get_mut(&**target) {
                     sources.remove(name);
                     if sources.is_empty() {
-                        self.refs[i].remove(target);
+                        self.refs[i].remove(&**target);
                     }
                 }
             }
@@ -658,9 +651,10 @@ mod tests {
         );
         assert_eq!(e.attributes[0], "Export CSV");
         assert_eq!(e.attributes[2], "Analyst");
-        assert_eq!(e.attributes[1], Value::Null);
-        assert_eq!(e.relationships[0], ["p1"]);
-        assert_eq!(e.relationships[2], ["c1", "c2"]);
+        assert_eq!(e.attributes[1], Attr::Unset);
+        assert_eq!(e.attributes[6], Attr::Choice("high"));
+        assert_eq!(&*e.relationships[0], [Box::from("p1")]);
+        assert_eq!(&*e.relationships[2], [Box::from("c1"), Box::from("c2")]);
         assert!(e.archived);
         assert_eq!(e.updated.to_string(), "2026-11-30T10:05:00Z");
         assert_eq!(e.created.to_string(), "2026-11-30T10:00:00Z");
