@@ -21,11 +21,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seconds=${1:-10}
 conns=32
 require_wrk
-command -v taskset > /dev/null || { echo "needs taskset (util-linux)" >&2; exit 1; }
-cpus=$(nproc)
-[ "$cpus" -ge 2 ] || { echo "needs 2 CPUs: one for the server, one for wrk" >&2; exit 1; }
-server_cpu=$((cpus - 1))
-wrk_cpus=0-$((cpus - 2))
+pin_apart
 cargo build --release --locked --example bench_jwts >&2
 jwts=$repo/target/release/examples/bench_jwts
 work=$(mktemp -d)
@@ -134,21 +130,12 @@ header() { printf '%-52s\t%s\t%s\t%s\t%s\n' "$1" "req/s" "p50" "p99" "non-2xx"; 
 # goes once); prints the row and sets rate.
 run_case() { # name url
   taskset -c "$wrk_cpus" wrk -t1 -c$conns -d"${seconds}s" --latency -s "$lua" "$2" > "$work/wrk.txt"
-  local figures errors
-  figures=$(wrk_figures "$work/wrk.txt")
-  printf '%-52s\t%s\n' "$1" "$figures"
-  rate=$(echo "$figures" | cut -f1)
-  errors=$(echo "$figures" | cut -f4)
-  if [ "$errors" != 0 ] || ! awk -v r="$rate" 'BEGIN {exit !(r > 0)}'; then
-    echo "$1: $errors non-2xx answers, rate $rate" >&2
-    exit 1
-  fi
+  checked_row "$1" "$work/wrk.txt"
 }
 # Lines for a row at most as fast as RATE, with a margin.
 enough() { awk -v r="$1" -v s="$seconds" 'BEGIN {printf "%d", r * s * 1.5 + 1000}'; }
 # Microseconds per request between two rates.
 gap() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", 1e6 / a - 1e6 / b}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f%%", 100 * a / b}'; }
 form='{["Content-Type"] = "application/x-www-form-urlencoded"}'
 
 header "Tokens by way of authenticating ($conns connections, ${seconds}s)"

@@ -55,3 +55,30 @@ wrk_figures() { # report-file
   awk '/Requests\/sec/ {rps = $2} $1 == "50%" {p50 = $2} $1 == "99%" {p99 = $2} /Non-2xx/ {errors = $NF}
        END {printf "%s\t%s\t%s\t%s", rps, p50, p99, errors == "" ? 0 : errors}' "$1"
 }
+
+# For benchmarks that keep the server and wrk apart: sets cpus, server_cpu
+# (the last CPU) and wrk_cpus (the others, a taskset list).
+pin_apart() {
+  command -v taskset > /dev/null || { echo "needs taskset (util-linux)" >&2; exit 1; }
+  cpus=$(nproc)
+  [ "$cpus" -ge 2 ] || { echo "needs 2 CPUs: one for the server, one for wrk" >&2; exit 1; }
+  server_cpu=$((cpus - 1))
+  wrk_cpus=0-$((cpus - 2))
+}
+
+# Prints the `wrk --latency` REPORT as the row NAME and sets rate; fails
+# when any answer was not 2xx or the rate is not positive.
+checked_row() { # name report
+  local figures errors
+  figures=$(wrk_figures "$2")
+  printf '%-52s\t%s\n' "$1" "$figures"
+  rate=$(echo "$figures" | cut -f1)
+  errors=$(echo "$figures" | cut -f4)
+  if [ "$errors" != 0 ] || ! awk -v r="$rate" 'BEGIN {exit !(r > 0)}'; then
+    echo "$1: $errors non-2xx answers, rate $rate" >&2
+    exit 1
+  fi
+}
+
+# A as a percentage of B.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f%%", 100 * a / b}'; }

@@ -64,17 +64,8 @@ header() { printf '%-52s\t%s\t%s\t%s\t%s\n' "$1" "req/s" "p50" "p99" "non-2xx"; 
 run_case() { # name url
   wrk -t1 -c$conns -d2s -s "$lua" "$2" > /dev/null
   wrk -t1 -c$conns -d"${seconds}s" --latency -s "$lua" "$2" > /tmp/bench-wrk-oauth.txt
-  local figures errors
-  figures=$(wrk_figures /tmp/bench-wrk-oauth.txt)
-  printf '%-52s\t%s\n' "$1" "$figures"
-  rate=$(echo "$figures" | cut -f1)
-  errors=$(echo "$figures" | cut -f4)
-  if [ "$errors" != 0 ] || ! awk -v r="$rate" 'BEGIN {exit !(r > 0)}'; then
-    echo "$1: $errors non-2xx answers, rate $rate" >&2
-    exit 1
-  fi
+  checked_row "$1" /tmp/bench-wrk-oauth.txt
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f%%", 100 * a / b}'; }
 
 # The operator's controller makes the credentials' Secrets.
 start --audit-log off

@@ -31,11 +31,7 @@ hydra=yes operator_cases=yes
 [ "${2:-}" = --no-hydra ] && hydra=no
 [ "${2:-}" = --hydra-only ] && operator_cases=no
 require_wrk
-command -v taskset > /dev/null || { echo "needs taskset (util-linux)" >&2; exit 1; }
-cpus=$(nproc)
-[ "$cpus" -ge 2 ] || { echo "needs 2 CPUs: one for the server, one for wrk" >&2; exit 1; }
-server_cpu=$((cpus - 1))
-wrk_cpus=0-$((cpus - 2))
+pin_apart
 [ "$hydra" = yes ] && hydra_bin=$(bench/hydra-build.sh)
 cargo build --release --locked --example bench_sign >&2
 bench_sign=$repo/target/release/examples/bench_sign
@@ -246,13 +242,11 @@ sign_rs=$(taskset -c "$server_cpu" "$bench_sign" RS256 10)
 sign_es=$(taskset -c "$server_cpu" "$bench_sign" ES256 10)
 positive "SigningKey::sign (RS256, ES256)" "$sign_rs" "$sign_es"
 printf "the operator's SigningKey::sign on CPU %s: RS256 %s signs/s (%s of openssl), ES256 %s (%s)\n\n" \
-  "$server_cpu" "$sign_rs" "$(awk -v a="$sign_rs" -v b="$rsa1" 'BEGIN {printf "%.1f%%", 100 * a / b}')" \
-  "$sign_es" "$(awk -v a="$sign_es" -v b="$ec1" 'BEGIN {printf "%.1f%%", 100 * a / b}')"
+  "$server_cpu" "$sign_rs" "$(ratio "$sign_rs" "$rsa1")" "$sign_es" "$(ratio "$sign_es" "$ec1")"
 
 printf 'server\tsigns with\ttokens/s\tp50\tp99\tserver CPUs used\tnon-2xx\tof raw signing\n'
-share() { awk -v t="$1" -v r="$2" 'BEGIN {printf "%.1f%%", 100 * t / r}'; }
 row() { # label alg figures raw
-  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(share "$(echo "$3" | cut -f1)" "$4")"
+  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(ratio "$(echo "$3" | cut -f1)" "$4")"
 }
 # Each case runs in this shell, not in $(...), so the servers it starts are
 # in $pids when something fails and the exit trap stops them.
