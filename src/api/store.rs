@@ -46,10 +46,8 @@ impl Entry {
                 .attributes
                 .iter()
                 .map(|a| match a {
-                    Attr::Unset => 1,
-                    Attr::Text(s) => s.len(),
-                    Attr::Choice(s) => s.len(),
                     Attr::List(items) => names(items) + 1,
+                    single => single.as_str().map_or(1, str::len),
                 })
                 .sum::<usize>()
             + self.relationships.iter().map(|r| names(r)).sum::<usize>()
