@@ -14,6 +14,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::routed;
+use crate::secret::hex;
 
 /// One file built into the binary and served by name: the explorer's at
 /// `/api/swaggerui/<name>` (the page at `/api/swaggerui` too), the
@@ -69,10 +70,6 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
         })
         .collect()
 });
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The page may run scripts and load styles, images and data from this
 /// origin only. Swagger UI sets element styles and draws icons from
