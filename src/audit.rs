@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::Serialize;
 use tracing::{debug, warn};
 
 use crate::metrics::{AuditLabels, Metrics};
@@ -45,9 +44,10 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 const USER_AGENT_CHARS: usize = 200;
 
 /// A security event. Client ids, key ids, token ids (`jti`) and hashes are
-/// named; secrets and tokens never are.
-#[derive(Serialize, Debug)]
-#[serde(tag = "audit", rename_all = "snake_case")]
+/// named; secrets and tokens never are. Its line is the members below, in
+/// this order, after `time` and `audit` (see `Event::line`); an absent
+/// optional member is left out.
+#[derive(Debug)]
 pub enum Event<'a> {
     TokenIssued {
         org: &'a str,
@@ -61,7 +61,6 @@ pub enum Event<'a> {
         lifetime: i64,
         method: &'static str,
         source: IpAddr,
-        #[serde(skip_serializing_if = "Option::is_none")]
         user_agent: Option<&'a str>,
     },
     /// A request refused at any of the OAuth endpoints.
@@ -71,10 +70,8 @@ pub enum Event<'a> {
         /// The error category, as `catalio_tokens_refused_total` counts it.
         reason: &'static str,
         /// The client id asked for, when it is of our form.
-        #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<&'a str>,
         source: IpAddr,
-        #[serde(skip_serializing_if = "Option::is_none")]
         user_agent: Option<&'a str>,
     },
     Introspection {
@@ -82,11 +79,8 @@ pub enum Event<'a> {
         caller: &'a str,
         active: bool,
         /// The token's, when it is active.
-        #[serde(skip_serializing_if = "Option::is_none")]
         org: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
         jti: Option<&'a str>,
         source: IpAddr,
     },
@@ -95,7 +89,6 @@ pub enum Event<'a> {
         /// Whether a token of the caller's was revoked (an unknown or
         /// foreign token changes nothing).
         revoked: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
         jti: Option<&'a str>,
         source: IpAddr,
     },
@@ -122,6 +115,151 @@ impl Event<'_> {
             Event::Credential { .. } => "credential",
         }
     }
+
+    /// The record: a flat JSON object, `{"time":...,"audit":KIND,...}`.
+    /// Written member by member rather than by serde's general machinery:
+    /// a line is recorded for every token, on the request's path.
+    fn line(&self, time: Timestamp) -> Vec<u8> {
+        let mut line = Object::new(time, self.kind());
+        match *self {
+            Event::TokenIssued {
+                org,
+                credential,
+                client_id,
+                sid,
+                jti,
+                scope,
+                lifetime,
+                method,
+                source,
+                user_agent,
+            } => {
+                line.text("org", org);
+                line.text("credential", credential);
+                line.text("client_id", client_id);
+                line.text("sid", sid);
+                line.text("jti", jti);
+                line.text("scope", scope);
+                line.integer("lifetime", lifetime);
+                line.text("method", method);
+                line.address("source", source);
+                line.optional("user_agent", user_agent);
+            }
+            Event::Refused {
+                endpoint,
+                reason,
+                client_id,
+                source,
+                user_agent,
+            } => {
+                line.text("endpoint", endpoint);
+                line.text("reason", reason);
+                line.optional("client_id", client_id);
+                line.address("source", source);
+                line.optional("user_agent", user_agent);
+            }
+            Event::Introspection {
+                caller,
+                active,
+                org,
+                client_id,
+                jti,
+                source,
+            } => {
+                line.text("caller", caller);
+                line.boolean("active", active);
+                line.optional("org", org);
+                line.optional("client_id", client_id);
+                line.optional("jti", jti);
+                line.address("source", source);
+            }
+            Event::Revocation {
+                caller,
+                revoked,
+                jti,
+                source,
+            } => {
+                line.text("caller", caller);
+                line.boolean("revoked", revoked);
+                line.optional("jti", jti);
+                line.address("source", source);
+            }
+            Event::Credential {
+                change,
+                org,
+                credential,
+                client_id,
+                message,
+            } => {
+                line.text("change", change);
+                line.text("org", org);
+                line.text("credential", credential);
+                line.text("client_id", client_id);
+                line.text("message", message);
+            }
+        }
+        line.end()
+    }
+}
+
+/// A JSON object written a member at a time. Names are this file's
+/// constants, which need no escaping; values are escaped as JSON requires.
+struct Object(Vec<u8>);
+
+impl Object {
+    fn new(time: Timestamp, kind: &str) -> Self {
+        let mut object = Object(Vec::with_capacity(384));
+        // Writing into a Vec cannot fail.
+        let _ = write!(object.0, "{{\"time\":\"{time}\"");
+        object.text("audit", kind);
+        object
+    }
+
+    fn name(&mut self, name: &str) {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    fn text(&mut self, name: &str, value: &str) {
+        self.name(name);
+        let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        if plain {
+            self.0.push(b'"');
+            self.0.extend_from_slice(value.as_bytes());
+            self.0.push(b'"');
+        } else {
+            // Writing a &str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.0, value);
+        }
+    }
+
+    fn optional(&mut self, name: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.text(name, value);
+        }
+    }
+
+    fn integer(&mut self, name: &str, value: i64) {
+        self.name(name);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn boolean(&mut self, name: &str, value: bool) {
+        self.name(name);
+        self.0
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    fn address(&mut self, name: &str, value: IpAddr) {
+        self.name(name);
+        let _ = write!(self.0, "\"{value}\"");
+    }
+
+    fn end(mut self) -> Vec<u8> {
+        self.0.push(b'}');
+        self.0
+    }
 }
 
 /// A user agent as recorded: at most a couple of hundred characters.
@@ -132,19 +270,12 @@ pub fn user_agent(header: Option<&str>) -> Option<&str> {
     })
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    time: Timestamp,
-    #[serde(flatten)]
-    event: &'a Event<'a>,
-}
-
 /// One recorded event, written once and shared by the sinks.
 struct Record {
     id: String,
     kind: &'static str,
     time: Timestamp,
-    json: String,
+    json: Vec<u8>,
 }
 
 /// Where the log of records goes.
@@ -231,12 +362,7 @@ impl Audit {
             return;
         }
         let time = Timestamp::now();
-        let Ok(json) = serde_json::to_string(&Line {
-            time,
-            event: &event,
-        }) else {
-            return;
-        };
+        let json = event.line(time);
         let record = Arc::new(Record {
             // Only a CloudEvent carries an id (`ce-id`).
             id: match self.webhook {
@@ -265,13 +391,7 @@ fn record_id() -> String {
     let mut bytes = [0u8; 16];
     // The DRBG failing leaves a zero id; the record still goes out.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    use std::fmt::Write as _;
-    let mut id = String::with_capacity(32);
-    for b in bytes {
-        // Writing into a String cannot fail.
-        let _ = write!(id, "{b:02x}");
-    }
-    id
+    crate::secret::hex(&bytes)
 }
 
 /// A thread that writes records as lines to `out`, a batch at a time.
@@ -295,7 +415,7 @@ fn spawn_writer(
                 buffer.clear();
                 let mut n = 0;
                 for record in std::iter::once(first).chain(rx.try_iter().take(LOG_BATCH - 1)) {
-                    buffer.extend_from_slice(record.json.as_bytes());
+                    buffer.extend_from_slice(&record.json);
                     buffer.push(b'\n');
                     n += 1;
                 }
@@ -399,11 +519,8 @@ mod tests {
             source: IpAddr::V4(Ipv4Addr::LOCALHOST),
             user_agent: Some("curl/8"),
         };
-        let line = serde_json::to_value(Line {
-            time: Timestamp::from_second(1_800_000_000).unwrap(),
-            event: &event,
-        })
-        .unwrap();
+        let time = Timestamp::from_second(1_800_000_000).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&event.line(time)).unwrap();
         assert_eq!(
             line,
             serde_json::json!({
@@ -414,13 +531,91 @@ mod tests {
             })
         );
         assert_eq!(event.kind(), "token_issued");
+        // Members in the order of the enum, after `time` and `audit`.
+        let text = String::from_utf8(event.line(time)).unwrap();
+        assert!(
+            text.starts_with(r#"{"time":"2027-01-15T08:00:00Z","audit":"token_issued","org":"#)
+        );
+        assert!(text.ends_with(r#""source":"127.0.0.1","user_agent":"curl/8"}"#));
         let long = "x".repeat(1000);
         assert_eq!(user_agent(Some(&long)).unwrap().len(), USER_AGENT_CHARS);
         assert_eq!(user_agent(Some("é")), Some("é"));
         assert_eq!("off".parse::<LogSink>(), Ok(LogSink::Off));
+        assert_eq!("stdout".parse::<LogSink>(), Ok(LogSink::Stdout));
         assert_eq!(
             "/var/log/a.jsonl".parse::<LogSink>(),
             Ok(LogSink::File("/var/log/a.jsonl".into()))
         );
+    }
+    #[test]
+    fn every_event_is_one_json_object_with_absent_members_left_out() {
+        let time = Timestamp::from_second(1_800_000_000).unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let line = |event: Event<'_>| -> serde_json::Value {
+            let bytes = event.line(time);
+            assert!(!bytes.contains(&b'\n'), "one line");
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let at = "2027-01-15T08:00:00Z";
+        assert_eq!(
+            line(Event::Refused {
+                endpoint: "token",
+                reason: "invalid_client",
+                client_id: None,
+                source: v6,
+                user_agent: None,
+            }),
+            serde_json::json!({"time": at, "audit": "refused", "endpoint": "token",
+                "reason": "invalid_client", "source": "2001:db8::1"})
+        );
+        assert_eq!(
+            line(Event::Introspection {
+                caller: "sa:ns/gateway",
+                active: true,
+                org: Some("org-a"),
+                client_id: Some("ci_1"),
+                jti: Some("j1"),
+                source: v6,
+            }),
+            serde_json::json!({"time": at, "audit": "introspection", "caller": "sa:ns/gateway",
+                "active": true, "org": "org-a", "client_id": "ci_1", "jti": "j1",
+                "source": "2001:db8::1"})
+        );
+        assert_eq!(
+            line(Event::Revocation {
+                caller: "ci_1",
+                revoked: false,
+                jti: None,
+                source: v6,
+            }),
+            serde_json::json!({"time": at, "audit": "revocation", "caller": "ci_1",
+                "revoked": false, "source": "2001:db8::1"})
+        );
+        // Text from outside (a user agent, a controller's message) is
+        // escaped: quotes, backslashes, control characters; the rest kept.
+        let hostile = "a\"b\\c\n\u{7}\u{7f}é\"}, \"audit\": \"forged";
+        assert_eq!(
+            line(Event::Credential {
+                change: "Rotated",
+                org: "org-a",
+                credential: "ci",
+                client_id: "ci_1",
+                message: hostile,
+            }),
+            serde_json::json!({"time": at, "audit": "credential", "change": "Rotated",
+                "org": "org-a", "credential": "ci", "client_id": "ci_1", "message": hostile})
+        );
+        let fraction = Timestamp::new(1_800_000_000, 120_000_000).unwrap();
+        let refused = Event::Refused {
+            endpoint: "revoke",
+            reason: "invalid_request",
+            client_id: Some("ci_2"),
+            source: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+            user_agent: Some(hostile),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&refused.line(fraction)).unwrap();
+        assert_eq!(v["time"], "2027-01-15T08:00:00.12Z");
+        assert_eq!(v["user_agent"], hostile);
+        assert_eq!(v["client_id"], "ci_2");
     }
 }
