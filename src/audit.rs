@@ -298,10 +298,17 @@ impl std::str::FromStr for LogSink {
     }
 }
 
+/// What the log writer takes from its queue.
+enum Message {
+    Record(Arc<Record>),
+    /// Answered once every record queued before it is written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 /// Where records go; cheap to clone.
 #[derive(Clone)]
 pub struct Audit {
-    log: Option<std::sync::mpsc::SyncSender<Arc<Record>>>,
+    log: Option<std::sync::mpsc::SyncSender<Message>>,
     webhook: Option<tokio::sync::mpsc::Sender<Arc<Record>>>,
     metrics: Arc<Metrics>,
 }
@@ -374,7 +381,7 @@ impl Audit {
             json,
         });
         if let Some(log) = &self.log
-            && log.try_send(record.clone()).is_err()
+            && log.try_send(Message::Record(record.clone())).is_err()
         {
             self.counted("log", "dropped");
         }
@@ -383,6 +390,36 @@ impl Audit {
         {
             self.counted("webhook", "dropped");
         }
+    }
+}
+
+impl Audit {
+    /// Waits, up to `within`, until every record made before the call is
+    /// in the log: at exit, so that the process does not take the records
+    /// of its last moments with it. False when that did not happen in time
+    /// (a log that cannot be written).
+    pub fn flush(&self, within: Duration) -> bool {
+        let Some(log) = &self.log else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + within;
+        let (done, written) = std::sync::mpsc::channel();
+        let mut message = Message::Flush(done);
+        loop {
+            match log.try_send(message) {
+                Ok(()) => break,
+                Err(std::sync::mpsc::TrySendError::Full(m))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    message = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        written
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .is_ok()
     }
 }
 
@@ -398,8 +435,8 @@ fn record_id() -> String {
 fn spawn_writer(
     mut out: Box<dyn Write + Send>,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<std::sync::mpsc::SyncSender<Arc<Record>>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Record>>(LOG_QUEUE);
+) -> anyhow::Result<std::sync::mpsc::SyncSender<Message>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Message>(LOG_QUEUE);
     let written = metrics
         .audit_records
         .get_or_create(&AuditLabels {
@@ -414,15 +451,26 @@ fn spawn_writer(
             while let Ok(first) = rx.recv() {
                 buffer.clear();
                 let mut n = 0;
-                for record in std::iter::once(first).chain(rx.try_iter().take(LOG_BATCH - 1)) {
-                    buffer.extend_from_slice(&record.json);
-                    buffer.push(b'\n');
-                    n += 1;
+                let mut flushes = Vec::new();
+                for message in std::iter::once(first).chain(rx.try_iter().take(LOG_BATCH - 1)) {
+                    match message {
+                        Message::Record(record) => {
+                            buffer.extend_from_slice(&record.json);
+                            buffer.push(b'\n');
+                            n += 1;
+                        }
+                        Message::Flush(done) => flushes.push(done),
+                    }
                 }
-                if let Err(e) = out.write_all(&buffer).and_then(|()| out.flush()) {
-                    warn!(error = %e, "writing the audit log failed");
-                } else {
-                    written.inc_by(n);
+                match out.write_all(&buffer).and_then(|()| out.flush()) {
+                    Err(e) => warn!(error = %e, "writing the audit log failed"),
+                    Ok(()) => {
+                        written.inc_by(n);
+                        for done in flushes {
+                            // Whoever asked may have stopped waiting.
+                            let _ = done.send(());
+                        }
+                    }
                 }
                 if n < LOG_BATCH as u64 {
                     std::thread::sleep(LOG_PAUSE);
@@ -617,5 +665,37 @@ mod tests {
         assert_eq!(v["time"], "2027-01-15T08:00:00.12Z");
         assert_eq!(v["user_agent"], hostile);
         assert_eq!(v["client_id"], "ci_2");
+    }
+    #[test]
+    fn a_flush_returns_once_every_record_before_it_is_in_the_log() {
+        let path = std::env::temp_dir().join(format!(
+            "catalio-audit-flush-{}-{:?}.jsonl",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let metrics = Metrics::new();
+        let audit =
+            Audit::start(LogSink::File(path.clone()), None, 1, "test".into(), metrics).unwrap();
+        // More than one batch, so the writer pauses between them.
+        let records = LOG_BATCH + 10;
+        for i in 0..records {
+            audit.record(Event::Revocation {
+                caller: "ci_1",
+                revoked: i % 2 == 0,
+                jti: Some("j"),
+                source: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            });
+        }
+        assert!(audit.flush(Duration::from_secs(60)));
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(log.lines().count(), records);
+        for line in log.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["audit"], "revocation");
+        }
+        // Nothing to wait for without a log.
+        assert!(Audit::off(Metrics::new()).flush(Duration::ZERO));
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -45,6 +45,9 @@ use crate::{api, crd, duration, telemetry, watch};
 type Shutdown = Shared<BoxFuture<'static, ()>>;
 type Task = BoxFuture<'static, ()>;
 
+/// How long, at exit, the audit log's writer has to write what is queued.
+const AUDIT_FLUSH: Duration = Duration::from_secs(5);
+
 /// Where the watches look: every namespace (`[None]`), or each listed one.
 type Scopes = Vec<Option<String>>;
 
@@ -89,6 +92,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         tasks.push(lead(leading, common, &process).await?);
     }
     join_all(tasks).await;
+    let audit = process.audit.clone();
+    let flushed = tokio::task::spawn_blocking(move || audit.flush(AUDIT_FLUSH)).await;
+    if !matches!(flushed, Ok(true)) {
+        warn!("the audit log's last records may not have been written");
+    }
     info!("stopped");
     Ok(())
 }
