@@ -16,7 +16,11 @@
 #   idles on its own CPU while the server signs: loopback delivers each
 #   response, and wakes its reader, on the sender's CPU. The floor run
 #   (wrk never idle) barely pays it, openssl never does, and in a VM it is
-#   an inter-processor interrupt through the hypervisor;
+#   an inter-processor interrupt through the hypervisor; and, per token
+#   and per floor answer, what the rest is made of: aws-lc in the server
+#   (beside sign() alone: the secret's hash, randomness, and what signing
+#   costs amid the network's work), sending, receiving, and the operator's
+#   own code;
 # - shared: the operator on every CPU with wrk among them, against
 #   `openssl speed -multi <CPUs>` (what a 2-core pod with its clients sees).
 #
@@ -51,7 +55,7 @@ openssl_signs() { # rsa2048|ecdsap256 pinned|shared
 }
 
 lua=$(mktemp)
-trap 'rm -f "$lua"; cleanup' EXIT
+trap 'rm -f "$lua" "${floor_lua:-}"; cleanup' EXIT
 
 # Fails with REASON unless every VALUE is a number above zero: a rate
 # of zero, or a ratio computed from one, is a broken run, not a figure.
@@ -92,41 +96,59 @@ load() { # url pid label
 
 # Requests/s of the server at URL answering a token request it refuses
 # before signing (every answer a 400): the cost of the round trip alone.
-floor() { # url
-  local report
-  report=$(mktemp)
-  cat > "$report.lua" <<LUA
+floor_lua=$(mktemp)
+cat > "$floor_lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"client_id":"ci_floor","client_secret":"x","grant_type":"password"}'
 LUA
-  taskset -c "$wrk_cpus" wrk -t1 -c64 -d"${seconds}s" -s "$report.lua" "$1" > "$report"
+floor() { # url
+  local report
+  report=$(mktemp)
+  taskset -c "$wrk_cpus" wrk -t1 -c64 -d"${seconds}s" -s "$floor_lua" "$1" > "$report"
   if grep -q 'Socket errors' "$report"; then
-    echo "HTTP floor: errors under load:" >&2; cat "$report" >&2; rm -f "$report" "$report.lua"; return 1
+    echo "HTTP floor: errors under load:" >&2; cat "$report" >&2; rm -f "$report"; return 1
   fi
   local rate
   rate=$(awk '/Requests\/sec/ {print $2}' "$report")
-  rm -f "$report" "$report.lua"
+  rm -f "$report"
   positive "HTTP floor" "$rate"
   echo "$rate"
 }
 
-# The share (0 to 1) of PID's CPU samples, under the load in $lua, spent
-# waking the reader of a socket it writes to (sock_def_readable in the
-# kernel stack); nothing without perf.
-client_wakes() { # url pid
+# Where PID's CPU goes under the load in LUA, by perf's samples: the
+# shares (0 to 1) spent waking the reader of a socket it writes to
+# (sock_def_readable in the kernel stack), in aws-lc (signing, the
+# secret's keyed hash, randomness: its functions at the leaf), sending
+# the rest of an answer (writev), receiving (recvfrom), and everything
+# else (the operator's own code, other system calls); tab-separated,
+# nothing without perf.
+profile() { # url pid lua
   command -v perf > /dev/null || return 0
   local data load
   data=$(mktemp)
-  taskset -c "$wrk_cpus" wrk -t1 -c64 -d"$((profile_seconds + 1))s" -s "$lua" "$1" > /dev/null &
+  taskset -c "$wrk_cpus" wrk -t1 -c64 -d"$((profile_seconds + 1))s" -s "$3" "$1" > /dev/null &
   load=$!
   pids+=("$load")
   perf record -q -F 999 -g -p "$2" -o "$data" -- sleep "$profile_seconds" > /dev/null 2>&1
   wait "$load"
   perf script -i "$data" -F ip,sym 2> /dev/null | awk '
-    /^[[:space:]]*$/ { if (n) { total++; woke += w }; n = 0; w = 0; next }
-    { n++; if ($2 ~ /^sock_def_readable/) w = 1 }
-    END { if (n) { total++; woke += w }; if (total) printf "%.4f", woke / total }'
+    function count() {
+      if (!n) return
+      total++
+      if (woke) part["woke"]++
+      else if (call ~ /writev|sendmsg|sendto|ksys_write/) part["send"]++
+      else if (call ~ /recvfrom|recvmsg|ksys_read/) part["recv"]++
+      else if (call == "" && leaf ~ /^(aws_lc_|_*ecp_nistz256|L?bignum|beeu_|_*bn_|_*rsaz|mulx4x|sqrx8x|mul4x|sqr8x|sha(256|512)_block)/) part["awslc"]++
+      else part["rest"]++
+    }
+    /^[[:space:]]*$/ { count(); n = 0; woke = 0; call = ""; next }
+    { n++; if (n == 1) leaf = $2
+      if ($2 ~ /^sock_def_readable/) woke = 1
+      if ($2 ~ /^do_syscall_64/) call = previous
+      previous = $2 }
+    END { count(); if (total) printf "%.4f\t%.4f\t%.4f\t%.4f\t%.4f", part["woke"] / total,
+      part["awslc"] / total, part["send"] / total, part["recv"] / total, part["rest"] / total }'
   rm -f "$data"
 }
 profile_seconds=5
@@ -157,7 +179,10 @@ LUA
   load "http://127.0.0.1:$port/oauth/token" "$server" "operator $alg"
   if [ "$on" = "$server_cpu" ]; then
     floor "http://127.0.0.1:$port/oauth/token"
-    client_wakes "http://127.0.0.1:$port/oauth/token" "$server"
+    profile "http://127.0.0.1:$port/oauth/token" "$server" "$lua"
+    echo
+    profile "http://127.0.0.1:$port/oauth/token" "$server" "$floor_lua"
+    echo
   fi
   kill "$server"; wait "$server" 2> /dev/null || true
 }
@@ -251,13 +276,15 @@ row() { # label alg figures raw
 # Each case runs in this shell, not in $(...), so the servers it starts are
 # in $pids when something fails and the exit trap stops them.
 out=$(mktemp)
-trap 'rm -f "$lua" "$out"; cleanup' EXIT
+trap 'rm -f "$lua" "$floor_lua" "$out"; cleanup' EXIT
 # The pinned row's tokens/s against the ceiling its floor and sign() allow,
-# then with the client's wake-up (when perf measured it) added.
-ceiling() { # alg figures-with-floor-and-wakes sign
+# then with the client's wake-up (when perf measured it) added, and where
+# a token's CPU went beside a floor answer's: what the rest is made of.
+ceiling() { # alg figures-with-floor-and-profiles sign
   local tokens floor wakes
   tokens=$(echo "$2" | cut -f1); floor=$(echo "$2" | cut -f6); wakes=$(echo "$2" | cut -f7)
-  awk -v a="$1" -v t="$tokens" -v f="$floor" -v s="$3" -v w="$wakes" 'BEGIN {
+  awk -v a="$1" -v t="$tokens" -v f="$floor" -v s="$3" -v w="$wakes" \
+    -v token_parts="$(echo "$2" | cut -f7-11)" -v floor_parts="$(echo "$2" | cut -f12-16)" 'BEGIN {
     c = 1 / (1 / s + 1 / f)
     printf "  %s: HTTP floor %.0f requests/s (%.1f us each), sign() %.1f us: ceiling %.0f tokens/s; operator %.1f%% of it, %.1f us per token beyond both\n",
       a, f, 1e6 / f, 1e6 / s, c, 100 * t / c, 1e6 / t - 1e6 / c
@@ -265,7 +292,11 @@ ceiling() { # alg figures-with-floor-and-wakes sign
     wake = w * 1e6 / t
     c = 1e6 / (1e6 / s + 1e6 / f + wake)
     printf "    waking wrk took %.1f%% of the operator'"'"'s CPU (perf), %.1f us per token: with it, ceiling %.0f tokens/s; operator %.1f%% of it, %.1f us beyond all three\n",
-      100 * w, wake, c, 100 * t / c, 1e6 / t - 1e6 / c }'
+      100 * w, wake, c, 100 * t / c, 1e6 / t - 1e6 / c
+    split(token_parts, p, "\t"); split(floor_parts, q, "\t")
+    for (i = 1; i <= 5; i++) { p[i] *= 1e6 / t; q[i] *= 1e6 / f }
+    printf "    per token (perf; us, a floor answer'"'"'s beside it): aws-lc %.1f (sign() alone %.1f), sending %.1f (%.1f), waking wrk %.1f (%.1f), receiving %.1f (%.1f), the operator'"'"'s own code and the rest %.1f (%.1f)\n",
+      p[2], 1e6 / s, p[3], q[3], p[1], q[1], p[4], q[4], p[5], q[5] }'
 }
 if [ "$operator_cases" = yes ]; then
   operator_case RS256 "$server_cpu" > "$out"; rs=$(tr '\n' '\t' < "$out"); row "operator, pinned" RS256 "$(echo "$rs" | cut -f1-5)" "$rsa1"
