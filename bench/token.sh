@@ -55,7 +55,7 @@ openssl_signs() { # rsa2048|ecdsap256 pinned|shared
 }
 
 lua=$(mktemp)
-trap 'rm -f "$lua" "${floor_lua:-}"; cleanup' EXIT
+trap 'rm -f "$lua" "${floor_lua:-}" "${awslc_names:-}"; cleanup' EXIT
 
 # Fails with REASON unless every VALUE is a number above zero: a rate
 # of zero, or a ratio computed from one, is a broken run, not a figure.
@@ -116,6 +116,16 @@ floor() { # url
   echo "$rate"
 }
 
+# The names of aws-lc's functions, its static ones too (the release
+# build's library, by nm): perf's leaf symbol tells them from the
+# operator's own code.
+awslc_names=$(mktemp)
+awslc_lib=$(ls -t target/release/build/aws-lc-sys-*/out/libaws_lc_*crypto.a 2> /dev/null | head -1 || true)
+if command -v perf > /dev/null; then
+  [ -n "$awslc_lib" ] && { nm "$awslc_lib" 2> /dev/null | awk '$2 ~ /^[tT]$/ {print $3}' | sort -u > "$awslc_names" || true; }
+  [ -s "$awslc_names" ] || { echo "needs nm (binutils) and the release build's aws-lc library" >&2; exit 1; }
+fi
+
 # Where PID's CPU goes under the load in LUA, by perf's samples: the
 # shares (0 to 1) spent waking the reader of a socket it writes to
 # (sock_def_readable in the kernel stack), in aws-lc (signing, the
@@ -132,14 +142,15 @@ profile() { # url pid lua
   pids+=("$load")
   perf record -q -F 999 -g -p "$2" -o "$data" -- sleep "$profile_seconds" > /dev/null 2>&1
   wait "$load"
-  perf script -i "$data" -F ip,sym 2> /dev/null | awk '
+  perf script -i "$data" -F ip,sym 2> /dev/null | awk -v names="$awslc_names" '
+    BEGIN { while ((getline name < names) > 0) awslc[name] = 1 }
     function count() {
       if (!n) return
       total++
       if (woke) part["woke"]++
       else if (call ~ /writev|sendmsg|sendto|ksys_write/) part["send"]++
       else if (call ~ /recvfrom|recvmsg|ksys_read/) part["recv"]++
-      else if (call == "" && leaf ~ /^(aws_lc_|_*ecp_nistz256|L?bignum|beeu_|_*bn_|_*rsaz|mulx4x|sqrx8x|mul4x|sqr8x|sha(256|512)_block)/) part["awslc"]++
+      else if (call == "" && leaf in awslc) part["awslc"]++
       else part["rest"]++
     }
     /^[[:space:]]*$/ { count(); n = 0; woke = 0; call = ""; next }
@@ -276,7 +287,7 @@ row() { # label alg figures raw
 # Each case runs in this shell, not in $(...), so the servers it starts are
 # in $pids when something fails and the exit trap stops them.
 out=$(mktemp)
-trap 'rm -f "$lua" "$floor_lua" "$out"; cleanup' EXIT
+trap 'rm -f "$lua" "$floor_lua" "$awslc_names" "$out"; cleanup' EXIT
 # The pinned row's tokens/s against the ceiling its floor and sign() allow,
 # then with the client's wake-up (when perf measured it) added, and where
 # a token's CPU went beside a floor answer's: what the rest is made of.
