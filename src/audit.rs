@@ -14,7 +14,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use tracing::{debug, warn};
@@ -32,7 +32,7 @@ const LOG_BATCH: usize = 1024;
 /// pinned replica's CPU at 10,000 ES256 tokens/s. Pausing, it wakes at most
 /// 100 times a second, and a record still reaches the log within about
 /// 10 ms (the queue holds 80 ms of 100,000 records/s).
-const LOG_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+const LOG_PAUSE: Duration = Duration::from_millis(10);
 /// Deliveries to the webhook running at once.
 const SENDERS: usize = 4;
 /// One delivery's attempts, and the wait before the second (doubling).
@@ -391,9 +391,7 @@ impl Audit {
             self.counted("webhook", "dropped");
         }
     }
-}
 
-impl Audit {
     /// Waits, up to `within`, until every record made before the call is
     /// in the log: at exit, so that the process does not take the records
     /// of its last moments with it. False when that did not happen in time
@@ -402,15 +400,13 @@ impl Audit {
         let Some(log) = &self.log else {
             return true;
         };
-        let deadline = std::time::Instant::now() + within;
+        let deadline = Instant::now() + within;
         let (done, written) = std::sync::mpsc::channel();
         let mut message = Message::Flush(done);
         loop {
             match log.try_send(message) {
                 Ok(()) => break,
-                Err(std::sync::mpsc::TrySendError::Full(m))
-                    if std::time::Instant::now() < deadline =>
-                {
+                Err(std::sync::mpsc::TrySendError::Full(m)) if Instant::now() < deadline => {
                     message = m;
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -418,7 +414,7 @@ impl Audit {
             }
         }
         written
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .is_ok()
     }
 }
@@ -595,6 +591,7 @@ mod tests {
             Ok(LogSink::File("/var/log/a.jsonl".into()))
         );
     }
+
     #[test]
     fn every_event_is_one_json_object_with_absent_members_left_out() {
         let time = Timestamp::from_second(1_800_000_000).unwrap();
@@ -666,6 +663,7 @@ mod tests {
         assert_eq!(v["user_agent"], hostile);
         assert_eq!(v["client_id"], "ci_2");
     }
+
     #[test]
     fn a_flush_returns_once_every_record_before_it_is_in_the_log() {
         let path = std::env::temp_dir().join(format!(
