@@ -37,7 +37,7 @@ use crate::server::oauth::TokenSettings;
 use crate::server::tls::{CertFiles, ReloadingCert};
 use crate::server::{self, JsonApi, Limits, Readiness, TokenService, throttle::Throttle};
 use crate::token::replay::Replays;
-use crate::token::{KeyStore, RotationPolicy, Verifier, keystore};
+use crate::token::{BatchSigner, KeyStore, RotationPolicy, Verifier, keystore};
 use crate::usage::UsageRecorder;
 use crate::writes::{KubeWrites, api_resource};
 use crate::{api, crd, duration, telemetry, watch};
@@ -546,6 +546,7 @@ fn token_service(
     TokenService {
         index: verifier.index.clone(),
         keys: process.keys.clone(),
+        signer: BatchSigner::start(),
         verifier: verifier.clone(),
         jwks_url: jwks_url(&common.token_url, &public.issuer),
         settings: TokenSettings {

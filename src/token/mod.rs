@@ -7,6 +7,7 @@
 //! they retire, at the moment the index learns of it. `rot` records the
 //! rotation counter the token was issued under.
 
+mod batch;
 mod cache;
 pub mod dpop;
 pub mod jwks;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::index::{CredentialEntry, CredentialIndex};
 use crate::scope::{self, Access};
 use crate::secret::HashKey;
+pub use batch::BatchSigner;
 use cache::Checked;
 pub use cache::VerifiedTokens;
 pub use keys::{ACCESS_TOKEN_TYPE, Algorithm, KeyRing, RotationPolicy, SigningKey, StoredKey};

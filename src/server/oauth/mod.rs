@@ -31,7 +31,7 @@ use crate::server::assertion::TokenReviewer;
 use crate::server::limit::RateLimit;
 use crate::server::throttle::Throttle;
 use crate::token::replay::Replays;
-use crate::token::{KeyStore, Verifier};
+use crate::token::{BatchSigner, KeyStore, Verifier};
 use crate::usage::UsageRecorder;
 pub use params::{TokenRequest, parse_basic, parse_body};
 pub use token::TokenSettings;
@@ -139,6 +139,8 @@ pub struct Call<'a> {
 pub struct TokenService {
     pub index: Arc<CredentialIndex>,
     pub keys: Arc<KeyStore>,
+    /// Signs the tokens.
+    pub signer: BatchSigner,
     /// Decides introspections and revocations as the JSON:API decides
     /// its calls.
     pub verifier: Arc<Verifier>,

@@ -162,7 +162,7 @@ impl TokenService {
         let jti = new_jti().map_err(|_| server_error())?;
         let mut claims = claims(&client, request.scope.as_deref(), &self.settings, now, jti)?;
         claims.cnf = bound.map(|jkt| Confirmation { jkt });
-        let response = self.grant(&client.entry, &claims, now)?;
+        let response = self.grant(&client.entry, &claims, now).await?;
         self.audit.record(Event::TokenIssued {
             org: &claims.org,
             credential: &client.entry.name,
@@ -179,8 +179,8 @@ impl TokenService {
     }
 
     /// An authenticated client's token: counts it against the client's
-    /// allowance, signs it and records the use.
-    fn grant(
+    /// allowance, signs it (in a batch) and records the use.
+    async fn grant(
         &self,
         entry: &CredentialEntry,
         claims: &AccessClaims,
@@ -199,9 +199,13 @@ impl TokenService {
             });
         }
         let ring = self.keys.ring();
-        let key = ring.signer(now).ok_or_else(server_error)?;
+        let key = ring.signer(now).ok_or_else(server_error)?.clone();
         let payload = serde_json::to_vec(claims).map_err(|_| server_error())?;
-        let token = key.sign(&payload).map_err(|_| server_error())?;
+        let token = self
+            .signer
+            .sign(key, payload)
+            .await
+            .map_err(|_| server_error())?;
         self.usage.record(entry);
 
         let token_type = if claims.cnf.is_some() {
