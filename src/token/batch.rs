@@ -112,6 +112,15 @@ mod tests {
     use jiff::Timestamp;
     use jsonwebtoken::{Validation, decode, decode_header};
 
+    /// The claims of `token`, which must verify with `key`.
+    fn claims_of(token: &str, key: &SigningKey) -> serde_json::Value {
+        let mut validation = Validation::new(key.alg.jsonwebtoken());
+        validation.required_spec_claims.clear();
+        decode(token, key.decoding_key(), &validation)
+            .unwrap()
+            .claims
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_request_gets_its_own_claims_signed_with_its_own_key() {
         let at = Timestamp::from_second(1_800_000_000).unwrap();
@@ -140,17 +149,12 @@ mod tests {
                 decode_header(&token).unwrap().kid.as_deref(),
                 Some(key.kid.as_str())
             );
-            let mut validation = Validation::new(key.alg.jsonwebtoken());
-            validation.required_spec_claims.clear();
-            let claims = decode::<serde_json::Value>(&token, key.decoding_key(), &validation)
-                .unwrap()
-                .claims;
-            assert_eq!(claims["jti"], n.to_string());
+            assert_eq!(claims_of(&token, key)["jti"], n.to_string());
         }
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_caller_that_goes_away_costs_the_others_nothing() {
+    async fn a_caller_that_goes_away_leaves_the_lane_signing_for_the_others() {
         let at = Timestamp::from_second(1_800_000_000).unwrap();
         let stored = StoredKey::generate(Algorithm::Es256, at, at).unwrap();
         let key = Arc::new(SigningKey::load(&stored).unwrap());
@@ -162,9 +166,6 @@ mod tests {
             .sign(key.clone(), br#"{"sub":"ci_1"}"#.to_vec())
             .await
             .unwrap();
-        let mut validation = Validation::new(key.alg.jsonwebtoken());
-        validation.required_spec_claims.clear();
-        let claims = decode::<serde_json::Value>(&token, key.decoding_key(), &validation).unwrap();
-        assert_eq!(claims.claims["sub"], "ci_1");
+        assert_eq!(claims_of(&token, &key)["sub"], "ci_1");
     }
 }
