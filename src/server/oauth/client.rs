@@ -237,7 +237,11 @@ impl TokenService {
         introspectors: bool,
     ) -> Result<Client, OAuthError> {
         if request.asserts() {
-            self.by_assertion(request, call, now, introspectors).await
+            // Boxed: an assertion's check (a TokenReview, an issuer's
+            // discovery) is a 2.7 KiB future; inline, every request's
+            // future is that large and copied as it is built and moved,
+            // secrets' requests too.
+            Box::pin(self.by_assertion(request, call, now, introspectors)).await
         } else {
             self.by_secret(request, call, now).map(Client::Credential)
         }

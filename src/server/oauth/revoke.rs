@@ -81,8 +81,9 @@ impl TokenService {
             Client::Introspector(_) => None,
         };
         if let Some(verified) = &own {
-            self.write_revoked(&verified.credential, &verified.claims, now)
-                .await?;
+            // Boxed: a write to the API server is a 3.4 KiB future, and
+            // every OAuth request's future would be as large.
+            Box::pin(self.write_revoked(&verified.credential, &verified.claims, now)).await?;
         }
         let result = if own.is_some() {
             "revoked"
