@@ -328,9 +328,44 @@ mod tests {
                     .any(|(h, v)| *h == header::RETRY_AFTER && v == "1")
             );
         }
+        // No answer at all (the connection could not be made): the write
+        // was never sent.
+        let unreached = write_error(
+            ty,
+            kube::Error::Service(Box::new(std::io::Error::other("connect timed out"))),
+            false,
+        );
+        assert_eq!(unreached.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            unreached.errors[0].detail,
+            "the data store is unavailable; retry later"
+        );
         // What the API server refuses for good stays a refusal.
         assert_eq!(refusal(400, "BadRequest").status, StatusCode::BAD_GATEWAY);
         assert_eq!(refusal(409, "Conflict").status, StatusCode::CONFLICT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_is_never_answered_is_a_503_that_says_it_may_have_been_made() {
+        let never = std::future::pending::<Result<(), kube::Error>>();
+        let started = tokio::time::Instant::now();
+        let p = within(never).await.unwrap_err();
+        assert_eq!(started.elapsed(), WRITE_TIMEOUT);
+        assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(p.errors[0].code, "backend_unavailable");
+        assert!(
+            p.errors[0].detail.contains("may or may not have been made"),
+            "{}",
+            p.errors[0].detail
+        );
+        assert!(
+            p.headers
+                .iter()
+                .any(|(h, v)| *h == header::RETRY_AFTER && v == "1")
+        );
+        // An answer in time is passed on as it is.
+        let answered = within(async { Ok::<_, kube::Error>(7) }).await;
+        assert_eq!(answered.unwrap().unwrap(), 7);
     }
 
     #[test]

@@ -1886,6 +1886,15 @@ async fn operator_status(http: &reqwest::Client, admin: &str) -> u16 {
 /// it would answer after a minute; here the line goes silent): the client
 /// hears 503 with Retry-After once the operator stops waiting, and reads
 /// go on from the caches meanwhile.
+///
+/// The write goes out on an open connection when the client's pool has one
+/// idle, and the operator gives up after `WRITE_TIMEOUT` ("may or may not
+/// have been made"); when the controller's own requests hold every open
+/// one at that moment, the client opens a new connection, whose handshake
+/// the silent line holds until the connect timeout ("unavailable", the
+/// write never sent). Which one happens is the client's pool's choice;
+/// both are a 503 to retry, with the detail that is true of it (the unit
+/// tests in `writes.rs` pin each mapping).
 #[tokio::test]
 async fn a_write_the_api_server_never_answers_is_a_503_to_retry() {
     let (line, kubeconfig) =
@@ -1909,8 +1918,15 @@ async fn a_write_the_api_server_never_answers_is_a_503_to_retry() {
     assert_eq!((status, code.as_str()), (503, "backend_unavailable"));
     assert_eq!(r.headers["retry-after"], "1");
     let detail = r.body["errors"][0]["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("did not answer in time"), "{detail}");
-    eprintln!("unanswered write refused after {:?}", asked.elapsed());
+    assert!(
+        detail.contains("did not answer in time; the change may or may not have been made")
+            || detail == "the data store is unavailable; retry later",
+        "{detail}"
+    );
+    eprintln!(
+        "unanswered write refused after {:?}: {detail}",
+        asked.elapsed()
+    );
     assert_eq!(h.get(&token, "/api/v1/requirements").await.status, 200);
     line.restore();
 }
