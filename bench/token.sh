@@ -98,26 +98,31 @@ load() { # url pid label
   rm -f "$report"
 }
 
-# Requests/s of the server at URL answering a token request it refuses
-# before signing (every answer a 400): the cost of the round trip alone.
+# A token request refused before signing (every answer a 400).
 floor_lua=$(mktemp)
 cat > "$floor_lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"client_id":"ci_floor","client_secret":"x","grant_type":"password"}'
 LUA
-floor() { # url
-  local report
-  report=$(mktemp)
-  taskset -c "$wrk_cpus" wrk -t1 -c64 -d"${seconds}s" -s "$floor_lua" "$1" > "$report"
-  if grep -q 'Socket errors' "$report"; then
-    echo "HTTP floor: errors under load:" >&2; cat "$report" >&2; rm -f "$report"; return 1
+# Requests/s of wrk against URL with the request in LUA for SECONDS;
+# fails, saying why, on socket errors and, unless `refused` is given
+# (every answer meant to be a refusal), on any non-2xx.
+rate() { # url lua seconds label [refused]
+  local report good
+  report=$(taskset -c "$wrk_cpus" wrk -t1 -c64 -d"$3s" -s "$2" "$1")
+  if grep -q 'Socket errors' <<< "$report" || { [ "${5:-}" != refused ] && grep -q 'Non-2xx' <<< "$report"; }; then
+    echo "$4: errors under load:" >&2; echo "$report" >&2; return 1
   fi
-  local rate
-  rate=$(awk '/Requests\/sec/ {print $2}' "$report")
-  rm -f "$report"
-  positive "HTTP floor" "$rate"
-  echo "$rate"
+  good=$(awk '/Requests\/sec/ {print $2}' <<< "$report")
+  positive "$4" "$good"
+  echo "$good"
+}
+
+# Requests/s of the server at URL answering the refused request: the cost
+# of the round trip alone.
+floor() { # url
+  rate "$1" "$floor_lua" "$seconds" "HTTP floor" refused
 }
 
 # The names of aws-lc's functions, its static ones too (the release
@@ -168,19 +173,6 @@ profile() { # url pid lua
 }
 profile_seconds=5
 
-# Requests/s of wrk against URL with the request in LUA for SECONDS;
-# fails, saying why, on socket errors and, for `tokens`, on any non-2xx.
-rate() { # url lua seconds tokens|floor
-  local report good
-  report=$(taskset -c "$wrk_cpus" wrk -t1 -c64 -d"$3s" -s "$2" "$1")
-  if grep -q 'Socket errors' <<< "$report" || { [ "$4" = tokens ] && grep -q 'Non-2xx' <<< "$report"; }; then
-    echo "$4 in a round: errors under load:" >&2; echo "$report" >&2; return 1
-  fi
-  good=$(awk '/Requests\/sec/ {print $2}' <<< "$report")
-  positive "$4 in a round" "$good"
-  echo "$good"
-}
-
 # ROUNDS rounds of sign() alone (2 s), tokens and the floor (SECONDS/2
 # each, at least 3 s) on the server's CPU, back to back: their rates as
 # `sign,tokens,floor` triples, space-separated.
@@ -190,8 +182,8 @@ ceiling_rounds() { # alg url
   for r in $(seq 1 "$rounds"); do
     s=$(taskset -c "$server_cpu" "$bench_sign" "$1" 2)
     positive "SigningKey::sign ($1, in a round)" "$s"
-    t=$(rate "$2" "$lua" "$each" tokens)
-    f=$(rate "$2" "$floor_lua" "$each" floor)
+    t=$(rate "$2" "$lua" "$each" "tokens in a round")
+    f=$(rate "$2" "$floor_lua" "$each" "HTTP floor in a round" refused)
     out+=("$s,$t,$f")
   done
   echo "${out[*]}"
