@@ -9,15 +9,19 @@
 //! writer thread and the webhook's senders drain, and a full queue drops
 //! the record and counts it (`catalio_audit_records_total{result="dropped"}`),
 //! so a slow disk or a webhook that is down never slows the token endpoint.
+//! A webhook that cannot take a request per record at the token endpoint's
+//! rate can take them in CloudEvents' batched mode, many to a request.
+//! At exit, both sinks get a few seconds to take what is queued.
 
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::metrics::{AuditLabels, Metrics};
 
@@ -309,19 +313,56 @@ enum Message {
 #[derive(Clone)]
 pub struct Audit {
     log: Option<std::sync::mpsc::SyncSender<Message>>,
-    webhook: Option<tokio::sync::mpsc::Sender<Arc<Record>>>,
+    webhook: Option<Queue>,
     metrics: Arc<Metrics>,
+}
+
+/// The webhook's side of the trail.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    pub url: String,
+    /// Records waiting for a sender, at most.
+    pub queue: usize,
+    /// Records per request, at most: 1 sends each in HTTP binary mode,
+    /// more sends what is queued in batched mode.
+    pub batch: usize,
+    /// Names this process in CloudEvents (`ce-source`).
+    pub source: String,
+}
+
+/// The records on their way to the webhook.
+#[derive(Clone)]
+struct Queue {
+    records: tokio::sync::mpsc::Sender<Arc<Record>>,
+    pending: Arc<Pending>,
+}
+
+/// How many records are queued for the webhook or being delivered, and a
+/// signal when that reaches zero.
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    none: tokio::sync::Notify,
+}
+
+impl Pending {
+    fn add(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn done(&self, n: usize) {
+        if self.count.fetch_sub(n, Ordering::AcqRel) == n {
+            self.none.notify_waiters();
+        }
+    }
 }
 
 impl Audit {
     /// Starts the sinks: the log writer thread, and the webhook's senders
-    /// (with a queue of `queue` records) when `webhook` is a URL. `source`
-    /// names this process in CloudEvents (`ce-source`).
+    /// when there is a webhook.
     pub fn start(
         log: LogSink,
-        webhook: Option<String>,
-        queue: usize,
-        source: String,
+        webhook: Option<Webhook>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let log = match log {
@@ -336,9 +377,9 @@ impl Audit {
                 Some(spawn_writer(Box::new(file), metrics.clone())?)
             }
         };
-        let webhook = match webhook.filter(|url| !url.is_empty()) {
+        let webhook = match webhook.filter(|w| !w.url.is_empty()) {
             None => None,
-            Some(url) => Some(spawn_webhook(url, queue, source, metrics.clone())?),
+            Some(webhook) => Some(spawn_webhook(webhook, metrics.clone())?),
         };
         Ok(Self {
             log,
@@ -385,10 +426,47 @@ impl Audit {
         {
             self.counted("log", "dropped");
         }
-        if let Some(webhook) = &self.webhook
-            && webhook.try_send(record).is_err()
-        {
-            self.counted("webhook", "dropped");
+        if let Some(webhook) = &self.webhook {
+            // Counted before it is queued: a sender may take it at once.
+            webhook.pending.add();
+            if webhook.records.try_send(record).is_err() {
+                webhook.pending.done(1);
+                self.counted("webhook", "dropped");
+            }
+        }
+    }
+
+    /// Waits, up to `within`, until every record queued for the webhook
+    /// has been delivered or given up on: at exit, before the runtime and
+    /// its senders stop. Logs how many records were still on their way when
+    /// it stopped waiting.
+    pub async fn deliver_queued(&self, within: Duration) {
+        let Some(webhook) = &self.webhook else {
+            return;
+        };
+        let pending = &webhook.pending;
+        let queued = pending.count.load(Ordering::Acquire);
+        if queued == 0 {
+            return;
+        }
+        info!(
+            records = queued,
+            "delivering the audit records queued for the webhook before exit"
+        );
+        let all = async {
+            loop {
+                let none = pending.none.notified();
+                if pending.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                none.await;
+            }
+        };
+        if tokio::time::timeout(within, all).await.is_err() {
+            warn!(
+                records = pending.count.load(Ordering::Acquire),
+                "audit records did not reach the webhook before exit"
+            );
         }
     }
 
@@ -476,72 +554,148 @@ fn spawn_writer(
     Ok(tx)
 }
 
-/// Senders that deliver records to `url` as CloudEvents, retrying each a
-/// few times with backoff.
-fn spawn_webhook(
-    url: String,
-    queue: usize,
-    source: String,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<tokio::sync::mpsc::Sender<Arc<Record>>> {
+/// Senders that deliver records to the webhook as CloudEvents, retrying
+/// each request a few times with backoff.
+fn spawn_webhook(webhook: Webhook, metrics: Arc<Metrics>) -> anyhow::Result<Queue> {
     let http = reqwest::Client::builder()
         .timeout(WEBHOOK_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Arc<Record>>(queue.max(1));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Arc<Record>>(webhook.queue.max(1));
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let pending = Arc::new(Pending::default());
+    let batch = webhook.batch.max(1);
+    let target = Arc::new(Target {
+        http,
+        url: webhook.url,
+        source: webhook.source,
+    });
+    let count = |result| {
+        metrics
+            .audit_records
+            .get_or_create(&AuditLabels {
+                sink: "webhook",
+                result,
+            })
+            .clone()
+    };
+    let (delivered, failed) = (count("delivered"), count("failed"));
     for _ in 0..SENDERS {
-        let (http, url, source, rx) = (http.clone(), url.clone(), source.clone(), rx.clone());
-        let metrics = metrics.clone();
+        let (target, rx, pending) = (target.clone(), rx.clone(), pending.clone());
+        let (delivered, failed) = (delivered.clone(), failed.clone());
         tokio::spawn(async move {
+            let mut records = Vec::with_capacity(batch);
             loop {
-                let Some(record) = rx.lock().await.recv().await else {
+                records.clear();
+                if rx.lock().await.recv_many(&mut records, batch).await == 0 {
                     return;
+                }
+                let sent = match batch {
+                    1 => target.deliver(|| target.binary(&records[0])).await,
+                    _ => {
+                        let body = bytes::Bytes::from(batch_body(&target.source, &records));
+                        target.deliver(|| target.batched(body.clone())).await
+                    }
                 };
-                let result = match deliver(&http, &url, &source, &record).await {
-                    true => "delivered",
-                    false => "failed",
+                let n = records.len() as u64;
+                match sent {
+                    true => delivered.inc_by(n),
+                    false => failed.inc_by(n),
                 };
-                metrics
-                    .audit_records
-                    .get_or_create(&AuditLabels {
-                        sink: "webhook",
-                        result,
-                    })
-                    .inc();
+                pending.done(records.len());
             }
         });
     }
-    Ok(tx)
+    Ok(Queue {
+        records: tx,
+        pending,
+    })
 }
 
-/// One record to the webhook, in CloudEvents' HTTP binary mode: the
-/// attributes as `ce-` headers, the record as the JSON body.
-async fn deliver(http: &reqwest::Client, url: &str, source: &str, record: &Record) -> bool {
-    let mut wait = FIRST_RETRY;
-    for attempt in 1..=ATTEMPTS {
-        let sent = http
-            .post(url)
+/// Where the webhook's requests go.
+struct Target {
+    http: reqwest::Client,
+    url: String,
+    source: String,
+}
+
+impl Target {
+    /// One record as a CloudEvent in HTTP binary mode: the attributes as
+    /// `ce-` headers, the record as the JSON body.
+    fn binary(&self, record: &Record) -> reqwest::RequestBuilder {
+        self.http
+            .post(&self.url)
             .header("ce-specversion", "1.0")
             .header("ce-id", &record.id)
-            .header("ce-source", source)
-            .header("ce-type", format!("ai.catalio.audit.{}", record.kind))
+            .header("ce-source", &self.source)
+            .header("ce-type", format!("{EVENT_TYPE}{}", record.kind))
             .header("ce-time", record.time.to_string())
             .header("content-type", "application/json")
             .body(record.json.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => return true,
-            Ok(r) => debug!(status = %r.status(), attempt, "the audit webhook refused a record"),
-            Err(e) => debug!(error = %e.without_url(), attempt, "the audit webhook failed"),
-        }
-        if attempt < ATTEMPTS {
-            tokio::time::sleep(wait).await;
-            wait *= 2;
-        }
     }
-    false
+
+    /// Records as CloudEvents in batched mode: a JSON array of events in
+    /// the JSON event format.
+    fn batched(&self, body: bytes::Bytes) -> reqwest::RequestBuilder {
+        self.http
+            .post(&self.url)
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(body)
+    }
+
+    /// One request, made by `request` for each attempt, until the webhook
+    /// accepts it (2xx) or the attempts run out.
+    async fn deliver(&self, request: impl Fn() -> reqwest::RequestBuilder) -> bool {
+        let mut wait = FIRST_RETRY;
+        for attempt in 1..=ATTEMPTS {
+            match request().send().await {
+                Ok(r) if r.status().is_success() => return true,
+                Ok(r) => {
+                    debug!(status = %r.status(), attempt, "the audit webhook refused a request")
+                }
+                Err(e) => debug!(error = %e.without_url(), attempt, "the audit webhook failed"),
+            }
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+        false
+    }
+}
+
+/// CloudEvents' `type` of a record, before its `audit` member.
+const EVENT_TYPE: &str = "ai.catalio.audit.";
+
+/// A batched-mode body: each record as a CloudEvent in the JSON event
+/// format, the record itself as `data`. Written directly, as records are:
+/// their JSON is already made.
+fn batch_body(source: &str, records: &[Arc<Record>]) -> Vec<u8> {
+    let size = records.iter().map(|r| r.json.len() + 192).sum::<usize>();
+    let mut body = Vec::with_capacity(size + source.len() * records.len() + 2);
+    body.push(b'[');
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        // Writing into a Vec cannot fail; the id is hex, the kind and the
+        // time need no escaping.
+        let _ = write!(
+            body,
+            r#"{{"specversion":"1.0","id":"{}","source":"#,
+            record.id
+        );
+        let _ = serde_json::to_writer(&mut body, source);
+        let _ = write!(
+            body,
+            r#","type":"{EVENT_TYPE}{}","time":"{}","datacontenttype":"application/json","data":"#,
+            record.kind, record.time
+        );
+        body.extend_from_slice(&record.json);
+        body.push(b'}');
+    }
+    body.push(b']');
+    body
 }
 
 #[cfg(test)]
@@ -665,6 +819,98 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_a_json_array_of_cloudevents_with_the_records_as_data() {
+        let record = |kind, event: Event<'_>| {
+            let time = Timestamp::new(1_800_000_000, 5).unwrap();
+            Arc::new(Record {
+                id: record_id(),
+                kind,
+                time,
+                json: event.line(time),
+            })
+        };
+        let source = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let records = [
+            record(
+                "revocation",
+                Event::Revocation {
+                    caller: "ci_1",
+                    revoked: true,
+                    jti: Some("j1"),
+                    source,
+                },
+            ),
+            record(
+                "refused",
+                Event::Refused {
+                    endpoint: "token",
+                    reason: "invalid_client",
+                    client_id: None,
+                    source,
+                    user_agent: Some("a\"b"),
+                },
+            ),
+        ];
+        // A source needing escapes stays one string.
+        let body = batch_body("/catalio-operator/ns/\"pod\"", &records);
+        let batch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let events = batch.as_array().unwrap();
+        assert_eq!(events.len(), 2);
+        for (event, record) in events.iter().zip(&records) {
+            let data: serde_json::Value = serde_json::from_slice(&record.json).unwrap();
+            assert_eq!(
+                event,
+                &serde_json::json!({
+                    "specversion": "1.0",
+                    "id": record.id,
+                    "source": "/catalio-operator/ns/\"pod\"",
+                    "type": format!("ai.catalio.audit.{}", record.kind),
+                    "time": "2027-01-15T08:00:00.000000005Z",
+                    "datacontenttype": "application/json",
+                    "data": data,
+                })
+            );
+        }
+        assert_eq!(events[1]["data"]["user_agent"], "a\"b");
+        assert_eq!(batch_body("s", &[]), b"[]");
+    }
+
+    /// A webhook that is down holds an exit up for the time given, no more,
+    /// and what it could not take is still counted as on its way.
+    #[tokio::test]
+    async fn waiting_for_a_dead_webhook_at_exit_ends_in_time() {
+        // A port nothing listens on: every attempt is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let webhook = Webhook {
+            url: format!("http://127.0.0.1:{port}/"),
+            queue: 10,
+            batch: 1,
+            source: "test".into(),
+        };
+        let audit = Audit::start(LogSink::Off, Some(webhook), Metrics::new()).unwrap();
+        audit.record(Event::Revocation {
+            caller: "ci_1",
+            revoked: true,
+            jti: None,
+            source: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        });
+        let pending = audit.webhook.as_ref().unwrap().pending.clone();
+        assert_eq!(pending.count.load(Ordering::Acquire), 1);
+        // The sender gives up only after its attempts and their backoff
+        // (3 s): still on its way, the wait ended first.
+        audit.deliver_queued(Duration::from_millis(50)).await;
+        assert_eq!(pending.count.load(Ordering::Acquire), 1);
+        // Nothing to wait for without a webhook.
+        Audit::off(Metrics::new())
+            .deliver_queued(Duration::from_secs(3600))
+            .await;
+    }
+
+    #[test]
     fn a_flush_returns_once_every_record_before_it_is_in_the_log() {
         let path = std::env::temp_dir().join(format!(
             "catalio-audit-flush-{}-{:?}.jsonl",
@@ -673,8 +919,7 @@ mod tests {
         ));
         let _ = std::fs::remove_file(&path);
         let metrics = Metrics::new();
-        let audit =
-            Audit::start(LogSink::File(path.clone()), None, 1, "test".into(), metrics).unwrap();
+        let audit = Audit::start(LogSink::File(path.clone()), None, metrics).unwrap();
         // More than one batch, so the writer pauses between them.
         let records = LOG_BATCH + 10;
         for i in 0..records {

@@ -99,8 +99,8 @@ pub struct CommonFlags {
     #[arg(long, env = "CATALIO_AUDIT_LOG", default_value = "stdout")]
     pub audit_log: crate::audit::LogSink,
 
-    /// A URL that receives every audit record as a CloudEvent (HTTP binary
-    /// mode); none when empty.
+    /// A URL that receives every audit record as a CloudEvent; none when
+    /// empty.
     #[arg(long, env = "CATALIO_AUDIT_WEBHOOK", default_value = "")]
     pub audit_webhook: String,
 
@@ -109,6 +109,14 @@ pub struct CommonFlags {
     #[arg(long, env = "CATALIO_AUDIT_WEBHOOK_QUEUE", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub audit_webhook_queue: u32,
+
+    /// Audit records per webhook request, at most: 1 sends each as a
+    /// CloudEvent in HTTP binary mode; more sends the records queued, up to
+    /// this many, in CloudEvents' batched mode
+    /// (`application/cloudevents-batch+json`).
+    #[arg(long, env = "CATALIO_AUDIT_WEBHOOK_BATCH", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub audit_webhook_batch: u32,
 }
 
 /// The public server: the token endpoint and the JSON:API (`run`,

@@ -18,7 +18,7 @@ use kube::{Api, Client};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::audit::{Audit, LogSink};
+use crate::audit::{Audit, LogSink, Webhook};
 use crate::config::{Cli, Command, CommonFlags, ControllerFlags, Operator, PublicFlags};
 use crate::controller::{self, plan::Settings};
 use crate::crd::ApiCredential;
@@ -45,7 +45,8 @@ use crate::{api, crd, duration, telemetry, watch};
 type Shutdown = Shared<BoxFuture<'static, ()>>;
 type Task = BoxFuture<'static, ()>;
 
-/// How long, at exit, the audit log's writer has to write what is queued.
+/// How long, at exit, the audit log's writer has to write what is queued,
+/// and the webhook's senders to deliver it (at the same time).
 const AUDIT_FLUSH: Duration = Duration::from_secs(5);
 
 /// Where the watches look: every namespace (`[None]`), or each listed one.
@@ -93,8 +94,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     join_all(tasks).await;
     let audit = process.audit.clone();
-    let flushed = tokio::task::spawn_blocking(move || audit.flush(AUDIT_FLUSH)).await;
-    if !matches!(flushed, Ok(true)) {
+    let written = tokio::task::spawn_blocking(move || audit.flush(AUDIT_FLUSH));
+    let (written, ()) = tokio::join!(written, process.audit.deliver_queued(AUDIT_FLUSH));
+    if !matches!(written, Ok(true)) {
         warn!("the audit log's last records may not have been written");
     }
     info!("stopped");
@@ -155,6 +157,7 @@ impl Common {
             audit_log,
             audit_webhook,
             audit_webhook_queue,
+            audit_webhook_batch,
         } = flags;
         let token_url = token_url.unwrap_or_else(|| {
             let url = default_token_url(public.listen, public.tls.is_some());
@@ -184,6 +187,7 @@ impl Common {
                 log: audit_log,
                 webhook: audit_webhook,
                 queue: audit_webhook_queue as usize,
+                batch: audit_webhook_batch as usize,
             },
         })
     }
@@ -194,6 +198,7 @@ struct AuditFlags {
     log: LogSink,
     webhook: String,
     queue: usize,
+    batch: usize,
 }
 
 /// What the public server needs from the command line.
@@ -357,9 +362,12 @@ impl Process {
             .unwrap_or_else(|| "catalio-operator".to_owned());
         let audit = Audit::start(
             common.audit.log.clone(),
-            Some(common.audit.webhook.clone()),
-            common.audit.queue,
-            format!("/catalio-operator/{}/{pod}", common.namespace),
+            Some(Webhook {
+                url: common.audit.webhook.clone(),
+                queue: common.audit.queue,
+                batch: common.audit.batch,
+                source: format!("/catalio-operator/{}/{pod}", common.namespace),
+            }),
             metrics.clone(),
         )
         .context("starting the audit trail")?;

@@ -6,15 +6,16 @@
 //! and the audit trail, as JSON lines and as CloudEvents, with no secret
 //! or token in any record.
 
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use catalio_test_support::events::Receiver;
+use catalio_test_support::events::{CloudEvent, Receiver};
 use catalio_test_support::{
     Endpoints, OperatorProcess, TestNamespace, access_token, cluster, create_credential,
-    eventually, free_port, get_json, list_status, patch_credential, python,
+    eventually, free_port, get_json, list_status, metrics, patch_credential, python, sample,
 };
 use kube::Client;
 use serde_json::{Value, json};
@@ -27,7 +28,7 @@ const ISSUER: &str = "https://catalio.ai";
 struct Harness {
     orgs: Vec<TestNamespace>,
     client: Client,
-    _operator: OperatorProcess,
+    operator: OperatorProcess,
     endpoints: Endpoints,
     http: reqwest::Client,
 }
@@ -61,7 +62,7 @@ impl Harness {
         Self {
             orgs: namespaces,
             client,
-            _operator: operator,
+            operator,
             endpoints,
             http: reqwest::Client::new(),
         }
@@ -632,26 +633,20 @@ async fn the_audit_trail_records_every_event_and_no_secret() {
     .await;
     // The webhook got the same records, as CloudEvents.
     let events = eventually(WAIT, "every event at the webhook", || async {
-        let events = receiver.received();
-        let bodies: Vec<Value> = events.iter().map(|e| e.body.clone()).collect();
-        expected(&bodies).then_some(events)
+        let events = receiver.events();
+        let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
+        expected(&data).then_some(events)
     })
     .await;
-    for event in &events {
-        let header = |name: &str| event.headers.get(name).map(String::as_str);
-        assert_eq!(header("ce-specversion"), Some("1.0"));
-        assert_eq!(
-            header("ce-type"),
-            Some(format!("ai.catalio.audit.{}", event.body["audit"].as_str().unwrap()).as_str())
-        );
-        assert!(header("ce-id").is_some_and(|id| id.len() == 32));
-        assert!(header("ce-source").is_some_and(|s| s.starts_with("/catalio-operator/")));
-        assert!(header("ce-time").is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()));
-        assert_eq!(header("content-type"), Some("application/json"));
+    // One event per request, in HTTP binary mode.
+    for request in receiver.received() {
+        let media = request.headers.get("content-type").map(String::as_str);
+        assert_eq!(media, Some("application/json"));
     }
+    events.iter().for_each(assert_attributes);
     // No secret, no token anywhere: in the log, at the webhook.
     let text = std::fs::read_to_string(&log).unwrap();
-    let sent: String = events.iter().map(|e| e.body.to_string()).collect();
+    let sent: String = events.iter().map(|e| e.data.to_string()).collect();
     for (what, needle) in [
         ("the client secret", secret.as_str()),
         ("the token", token.as_str()),
@@ -670,4 +665,173 @@ async fn the_audit_trail_records_every_event_and_no_secret() {
         events.len()
     );
     let _ = std::fs::remove_file(&log);
+}
+
+/// An audit record's CloudEvent has every required attribute, named after
+/// the record it carries.
+fn assert_attributes(event: &CloudEvent) {
+    let attribute = |name: &str| event.attributes.get(name).map(String::as_str);
+    assert_eq!(attribute("specversion"), Some("1.0"));
+    assert_eq!(
+        attribute("type"),
+        Some(format!("ai.catalio.audit.{}", event.data["audit"].as_str().unwrap()).as_str())
+    );
+    assert!(attribute("id").is_some_and(|id| id.len() == 32));
+    assert!(attribute("source").is_some_and(|s| s.starts_with("/catalio-operator/")));
+    assert_eq!(attribute("time"), event.data["time"].as_str());
+    assert!(attribute("time").is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()));
+}
+
+/// The `jti` of every token a webhook got a `token_issued` record of.
+fn issued_jtis(events: &[CloudEvent]) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter(|e| e.data["audit"] == "token_issued")
+        .filter_map(|e| e.data["jti"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `count` tokens for the credential, by their `jti`.
+async fn issue(h: &Harness, (id, secret): (&str, &str), count: usize) -> BTreeSet<String> {
+    let mut jtis = BTreeSet::new();
+    for _ in 0..count {
+        let token = h.token(id, secret).await;
+        jtis.insert(claims(&token)["jti"].as_str().unwrap().to_owned());
+    }
+    jtis
+}
+
+/// A replica that is stopped while records wait for the webhook (it holds
+/// every request) delivers them before it exits, rather than take them
+/// with it.
+#[tokio::test]
+async fn audit_records_queued_for_the_webhook_outlive_a_sigterm() {
+    let receiver = Receiver::closed();
+    let mut h = Harness::start(
+        "auditexit",
+        1,
+        &[
+            "--audit-log",
+            "off",
+            "--audit-webhook",
+            &receiver.url,
+            "--token-rate-limit",
+            "0",
+        ],
+    )
+    .await;
+    let (id, secret) = h.credential(0, "ci", "").await;
+    // More than the four senders hold at the webhook: the rest are queued.
+    let jtis = issue(&h, (&id, &secret), 20).await;
+    assert!(
+        issued_jtis(&receiver.events()).is_empty(),
+        "the webhook held every request"
+    );
+    h.operator.signal_term();
+    eventually(
+        WAIT,
+        "the replica to wait for the webhook at exit",
+        || async {
+            h.operator
+                .logs()
+                .contains("delivering the audit records queued for the webhook before exit")
+                .then_some(())
+        },
+    )
+    .await;
+    receiver.open();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = h.operator.wait_exit(WAIT);
+        (status, h)
+    });
+    let (status, h) = status.await.unwrap();
+    let status = status.expect("the operator exits after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    let delivered = issued_jtis(&receiver.events());
+    assert!(
+        jtis.is_subset(&delivered),
+        "{} of {} tokens' records reached the webhook:\n{}",
+        jtis.intersection(&delivered).count(),
+        jtis.len(),
+        h.operator.logs()
+    );
+    assert!(!h.operator.logs().contains("did not reach the webhook"));
+}
+
+/// With `--audit-webhook-batch`, the records queued go in one request, as
+/// CloudEvents in batched mode, each with every attribute binary mode has.
+#[tokio::test]
+async fn a_batching_webhook_gets_every_record_in_fewer_requests() {
+    let receiver = Receiver::closed();
+    let h = Harness::start(
+        "auditbatch",
+        1,
+        &[
+            "--audit-log",
+            "off",
+            "--audit-webhook",
+            &receiver.url,
+            "--audit-webhook-batch",
+            "50",
+            "--token-rate-limit",
+            "0",
+        ],
+    )
+    .await;
+    let (id, secret) = h.credential(0, "ci", "").await;
+    // Issued while the webhook holds the senders' requests: the records
+    // queue up behind them.
+    let jtis = issue(&h, (&id, &secret), 120).await;
+    receiver.open();
+    let events = eventually(WAIT, "every token's record at the webhook", || async {
+        let events = receiver.events();
+        jtis.is_subset(&issued_jtis(&events)).then_some(events)
+    })
+    .await;
+    let requests = receiver.received();
+    assert!(requests.iter().all(|r| {
+        r.headers.get("content-type").map(String::as_str)
+            == Some("application/cloudevents-batch+json")
+    }));
+    // At most four requests were held: the rest of the records (120 and
+    // more) went at most 50 to a request.
+    assert!(
+        requests.len() < events.len()
+            && requests
+                .iter()
+                .any(|r| r.body.as_array().unwrap().len() > 1),
+        "{} requests for {} events",
+        requests.len(),
+        events.len()
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.body.as_array().unwrap().len() <= 50)
+    );
+    eprintln!("{} requests for {} events", requests.len(), events.len());
+    events.iter().for_each(assert_attributes);
+    for event in &events {
+        let media = event.attributes.get("datacontenttype").map(String::as_str);
+        assert_eq!(media, Some("application/json"));
+    }
+    // Every record counted as delivered (once, though a request held past
+    // the sender's timeout reaches the webhook again), none dropped.
+    let ids: BTreeSet<&str> = events.iter().map(|e| e.attributes["id"].as_str()).collect();
+    let text = eventually(WAIT, "every record counted as delivered", || async {
+        let text = metrics(&h.endpoints.admin).await;
+        let delivered = sample(
+            &text,
+            r#"catalio_audit_records_total{sink="webhook",result="delivered"}"#,
+        );
+        (delivered >= ids.len() as f64).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"catalio_audit_records_total{sink="webhook",result="dropped"}"#
+        ),
+        0.0
+    );
 }

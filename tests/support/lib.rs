@@ -348,9 +348,19 @@ impl OperatorProcess {
 
     /// Sends SIGTERM, as the kubelet does, and waits for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.signal_term();
+        self.wait_exit(timeout)
+    }
+
+    /// Sends SIGTERM and returns: the process stops in its own time.
+    pub fn signal_term(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+    }
+
+    /// The exit status, once the process exits within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
