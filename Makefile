@@ -39,6 +39,7 @@ bench: controlplane
 	bench/clients.sh
 	bench/credentials.sh
 	bench/api.sh
+	bench/audit.sh
 
 ## Faults that print figures and count damage (release build, own control
 ## plane): SIGKILLs at random moments among credential operations and Secret
