@@ -113,10 +113,9 @@ LUA
   [ $((delivered + dropped + failed)) -ge "$tokens" ] ||
     { echo "records unaccounted for: $tokens tokens, $delivered + $dropped + $failed records" >&2; exit 1; }
   local received
-  received=$(curl -fs "http://127.0.0.1:$rport/")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$tokens" "$delivered" "$dropped" "$failed" \
-    "$(echo "$received" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')" \
-    "$(echo "$received" | python3 -c 'import json,sys; print(json.load(sys.stdin)["events"])')"
+  received=$(curl -fs "http://127.0.0.1:$rport/" |
+    python3 -c 'import json, sys; c = json.load(sys.stdin); print(c["requests"], c["events"], sep="\t")')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$tokens" "$delivered" "$dropped" "$failed" "$received"
   kill "$server" "$hook"
   wait "$server" "$hook" 2> /dev/null || true
 }

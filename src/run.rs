@@ -185,9 +185,13 @@ impl Common {
             shutdown_delay: duration_flag("shutdown-delay", &shutdown_delay)?,
             audit: AuditFlags {
                 log: audit_log,
-                webhook: audit_webhook,
-                queue: audit_webhook_queue as usize,
-                batch: audit_webhook_batch as usize,
+                webhook: Webhook {
+                    url: audit_webhook,
+                    queue: audit_webhook_queue as usize,
+                    batch: audit_webhook_batch as usize,
+                    // This process's name, once it is known.
+                    source: String::new(),
+                },
             },
         })
     }
@@ -196,9 +200,7 @@ impl Common {
 /// Where audit records go.
 struct AuditFlags {
     log: LogSink,
-    webhook: String,
-    queue: usize,
-    batch: usize,
+    webhook: Webhook,
 }
 
 /// What the public server needs from the command line.
@@ -363,10 +365,8 @@ impl Process {
         let audit = Audit::start(
             common.audit.log.clone(),
             Some(Webhook {
-                url: common.audit.webhook.clone(),
-                queue: common.audit.queue,
-                batch: common.audit.batch,
                 source: format!("/catalio-operator/{}/{pod}", common.namespace),
+                ..common.audit.webhook.clone()
             }),
             metrics.clone(),
         )
